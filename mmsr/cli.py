@@ -1,0 +1,54 @@
+"""The ``mmsr`` command line.
+
+Each command group lives in a small ``cli`` module next to the code it drives and exposes
+``register(subparsers)``; this file lists those modules explicitly (no import-time
+registration). Heavy imports happen inside the command functions, so ``mmsr --help`` is fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from collections.abc import Sequence
+
+from mmsr import __version__
+
+# One line per command group; each module defines ``register(subparsers) -> None`` and sets
+# ``func`` on its parsers via ``set_defaults(func=...)``.
+COMMAND_MODULES: tuple[str, ...] = ("mmsr.protocol.cli",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="mmsr", description="Teach multimodal models to search only when they need to."
+    )
+    parser.add_argument("--version", action="version", version=f"mmsr {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(subparsers)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    try:
+        return int(func(args) or 0)
+    except (ValueError, OSError) as err:  # user errors: bad files, bad values
+        print(f"mmsr: error: {err}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

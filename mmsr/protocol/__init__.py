@@ -1,0 +1,63 @@
+"""The search protocol: prompt sets, action parsing and rendering of tool results (DESIGN §1).
+
+No torch here. What a turn *asks for* (``parse_action``) is kept apart from whether it is *well
+formed* (``well_formed_kind``, used by the format reward).
+"""
+
+from mmsr.protocol.actions import (
+    ANSWER_CLOSE,
+    ANSWER_OPEN,
+    IMAGE_SEARCH_TAG,
+    INFORMATION_CLOSE,
+    INFORMATION_OPEN,
+    REASON_CLOSE,
+    REASON_OPEN,
+    TEXT_SEARCH_CLOSE,
+    TEXT_SEARCH_OPEN,
+    contains_search,
+    extract_answer,
+    parse_action,
+    well_formed_kind,
+)
+from mmsr.protocol.prompts import (
+    IMAGE_PLACEHOLDER,
+    PromptSet,
+    PromptSetError,
+    default_prompt_set,
+    load_prompt_set,
+)
+from mmsr.protocol.render import (
+    RenderLimits,
+    neutralize,
+    render_first_turn,
+    render_image_results,
+    render_search_error,
+    render_text_results,
+)
+
+__all__ = [
+    "ANSWER_CLOSE",
+    "ANSWER_OPEN",
+    "IMAGE_PLACEHOLDER",
+    "IMAGE_SEARCH_TAG",
+    "INFORMATION_CLOSE",
+    "INFORMATION_OPEN",
+    "REASON_CLOSE",
+    "REASON_OPEN",
+    "TEXT_SEARCH_CLOSE",
+    "TEXT_SEARCH_OPEN",
+    "PromptSet",
+    "PromptSetError",
+    "RenderLimits",
+    "contains_search",
+    "default_prompt_set",
+    "extract_answer",
+    "load_prompt_set",
+    "neutralize",
+    "parse_action",
+    "render_first_turn",
+    "render_image_results",
+    "render_search_error",
+    "render_text_results",
+    "well_formed_kind",
+]
