@@ -17,7 +17,10 @@ from mmsr import __version__
 
 # One line per command group; each module defines ``register(subparsers) -> None`` and sets
 # ``func`` on its parsers via ``set_defaults(func=...)``.
-COMMAND_MODULES: tuple[str, ...] = ("mmsr.protocol.cli",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "mmsr.protocol.cli",
+    "mmsr.search.cli",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -7,6 +7,8 @@ observation for the model. Programming errors are not wrapped.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from mmsr.types import ImageHit, TextHit
@@ -33,3 +35,23 @@ class TextSearchBackend(Protocol):
     """Web search for ``query``; ``question`` (the user's question) may focus the summaries."""
 
     def search(self, query: str, k: int, question: str | None = None) -> list[TextHit]: ...
+
+
+@dataclass(frozen=True)
+class SearchBackends:
+    """What a backend factory builds from a config: either tool may be missing."""
+
+    image: ImageSearchBackend | None = None
+    text: TextSearchBackend | None = None
+
+
+class LayerCache(Protocol):
+    """A cache of JSON-serialisable values in named layers (DESIGN §3).
+
+    Layers used by the web chain: ``"text_query"`` (query -> urls), ``"page"`` (url -> page
+    text), ``"summary"`` ((page hash, question) -> summary), ``"image"`` (image hash -> hits).
+    ``get_or_compute`` returns the stored value or calls ``compute`` (and stores its result,
+    depending on the cache mode); in ``replay`` mode a miss raises ``SearchError``.
+    """
+
+    def get_or_compute(self, layer: str, key: str, compute: Callable[[], Any]) -> Any: ...
