@@ -19,9 +19,9 @@ from mmsr.types import ImageHit, Role, TextHit, Turn
 
 ToolName = Literal["image", "text"]
 
-# A "<" that could start a tag or a special token: followed (after optional spaces) by a
-# letter, "/", "|", "!", "?" or the end of the text. "a < 5" and "x <= y" stay readable.
-_TAG_START = re.compile(r"<(?=\s*(?:[^\s\d=<>]|$))")
+# A "<" that could start a tag or a special token: anything but (optional spaces and) a digit
+# or "=" after it, or the end of the text. "a < 5" and "x <= y" stay readable.
+_TAG_START = re.compile(r"<(?=\s*(?:[^\s\d=]|$))")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _SPACES = re.compile(r"\s+")
 ELLIPSIS = "…"
@@ -89,8 +89,7 @@ def render_first_turn(
 def _follow_up(body: str, question: str, instruction: str, limits: RenderLimits) -> str:
     safe_question = neutralize(question, limits.max_question_chars)
     return (
-        f"{INFORMATION_OPEN}\n{body}\n{INFORMATION_CLOSE}\n"
-        f"Question: {safe_question}\n{instruction}"
+        f"{INFORMATION_OPEN}\n{body}\n{INFORMATION_CLOSE}\nQuestion: {safe_question}\n{instruction}"
     )
 
 

@@ -1,0 +1,15 @@
+"""The examples in the docstrings of the pure modules are run as tests."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+
+import pytest
+
+
+@pytest.mark.parametrize("name", ["mmsr.rewards", "mmsr.protocol.actions", "mmsr.protocol.render"])
+def test_docstring_examples(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name))
+    assert result.attempted > 0
+    assert result.failed == 0
