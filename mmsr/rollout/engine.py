@@ -1,0 +1,265 @@
+"""The batched multi-turn rollout engine (DESIGN §1).
+
+One explicit state machine per trajectory: GENERATE → parse → (ANSWER: done) | (SEARCH: run the
+tool, render the results as the next user turn, GENERATE again) | (anything else: done). The
+generations of all live trajectories are batched into one policy call per turn, and the tool
+calls of a turn run concurrently in a thread pool, so their waits overlap.
+
+For token-level policies the engine also keeps each trajectory's token ids: the ids of the
+injected user turns come from a ``TurnEncoder`` (mask 0) and the ids the policy sampled are
+appended as they are (mask 1) — never re-tokenised.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from mmsr.policy.base import Generation, GenerationRequest, Policy
+from mmsr.protocol.actions import parse_action
+from mmsr.protocol.prompts import PromptSet, default_prompt_set
+from mmsr.protocol.render import (
+    RenderLimits,
+    render_first_turn,
+    render_image_results,
+    render_search_error,
+    render_text_results,
+)
+from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory
+from mmsr.search.base import ImageSearchBackend, SearchError, TextSearchBackend
+from mmsr.types import Action, Answer, ImageSearch, Invalid, Role, TextSearch, Turn
+
+
+@dataclass(frozen=True)
+class RolloutLimits:
+    """The protocol's limits (DESIGN §1) and the token budget of one rollout."""
+
+    max_turns: int = 3
+    """Most assistant turns; a search asked for in the last one ends the rollout."""
+    max_image_searches: int = 1
+    """Image searches allowed per rollout."""
+    max_text_searches: int = 2
+    """Text searches allowed per rollout."""
+    max_new_tokens: int = 256
+    """Longest assistant turn, in tokens."""
+    max_total_tokens: int = 4096
+    """Longest whole sequence (token-level policies); no tool turn is added past it."""
+    image_k: int = 5
+    """Image hits asked from the image search."""
+    text_k: int = 5
+    """Text hits asked from the text search."""
+
+
+@dataclass(frozen=True)
+class RolloutTask:
+    """One question to roll out: its id, text and image (a PIL image)."""
+
+    id: str
+    question: str
+    image: Any
+
+
+class TurnEncoder(Protocol):
+    """Token ids of injected user turns, for token-level policies."""
+
+    forbidden_ids: frozenset[int]
+    """Ids a generated turn must never hold (vision and image placeholder tokens)."""
+
+    def user_turn_ids(self, turn: Turn, *, first: bool) -> list[int]:
+        """Ids of ``turn`` as the template writes it, ending with the assistant prompt.
+
+        For a later turn the ids start right after the previous assistant turn's own ids (so
+        they include the separator that follows its end-of-turn token).
+        """
+        ...
+
+
+@dataclass
+class _State:
+    """The mutable state of one trajectory while it runs."""
+
+    task: RolloutTask
+    seed: int | None
+    turns: list[Turn]
+    actions: list[Action] = field(default_factory=list)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    image_searches: int = 0
+    text_searches: int = 0
+    end_reason: EndReason | None = None
+    token_ids: list[int] = field(default_factory=list)
+    loss_mask: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+
+    def add_tokens(
+        self, ids: Sequence[int], *, generated: bool, logprobs: Sequence[float] = ()
+    ) -> None:
+        self.token_ids.extend(ids)
+        self.loss_mask.extend([1 if generated else 0] * len(ids))
+        self.logprobs.extend(logprobs if generated and logprobs else [0.0] * len(ids))
+
+    def finish(self) -> Trajectory:
+        assert self.end_reason is not None
+        return Trajectory(
+            id=self.task.id,
+            question=self.task.question,
+            turns=tuple(self.turns),
+            actions=tuple(self.actions),
+            tool_calls=tuple(self.tool_calls),
+            end_reason=self.end_reason,
+            token_ids=tuple(self.token_ids),
+            loss_mask=tuple(self.loss_mask),
+            logprobs=tuple(self.logprobs),
+        )
+
+
+class RolloutEngine:
+    """Runs batches of rollouts of one policy against one pair of search tools."""
+
+    def __init__(
+        self,
+        policy: Policy,
+        *,
+        image_search: ImageSearchBackend | None = None,
+        text_search: TextSearchBackend | None = None,
+        prompts: PromptSet | None = None,
+        limits: RolloutLimits = RolloutLimits(),
+        render_limits: RenderLimits = RenderLimits(),
+        encoder: TurnEncoder | None = None,
+        tool_workers: int = 16,
+    ) -> None:
+        if policy.token_level and encoder is None:
+            raise ValueError("a token-level policy needs a TurnEncoder")
+        self.policy = policy
+        self.image_search = image_search
+        self.text_search = text_search
+        self.prompts = prompts or default_prompt_set()
+        self.limits = limits
+        self.render_limits = render_limits
+        self.encoder = encoder if policy.token_level else None
+        self.tool_workers = tool_workers
+
+    def run(
+        self, tasks: Sequence[RolloutTask], seeds: Sequence[int | None] | None = None
+    ) -> list[Trajectory]:
+        """Roll out every task once; ``seeds[i]`` seeds task i's sampling."""
+        seeds = list(seeds) if seeds is not None else [None] * len(tasks)
+        if len(seeds) != len(tasks):
+            raise ValueError(f"{len(seeds)} seeds for {len(tasks)} tasks")
+        states = [self._start(task, seed) for task, seed in zip(tasks, seeds, strict=True)]
+        live = [s for s in states if s.end_reason is None]
+        with ThreadPoolExecutor(max_workers=self.tool_workers) as pool:
+            while live:
+                generations = self.policy.generate([self._request(s) for s in live])
+                if len(generations) != len(live):
+                    raise RuntimeError(
+                        f"policy returned {len(generations)} turns for {len(live)} requests"
+                    )
+                searching = [
+                    s for s, g in zip(live, generations, strict=True) if self._advance(s, g)
+                ]
+                for state, turn in zip(searching, pool.map(self._search, searching), strict=True):
+                    self._add_user_turn(state, turn)
+                live = [s for s in live if s.end_reason is None]
+        return [s.finish() for s in states]
+
+    # --- the steps of the state machine ---
+
+    def _start(self, task: RolloutTask, seed: int | None) -> _State:
+        first = render_first_turn(task.question, task.image, self.prompts, self.render_limits)
+        state = _State(task=task, seed=seed, turns=[first])
+        if self.encoder is not None:
+            state.add_tokens(self.encoder.user_turn_ids(first, first=True), generated=False)
+            if len(state.token_ids) + 1 > self.limits.max_total_tokens:
+                state.end_reason = EndReason.CONTEXT_FULL
+        return state
+
+    def _request(self, state: _State) -> GenerationRequest:
+        n_assistant = len(state.actions)
+        seed = None if state.seed is None else state.seed * 1_000_003 + n_assistant
+        budget = self.limits.max_new_tokens
+        if self.encoder is not None:
+            budget = min(budget, self.limits.max_total_tokens - len(state.token_ids))
+        return GenerationRequest(
+            turns=tuple(state.turns),
+            prompt_ids=tuple(state.token_ids),
+            images=tuple(i for t in state.turns for i in t.images) if self.encoder else (),
+            max_new_tokens=budget,
+            seed=seed,
+        )
+
+    def _advance(self, state: _State, gen: Generation) -> bool:
+        """Record a generated turn and decide what follows; True when a search must run."""
+        state.turns.append(Turn(Role.ASSISTANT, gen.text))
+        if self.encoder is not None:
+            state.add_tokens(gen.token_ids, generated=True, logprobs=gen.logprobs)
+        action = parse_action(gen.text)
+        if self.encoder is not None and self.encoder.forbidden_ids.intersection(gen.token_ids):
+            action = Invalid("generated a vision token")
+        state.actions.append(action)
+        state.end_reason = self._end_reason(state, action, gen)
+        return state.end_reason is None
+
+    def _end_reason(self, state: _State, action: Action, gen: Generation) -> EndReason | None:
+        if isinstance(action, Answer):
+            return EndReason.ANSWERED
+        if isinstance(action, Invalid):
+            return (
+                EndReason.TRUNCATED if gen.finish_reason == "length" else EndReason.INVALID_ACTION
+            )
+        if gen.finish_reason == "length":  # a search tag at the very limit: the turn never closed
+            return EndReason.TRUNCATED
+        if len(state.actions) >= self.limits.max_turns:
+            return EndReason.SEARCH_IN_LAST_TURN
+        if (
+            isinstance(action, ImageSearch)
+            and state.image_searches >= self.limits.max_image_searches
+        ):
+            return EndReason.SEARCH_LIMIT
+        if isinstance(action, TextSearch) and state.text_searches >= self.limits.max_text_searches:
+            return EndReason.SEARCH_LIMIT
+        return None
+
+    def _search(self, state: _State) -> Turn:
+        """Run the search the last action asked for; a failure becomes the observation."""
+        action = state.actions[-1]
+        question = state.task.question
+        turn_index = len(state.actions) - 1
+        start = time.perf_counter()
+        tool: Any = "image" if isinstance(action, ImageSearch) else "text"
+        query = action.query if isinstance(action, TextSearch) else None
+        try:
+            if isinstance(action, ImageSearch):
+                state.image_searches += 1
+                if self.image_search is None:
+                    raise SearchError("image search is not available", tool="image")
+                image_hits = self.image_search.search(state.task.image, self.limits.image_k)
+                turn = render_image_results(image_hits, question, self.prompts, self.render_limits)
+                n_hits = len(image_hits)
+            else:
+                assert query is not None
+                state.text_searches += 1
+                if self.text_search is None:
+                    raise SearchError("text search is not available", tool="text")
+                text_hits = self.text_search.search(query, self.limits.text_k, question=question)
+                turn = render_text_results(text_hits, question, self.prompts, self.render_limits)
+                n_hits = len(text_hits)
+            error = None
+        except SearchError as err:
+            error = str(err) or type(err).__name__
+            turn = render_search_error(tool, error, question, self.prompts, self.render_limits)
+            n_hits = 0
+        latency = time.perf_counter() - start
+        state.tool_calls.append(ToolCall(turn_index, tool, query, n_hits, error, latency))
+        return turn
+
+    def _add_user_turn(self, state: _State, turn: Turn) -> None:
+        if self.encoder is not None:
+            ids = self.encoder.user_turn_ids(turn, first=False)
+            if len(state.token_ids) + len(ids) + 1 > self.limits.max_total_tokens:
+                state.end_reason = EndReason.CONTEXT_FULL
+                return
+            state.add_tokens(ids, generated=False)
+        state.turns.append(turn)

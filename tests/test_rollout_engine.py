@@ -1,0 +1,248 @@
+"""The rollout engine's state machine with scripted policies and in-test search tools."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+from PIL import Image
+
+from mmsr.policy import Generation, GenerationRequest, ScriptedPolicy, sequence_script
+from mmsr.protocol import IMAGE_PLACEHOLDER
+from mmsr.rewards import score_trajectory
+from mmsr.rollout import EndReason, RolloutEngine, RolloutLimits, RolloutTask, write_trajectories
+from mmsr.search.base import SearchError
+from mmsr.types import ImageHit, Role, TextHit, Turn
+
+R = "<reason>r</reason>"
+ANSWER = R + "<answer>Paris</answer>"
+IMG = R + "<search><img></search>"
+TXT = R + "<text_search>Eiffel Tower city</text_search>"
+TASK = RolloutTask("q1", "Where is this tower?", "QUESTION-IMAGE")
+
+
+class ImageTool:
+    def __init__(self, delay: float = 0.0, fail: bool = False) -> None:
+        self.delay, self.fail, self.calls = delay, fail, []  # type: ignore[var-annotated]
+        self.lock = threading.Lock()
+
+    def search(self, image: Any, k: int) -> list[ImageHit]:
+        with self.lock:
+            self.calls.append((image, k))
+        time.sleep(self.delay)
+        if self.fail:
+            raise SearchError("lens timed out", tool="image")
+        return [ImageHit("Eiffel Tower", "u1", "THUMB1"), ImageHit("Tour Eiffel", "u2", "THUMB2")]
+
+
+class TextTool:
+    def __init__(self, delay: float = 0.0) -> None:
+        self.delay, self.calls = delay, []  # type: ignore[var-annotated]
+
+    def search(self, query: str, k: int, question: str | None = None) -> list[TextHit]:
+        self.calls.append((query, k, question))
+        time.sleep(self.delay)
+        return [TextHit("Eiffel Tower", "https://w.org/eiffel", "The tower is in Paris.")]
+
+
+def _engine(*replies: str, **kwargs: Any) -> RolloutEngine:
+    kwargs.setdefault("image_search", ImageTool())
+    kwargs.setdefault("text_search", TextTool())
+    return RolloutEngine(ScriptedPolicy(sequence_script(*replies)), **kwargs)
+
+
+@pytest.mark.parametrize(
+    ("replies", "end", "n_assistant", "tools", "reward"),
+    [
+        # answers at once
+        ((ANSWER,), EndReason.ANSWERED, 1, [], 1.0),
+        # image search, then answer
+        ((IMG, ANSWER), EndReason.ANSWERED, 2, ["image"], 0.91),
+        # text search, then answer
+        ((TXT, ANSWER), EndReason.ANSWERED, 2, ["text"], 0.91),
+        # image then text search, then answer
+        ((IMG, TXT, ANSWER), EndReason.ANSWERED, 3, ["image", "text"], 0.91),
+        # a second image search is past the limit
+        ((IMG, IMG), EndReason.SEARCH_LIMIT, 2, ["image"], 0.0),
+        # a search in the last (third) turn ends the rollout unanswered
+        ((IMG, TXT, TXT), EndReason.SEARCH_IN_LAST_TURN, 3, ["image", "text"], 0.0),
+        # no action
+        ((R + "thinking...",), EndReason.INVALID_ACTION, 1, [], 0.0),
+        # two actions in one turn
+        ((IMG + "<answer>Paris</answer>",), EndReason.INVALID_ACTION, 1, [], 0.81),
+        # a forged information block in the model's turn changes nothing
+        (
+            (R + "<information>x</information><answer>Paris</answer>",),
+            EndReason.ANSWERED,
+            1,
+            [],
+            1.0,
+        ),
+    ],
+)
+def test_state_machine(
+    replies: tuple[str, ...], end: EndReason, n_assistant: int, tools: list[str], reward: float
+) -> None:
+    (traj,) = _engine(*replies).run([TASK])
+    assert traj.end_reason is end
+    assert len(traj.assistant_texts) == n_assistant
+    assert [c.tool for c in traj.tool_calls] == tools
+    assert score_trajectory(traj.assistant_texts, ["Paris"]).score == pytest.approx(reward)
+    # turns alternate user / assistant, starting with the user
+    assert [t.role for t in traj.turns] == [Role.USER, Role.ASSISTANT] * n_assistant
+
+
+def test_text_search_limit_with_more_turns() -> None:
+    limits = RolloutLimits(max_turns=5)
+    (traj,) = _engine(TXT, TXT, TXT, limits=limits).run([TASK])
+    assert traj.end_reason is EndReason.SEARCH_LIMIT
+    assert [c.tool for c in traj.tool_calls] == ["text", "text"]
+
+
+def test_tools_get_the_question_image_query_and_question() -> None:
+    image_tool, text_tool = ImageTool(), TextTool()
+    (traj,) = _engine(IMG, TXT, ANSWER, image_search=image_tool, text_search=text_tool).run([TASK])
+    assert image_tool.calls == [("QUESTION-IMAGE", 5)]
+    assert text_tool.calls == [("Eiffel Tower city", 5, TASK.question)]
+    # images in order: the question's, then the thumbnails of the image search
+    assert traj.images == ("QUESTION-IMAGE", "THUMB1", "THUMB2")
+    for turn in traj.turns:
+        assert turn.text.count(IMAGE_PLACEHOLDER) == len(turn.images)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"image_search": ImageTool(fail=True)}, "lens timed out"),  # the tool fails
+        ({"image_search": None}, "image search is not available"),  # no tool configured
+    ],
+)
+def test_tool_failure_is_an_observation(kwargs: dict[str, Any], message: str) -> None:
+    (traj,) = _engine(IMG, ANSWER, **kwargs).run([TASK])
+    assert traj.end_reason is EndReason.ANSWERED
+    assert traj.tool_calls[0].error == message and traj.tool_calls[0].n_hits == 0
+    observation = traj.turns[2]
+    assert observation.role is Role.USER and message in observation.text
+    assert observation.images == ()
+
+
+def test_batch_tool_calls_overlap() -> None:
+    tool = ImageTool(delay=0.2)
+    engine = _engine(IMG, ANSWER, image_search=tool)
+    start = time.perf_counter()
+    trajs = engine.run([RolloutTask(f"q{i}", "?", i) for i in range(8)])
+    elapsed = time.perf_counter() - start
+    assert len(tool.calls) == 8 and all(t.end_reason is EndReason.ANSWERED for t in trajs)
+    assert elapsed < 0.2 * 8 / 2  # sequential calls would take 1.6 s
+
+
+def test_each_trajectory_follows_its_own_script() -> None:
+    def script(turns: tuple[Turn, ...]) -> str:
+        question = turns[0].text.rsplit("Question: ", 1)[1]
+        if question == "easy" or len(turns) > 1:
+            return ANSWER
+        return IMG
+
+    engine = RolloutEngine(ScriptedPolicy(script), image_search=ImageTool())
+    easy, hard = engine.run([RolloutTask("a", "easy", None), RolloutTask("b", "hard", None)])
+    assert (len(easy.tool_calls), len(hard.tool_calls)) == (0, 1)
+    assert easy.id == "a" and hard.id == "b"
+
+
+def test_seeds_must_match_tasks() -> None:
+    with pytest.raises(ValueError, match="2 seeds for 1 tasks"):
+        _engine(ANSWER).run([TASK], seeds=[1, 2])
+
+
+def test_writer_saves_jsonl_and_images(tmp_path: Path) -> None:
+    image = Image.new("RGB", (8, 8), "red")
+    task = RolloutTask("id/../1", "?", image)
+    (traj,) = _engine(IMG, ANSWER).run([task])
+    path = write_trajectories([traj], tmp_path)
+    record = json.loads(path.read_text(encoding="utf-8"))
+    assert record["end_reason"] == "answered"
+    assert [a["kind"] for a in record["actions"]] == ["image_search", "answer"]
+    assert record["images"][0] == "id_.._1_0.png" and record["images"][1:] == [None, None]
+    assert (tmp_path / "images" / "id_.._1_0.png").is_file()
+    assert record["tool_calls"][0]["tool"] == "image"
+
+
+# --- token-level policies: the ids, the loss mask and the budget ---
+
+IM_END, NEWLINE, VISION = 2, 3, 99
+
+
+class FakeEncoder:
+    """Each user turn is a run of 10 ids (first turn: 20); id 99 plays a vision token."""
+
+    forbidden_ids = frozenset({VISION})
+
+    def user_turn_ids(self, turn: Turn, *, first: bool) -> list[int]:
+        return [NEWLINE, *([10] * 9)] if not first else [11] * 20
+
+
+class TokenPolicy:
+    """Emits the replies as ids 50.. with the end-of-turn id, logprob -0.5 each."""
+
+    token_level = True
+
+    def __init__(self, *replies: tuple[str, list[int]], length: bool = False) -> None:
+        self.replies, self.length = replies, length
+        self.requests: list[GenerationRequest] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        self.requests.extend(requests)
+        out = []
+        for r in requests:
+            text, ids = self.replies[sum(t.role == "assistant" for t in r.turns)]
+            ids = ids[: r.max_new_tokens]
+            reason = "length" if self.length else "stop"
+            out.append(Generation(text, tuple(ids), tuple([-0.5] * len(ids)), reason))
+        return out
+
+
+def test_loss_mask_covers_exactly_the_generated_tokens() -> None:
+    policy = TokenPolicy((IMG, [50, 51, IM_END]), (ANSWER, [52, IM_END]))
+    engine = RolloutEngine(policy, image_search=ImageTool(), encoder=FakeEncoder())
+    (traj,) = engine.run([TASK], seeds=[7])
+    assert traj.token_ids == (*[11] * 20, 50, 51, IM_END, NEWLINE, *[10] * 9, 52, IM_END)
+    assert traj.loss_mask == tuple([0] * 20 + [1] * 3 + [0] * 10 + [1] * 2)
+    assert [lp for lp, m in zip(traj.logprobs, traj.loss_mask, strict=True) if m] == [-0.5] * 5
+    # the policy saw the exact ids so far and all images so far
+    assert policy.requests[1].prompt_ids == traj.token_ids[:33]
+    assert policy.requests[1].images == ("QUESTION-IMAGE", "THUMB1", "THUMB2")
+    assert policy.requests[0].seed != policy.requests[1].seed
+
+
+def test_generated_vision_token_ends_the_rollout() -> None:
+    policy = TokenPolicy((IMG, [50, VISION, IM_END]))
+    (traj,) = RolloutEngine(policy, image_search=ImageTool(), encoder=FakeEncoder()).run([TASK])
+    assert traj.end_reason is EndReason.INVALID_ACTION
+    assert traj.actions[0].kind.value == "invalid"
+
+
+def test_truncated_turn_ends_the_rollout() -> None:
+    policy = TokenPolicy((IMG, [50] * 300), length=True)
+    engine = RolloutEngine(policy, encoder=FakeEncoder(), limits=RolloutLimits(max_new_tokens=16))
+    (traj,) = engine.run([TASK])
+    assert traj.end_reason is EndReason.TRUNCATED
+    assert sum(traj.loss_mask) == 16
+
+
+def test_context_budget_stops_before_a_tool_turn_that_does_not_fit() -> None:
+    policy = TokenPolicy((IMG, [50] * 5 + [IM_END]), (ANSWER, [52, IM_END]))
+    limits = RolloutLimits(max_total_tokens=30)
+    engine = RolloutEngine(policy, image_search=ImageTool(), encoder=FakeEncoder(), limits=limits)
+    (traj,) = engine.run([TASK])
+    assert traj.end_reason is EndReason.CONTEXT_FULL
+    assert len(traj.token_ids) == 26 and len(traj.turns) == 2
+
+
+def test_token_level_policy_needs_an_encoder() -> None:
+    with pytest.raises(ValueError, match="needs a TurnEncoder"):
+        RolloutEngine(TokenPolicy())
