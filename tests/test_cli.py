@@ -91,7 +91,17 @@ def test_prompts_from_a_folder(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "module", ["mmsr", "mmsr.types", "mmsr.protocol", "mmsr.rewards", "mmsr.cli"]
+    "module",
+    [
+        "mmsr",
+        "mmsr.types",
+        "mmsr.protocol",
+        "mmsr.rewards",
+        "mmsr.cli",
+        "mmsr.chat",
+        "mmsr.policy",
+        "mmsr.rollout",
+    ],
 )
 def test_core_modules_do_not_import_torch(module: str) -> None:
     heavy = "('torch', 'transformers')"

@@ -1,4 +1,4 @@
-"""The openai policy against a real loopback server that answers like a chat-completions API."""
+"""The chat client and the openai policy against a real loopback chat-completions server."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ import pytest
 from loopback import json_reply, loopback_server
 from PIL import Image
 
+from mmsr.chat import ChatClient, ChatError
 from mmsr.policy import GenerationRequest
-from mmsr.policy.openai import OpenAIPolicy, PolicyError, to_messages
+from mmsr.policy.openai import OpenAIPolicy, to_messages
 from mmsr.protocol import default_prompt_set, render_first_turn
 from mmsr.types import Role, Turn
 
@@ -45,7 +46,7 @@ def test_request_shape_images_and_key(api_key: str) -> None:
         return json_reply(200, _reply("<reason>r</reason><answer>France</answer>"))
 
     with loopback_server(handler) as url:
-        policy = OpenAIPolicy(url + "/v1", "qwen", api_key_env="MMSR_TEST_KEY")
+        policy = OpenAIPolicy(ChatClient(url + "/v1", "qwen", api_key_env="MMSR_TEST_KEY"))
         (gen,) = policy.generate([_request(max_new_tokens=64, seed=3)])
     assert gen.text == "<reason>r</reason><answer>France</answer>" and gen.finish_reason == "stop"
     headers, body = seen[0]
@@ -74,11 +75,11 @@ def test_retries_honour_retry_after_then_succeed() -> None:
         return json_reply(200, _reply("ok", "length"))
 
     with loopback_server(handler) as url:
-        policy = OpenAIPolicy(url, "m", backoff_s=0.01)
-        (gen,) = policy.generate([_request()])
+        client = ChatClient(url, "m", backoff_s=0.01)
+        (gen,) = OpenAIPolicy(client).generate([_request()])
     assert gen.finish_reason == "length" and len(attempts) == 3
     assert attempts[1] - attempts[0] >= 0.3  # waited as told
-    assert policy.retries == 2
+    assert (client.calls, client.retries) == (3, 2)
 
 
 @pytest.mark.parametrize(
@@ -98,9 +99,9 @@ def test_failures_raise_without_the_key(
         return status, {"Content-Type": "application/json"}, payload
 
     with loopback_server(handler) as url:
-        policy = OpenAIPolicy(url, "m", api_key_env="MMSR_TEST_KEY", max_retries=2, backoff_s=0.01)
-        with pytest.raises(PolicyError, match=message) as info:
-            policy.generate([_request()])
+        client = ChatClient(url, "m", api_key_env="MMSR_TEST_KEY", max_retries=2, backoff_s=0.01)
+        with pytest.raises(ChatError, match=message) as info:
+            OpenAIPolicy(client).generate([_request()])
     assert api_key not in str(info.value)
 
 
@@ -110,9 +111,9 @@ def test_timeout_is_retried_then_fails() -> None:
         return json_reply(200, _reply("late"))
 
     with loopback_server(handler) as url:
-        policy = OpenAIPolicy(url, "m", timeout_s=0.1, max_retries=1, backoff_s=0.01)
-        with pytest.raises(PolicyError, match="ReadTimeout"):
-            policy.generate([_request()])
+        client = ChatClient(url, "m", timeout_s=0.1, max_retries=1, backoff_s=0.01)
+        with pytest.raises(ChatError, match="ReadTimeout"):
+            OpenAIPolicy(client).generate([_request()])
 
 
 def test_batch_requests_run_concurrently() -> None:
@@ -130,7 +131,9 @@ def test_batch_requests_run_concurrently() -> None:
 
     with loopback_server(handler) as url:
         start = time.perf_counter()
-        gens = OpenAIPolicy(url, "m", concurrency=8).generate([_request() for _ in range(8)])
+        gens = OpenAIPolicy(ChatClient(url, "m"), concurrency=8).generate(
+            [_request() for _ in range(8)]
+        )
         elapsed = time.perf_counter() - start
     assert len(gens) == 8 and peak[0] >= 4 and elapsed < 1.0
 

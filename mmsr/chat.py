@@ -1,0 +1,121 @@
+"""One small client for OpenAI-compatible chat-completions APIs, shared by every LLM caller.
+
+Policies, the answer judge, summarisers and question generators all talk to such servers
+(vLLM, hosted models). 429/5xx replies and transport errors are retried with exponential
+back-off and jitter; ``Retry-After`` is honoured. The API key comes from an environment
+variable and never appears in logs, errors or return values.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+logger = logging.getLogger(__name__)
+
+RETRY_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
+MAX_RETRY_AFTER_S = 60.0
+
+
+class ChatError(RuntimeError):
+    """The chat API gave no usable reply (after retries). The message holds no secret."""
+
+
+@dataclass(frozen=True)
+class ChatReply:
+    text: str
+    finish_reason: str
+
+
+class ChatClient:
+    """Posts to ``{base_url}/chat/completions``; thread-safe, counts calls and retries."""
+
+    def __init__(
+        self,
+        base_url: str,
+        model: str,
+        *,
+        api_key_env: str = "OPENAI_API_KEY",
+        timeout_s: float = 120.0,
+        max_retries: int = 4,
+        backoff_s: float = 1.0,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
+        key = os.environ.get(api_key_env, "")
+        headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self._client = httpx.Client(
+            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport
+        )
+        self.model, self.max_retries, self.backoff_s = model, max_retries, backoff_s
+        self._lock = threading.Lock()
+        self.calls = 0
+        self.retries = 0
+
+    def close(self) -> None:
+        self._client.close()
+
+    def complete(self, messages: list[dict[str, Any]], **params: Any) -> ChatReply:
+        """One chat completion; ``params`` go into the body (temperature, max_tokens, seed…)."""
+        data = self._post({"model": self.model, "messages": messages, **params})
+        try:
+            choice = data["choices"][0]
+            text = choice["message"]["content"]
+        except (KeyError, IndexError, TypeError) as err:
+            raise ChatError(f"malformed chat reply: missing {err}") from err
+        if text is None:
+            text = ""
+        if not isinstance(text, str):
+            raise ChatError("malformed chat reply: content is not text")
+        return ChatReply(text, str(choice.get("finish_reason") or "stop"))
+
+    def _count(self, retry: bool) -> None:
+        with self._lock:
+            self.calls += 1
+            self.retries += retry
+
+    def _post(self, body: dict[str, Any]) -> dict[str, Any]:
+        for attempt in range(self.max_retries + 1):
+            self._count(retry=attempt > 0)
+            try:
+                response = self._client.post("/chat/completions", json=body)
+            except httpx.TransportError as err:
+                problem, wait = type(err).__name__, None
+            else:
+                if response.status_code == 200:
+                    return _json_object(response)
+                if response.status_code not in RETRY_STATUS:
+                    raise ChatError(f"chat API answered HTTP {response.status_code}")
+                problem, wait = f"HTTP {response.status_code}", _retry_after(response)
+            if attempt == self.max_retries:
+                raise ChatError(f"chat API failed after {attempt + 1} attempts: {problem}")
+            delay = (
+                wait if wait is not None else self.backoff_s * 2**attempt * (0.5 + random.random())
+            )
+            logger.warning("chat API %s; retrying in %.2f s", problem, delay)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        data = response.json()
+    except ValueError as err:
+        raise ChatError("chat reply is not JSON") from err
+    if not isinstance(data, dict):
+        raise ChatError("chat reply is not a JSON object")
+    return data
+
+
+def _retry_after(response: httpx.Response) -> float | None:
+    value = response.headers.get("retry-after")
+    try:
+        return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value is not None else None
+    except ValueError:
+        return None
