@@ -1,0 +1,1 @@
+"""Evaluation: methods (direct / rag / on-demand / oracle), metrics, judge and report."""
