@@ -63,7 +63,7 @@ def numeric_match(prediction: str, answer_range: tuple[float, float]) -> bool:
 
 
 def _answer_range(answer_eval: Any) -> tuple[float, float]:
-    """The reference range from ``[{"wikidata", "range"}]``, ``{"range"}``, ``[lo, hi]`` or a number."""
+    """The reference range: a ``{"range"}`` record (or a list of them), ``[lo, hi]``, a number."""
     item = answer_eval
     if isinstance(item, list) and item and isinstance(item[0], Mapping):
         item = item[0]
