@@ -1,0 +1,121 @@
+"""Evaluation metrics over finished rollouts (DESIGN §8, paper §4).
+
+Accuracy by EM / SubEM / F1 (``mmsr.rewards``) and, when verdicts exist, by an LLM judge; the
+search ratio under both of the paper's definitions — the share of rollouts that searched at all
+(``search_ratio``) and the search calls made divided by the calls allowed (``search_call_ratio``);
+which tools were used; the same per category and per need label; and, where need labels exist,
+the precision and recall of the decision to search (did it search on the questions that needed
+it?). Pure functions over ``EvalRecord``s.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mmsr.rewards import exact_match, substring_match, token_f1
+
+NO_SEARCH_NEEDED = "none"
+
+
+@dataclass(frozen=True)
+class EvalRecord:
+    """One evaluated question: what was asked, what the rollout did, what it answered."""
+
+    id: str
+    answer: str | None
+    golds: tuple[str, ...]
+    image_calls: int
+    text_calls: int
+    turns: int
+    tokens: int = 0
+    category: str = ""
+    need: str | None = None
+    """"none", "image", "text" or "both" when the data says what the question needs."""
+    judge_correct: bool | None = None
+    """The judge's verdict; ``None`` when not judged or when the judge's reply was unusable."""
+    end_reason: str = ""
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def _accuracy(records: Sequence[EvalRecord], match: Callable[[str, Sequence[str]], float]) -> float:
+    return _mean(
+        [float(match(r.answer, r.golds)) if r.answer is not None else 0.0 for r in records]
+    )
+
+
+def _tool_shares(records: Sequence[EvalRecord]) -> dict[str, float]:
+    n = len(records)
+    image_only = sum(r.image_calls > 0 and r.text_calls == 0 for r in records)
+    text_only = sum(r.text_calls > 0 and r.image_calls == 0 for r in records)
+    both = sum(r.image_calls > 0 and r.text_calls > 0 for r in records)
+    return {
+        "image_only_ratio": image_only / n if n else 0.0,
+        "text_only_ratio": text_only / n if n else 0.0,
+        "both_ratio": both / n if n else 0.0,
+    }
+
+
+def summarize(records: Sequence[EvalRecord], *, allowed_calls: int = 3) -> dict[str, Any]:
+    """Headline metrics of a group of records (see the module docstring)."""
+    searched = [r.image_calls + r.text_calls > 0 for r in records]
+    calls = sum(r.image_calls + r.text_calls for r in records)
+    judged = [r.judge_correct for r in records if r.judge_correct is not None]
+    out: dict[str, Any] = {
+        "n": len(records),
+        "accuracy_em": _accuracy(records, exact_match),
+        "accuracy_subem": _accuracy(records, substring_match),
+        "accuracy_f1": _accuracy(records, token_f1),
+        "search_ratio": _mean([float(s) for s in searched]),
+        "search_call_ratio": calls / (allowed_calls * len(records)) if records else 0.0,
+        **_tool_shares(records),
+        "mean_turns": _mean([float(r.turns) for r in records]),
+        "mean_tokens": _mean([float(r.tokens) for r in records]),
+    }
+    if judged:
+        out["accuracy_judge"] = _mean([float(v) for v in judged])
+        out["judge_coverage"] = len(judged) / len(records)
+    return out
+
+
+def search_decision(records: Sequence[EvalRecord]) -> dict[str, float] | None:
+    """Precision and recall of searching, against need labels; ``None`` without labels."""
+    labelled = [r for r in records if r.need is not None]
+    if not labelled:
+        return None
+    needed = [r.need != NO_SEARCH_NEEDED for r in labelled]
+    did = [r.image_calls + r.text_calls > 0 for r in labelled]
+    true_pos = sum(n and d for n, d in zip(needed, did, strict=True))
+    precision = true_pos / sum(did) if any(did) else 0.0
+    recall = true_pos / sum(needed) if any(needed) else 0.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1, "n_labelled": float(len(labelled))}
+
+
+def _grouped(
+    records: Sequence[EvalRecord], key: Callable[[EvalRecord], str | None], allowed: int
+) -> dict[str, Any]:
+    groups: dict[str, list[EvalRecord]] = defaultdict(list)
+    for r in records:
+        k = key(r)
+        if k is not None and k != "":
+            groups[k].append(r)
+    return {k: summarize(v, allowed_calls=allowed) for k, v in sorted(groups.items())}
+
+
+def compute_metrics(records: Sequence[EvalRecord], *, allowed_calls: int = 3) -> dict[str, Any]:
+    """Everything ``metrics.json`` holds: overall, per category, per need label, decisions."""
+    metrics: dict[str, Any] = {
+        "overall": summarize(records, allowed_calls=allowed_calls),
+        "by_category": _grouped(records, lambda r: r.category, allowed_calls),
+        "by_need": _grouped(records, lambda r: r.need, allowed_calls),
+    }
+    decision = search_decision(records)
+    if decision is not None:
+        metrics["search_decision"] = decision
+    return metrics
