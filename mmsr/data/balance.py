@@ -104,7 +104,8 @@ def labelled_sample(sample: Sample, label: Label) -> Sample:
 def sample_to_ratio(samples: Sequence[Sample], ratio: float, seed: int) -> list[Sample]:
     """The largest subset where ``search_required`` has share ``ratio``, order kept.
 
-    The over-represented category is subsampled uniformly (``random.Random(seed)``).
+    The over-represented category is subsampled uniformly (``random.Random(seed)``); samples
+    in neither category are dropped.
     """
     if not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio must be in [0, 1], got {ratio}")

@@ -135,8 +135,9 @@ def rule_violations(qa: GeneratedQA, concept: Concept) -> list[str]:
     problems: list[str] = []
     if not _contains(qa.answer, concept.name):
         problems.append("answer_lacks_concept")
-    first = qa.question.split()[0].strip("\"'“‘(").lower() if qa.question.split() else ""
-    if first.rstrip(",") not in OPENINGS:
+    words = qa.question.split()
+    first = words[0].strip("\"'“‘(,?.!:;").lower() if words else ""
+    if first not in OPENINGS:
         problems.append("bad_opening")
     if any(_contains(qa.question, name) for name in (concept.name, *concept.aliases)):
         problems.append("names_concept")
@@ -144,11 +145,10 @@ def rule_violations(qa: GeneratedQA, concept: Concept) -> list[str]:
         problems.append("names_answer")
     if _shares_ngram(qa.question, concept.page, LEAK_NGRAM):
         problems.append("leaks_page")
-    words = len(qa.question.split())
     if (
         not qa.question.endswith("?")
         or qa.question.count("?") != 1
-        or not 4 <= words <= 30
+        or not 4 <= len(words) <= 30
         or _META_WORDS.search(qa.question)
     ):
         problems.append("unnatural")
