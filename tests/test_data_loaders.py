@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import subprocess
+import sys
+from itertools import islice
 from pathlib import Path
 
 import pytest
@@ -184,3 +187,37 @@ def test_json_object_of_records(tmp_path: Path) -> None:
     path.write_text(json.dumps({"k1": {"question": "q", "ground_truth": "a", "data_id": "k1"}}))
     (s,) = load_samples(path, format="fvqa")
     assert s.id == "k1" and s.extra["_key"] == "k1"
+
+
+def test_parquet_is_streamed_in_batches(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import pyarrow.parquet as pq
+
+    import mmsr.data.readers as readers
+
+    batches: list[int] = []
+    original = pq.ParquetFile.iter_batches
+
+    def spy(self: pq.ParquetFile, *args: object, **kwargs: object) -> object:
+        for batch in original(self, *args, **kwargs):
+            batches.append(batch.num_rows)
+            yield batch
+
+    monkeypatch.setattr(readers, "PARQUET_BATCH_ROWS", 2)
+    monkeypatch.setattr(pq.ParquetFile, "iter_batches", spy)
+    rows = [world_row(i) for i in range(5)] + [world_row(5, hops=7)]
+    stream = iter_samples(write_world(tmp_path / "w.parquet", rows))
+    assert [next(stream).id for _ in range(3)] == ["world-0", "world-1", "world-2"]
+    assert batches == [2, 2]  # only the batches needed so far were read
+    assert [s.id for s in islice(stream, 2)] == ["world-3", "world-4"]
+    with pytest.raises(ValueError, match="row 5: field 'hops'"):
+        next(stream)
+    assert batches == [2, 2, 2]
+
+
+def test_data_layer_never_imports_torch() -> None:
+    code = (
+        "import sys, mmsr.data, mmsr.data.qagen, mmsr.data.cli; "
+        "from mmsr.data import load_samples; "
+        "sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from mmsr.data.fvqa import LoadContext, image_from_field, read_image_file
+from mmsr.data.images import LoadContext, image_from_field, read_image_file
 from mmsr.data.schema import (
     FieldError,
     clean_question,

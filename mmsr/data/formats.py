@@ -18,7 +18,8 @@ from mmsr.data.benchmarks import (
     mmsearch_sample,
     simplevqa_sample,
 )
-from mmsr.data.fvqa import LoadContext, fvqa_sample, world_sample
+from mmsr.data.fvqa import fvqa_sample, world_sample
+from mmsr.data.images import LoadContext
 from mmsr.data.readers import (
     RawRow,
     first_record,

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from mmsr.data.formats import detect_format, get_format, rows_of
-from mmsr.data.fvqa import LoadContext
-from mmsr.data.schema import DataError, FieldError, LoadStats, image_problem
+from mmsr.data.images import LoadContext, image_problem
+from mmsr.data.schema import DataError, FieldError, LoadStats
 from mmsr.types import Sample
 
 logger = logging.getLogger(__name__)

@@ -1,15 +1,15 @@
 """Validation helpers shared by every loader: errors that name file, row and field; counters;
-reading fields of raw records; checking images.
+reading and checking fields of raw records.
 
 A *raw record* is one row of a source file as plain Python values (a dict). Converters turn it
 into ``Sample`` records with the ``require_*`` helpers below, which raise ``FieldError``; the
 loader adds the file and row and turns it into a ``DataError`` (or skips the row).
-Not here: reading files (``readers``) or the per-format field mappings (``fvqa``, ``benchmarks``).
+Not here: reading files (``readers``), images (``images``), or the per-format field mappings
+(``fvqa``, ``benchmarks``).
 """
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 import re
@@ -137,15 +137,3 @@ def json_safe(value: Any) -> Any:
     except (TypeError, ValueError):
         return str(value)
     return value
-
-
-def image_problem(data: bytes) -> str | None:
-    """Why ``data`` is not a readable image, or ``None`` when Pillow can open and verify it."""
-    from PIL import Image, UnidentifiedImageError
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.verify()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        return f"{type(err).__name__}: {err}"
-    return None
