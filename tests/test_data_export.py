@@ -14,6 +14,7 @@ from _data_builders import world_row, write_world
 from mmsr.data import load_samples, write_verl_parquet
 from mmsr.types import Sample
 
+BAD_JSONL = '{"question": "q", "ground_truth": "a"}\n{"question": "q"}\n'  # row 1: no answer
 VERL_COLUMNS = {"data_source", "prompt", "images", "reward_model", "extra_info"}
 
 
@@ -88,9 +89,12 @@ def test_cli_export_verl(shared_samples: Path, tmp_path: Path) -> None:
     [
         (["data", "export-verl", "missing.jsonl", "o.parquet"], "No such file"),  # no input
         (["data", "info", "x.txt"], "unknown file type"),  # unsupported suffix
+        (["data", "export-verl", "bad.jsonl", "o.parquet"], "row 1: field 'ground_truth'"),
+        (["data", "balance", "bad.jsonl", "o.jsonl", "o.parquet"], "row 1"),  # bad data first
     ],
 )
 def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) -> None:
+    (tmp_path / "bad.jsonl").write_text(BAD_JSONL)
     proc = subprocess.run(
         [sys.executable, "-m", "mmsr.cli", *args],
         capture_output=True,
@@ -100,6 +104,14 @@ def test_cli_errors_are_one_line(tmp_path: Path, args: list[str], message: str) 
     )
     assert proc.returncode == 1 and message in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+def test_cli_skip_bad_reports_the_count(tmp_path: Path) -> None:
+    src = tmp_path / "bad.jsonl"
+    src.write_text(BAD_JSONL)
+    proc = _run_cli("data", "export-verl", str(src), str(tmp_path / "o.parquet"), "--skip-bad")
+    assert proc.returncode == 0, proc.stderr
+    assert "1 rows skipped" in proc.stdout and len(load_samples(tmp_path / "o.parquet")) == 1
 
 
 def test_cli_info(shared_samples: Path) -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from _data_builders import image_bytes, world_row, write_jsonl, write_parquet, write_world
 
-from mmsr.data import FORMATS, LoadStats, detect_format, iter_samples, load_samples
+from mmsr.data import FORMATS, LoadStats, detect_format, iter_samples, load_samples, open_image
 from mmsr.rewards import exact_match
 
 # ---- real third-party files -----------------------------------------------------------------
@@ -221,3 +221,13 @@ def test_data_layer_never_imports_torch() -> None:
         "sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0
+
+
+def test_open_image_gives_rgb_pil_images(shared_samples: Path) -> None:
+    (first,) = load_samples(shared_samples / "mmsearch_r1_mini_data" / "mini_data.pq", limit=1)
+    assert first.image is not None
+    img = open_image(first.image)
+    assert img.mode == "RGB" and min(img.size) > 16
+    assert hash(first) == hash(first)  # samples stay hashable despite the ``extra`` mapping
+    with pytest.raises(ValueError, match="not a readable image"):
+        open_image(b"nope")

@@ -80,3 +80,18 @@ def image_problem(data: bytes) -> str | None:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
         return f"{type(err).__name__}: {err}"
     return None
+
+
+def open_image(data: bytes) -> Any:
+    """The image in ``data`` as an RGB PIL image (what the search backends and policies take).
+
+    Raises ``ValueError`` when the bytes are not an image; loaders have already dropped such
+    bytes, so this only fails on samples built by hand.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError) as err:
+        raise ValueError(f"not a readable image ({err})") from err
