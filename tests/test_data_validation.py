@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 from _data_builders import image_bytes, world_row, write_jsonl, write_parquet, write_world
 
-from mmsr.data import DataError, LoadStats, iter_samples, load_samples
+from mmsr.data import FORMATS, DataError, DataFormat, LoadStats, iter_samples, load_samples
+from mmsr.types import Sample
 
 GOOD = {"question": "What is this?", "ground_truth": "A", "data_id": "ok"}
 
@@ -50,6 +51,8 @@ def test_bad_fvqa_row_names_file_row_field(tmp_path: Path, record: Any, field: s
         ({"category": None}, "category"),  # the world always labels
         ({"category": "search_required", "search_need": "none"}, "search_need"),  # contradiction
         ({"prompt": []}, "prompt"),  # no message
+        ({"prompt": [{"role": "user", "content": "<image> "}]}, "prompt[0].content"),  # empty
+        ({"prompt": [{"role": "system", "content": "hi"}]}, "prompt"),  # no user message
         ({"reward_model": {"ground_truth": "x", "candidate_answers": "{}", "style": "rule"}},
          "reward_model.candidate_answers"),  # a JSON object, not a list
     ],
@@ -59,6 +62,18 @@ def test_bad_world_row(tmp_path: Path, overrides: dict[str, Any], field: str) ->
     with pytest.raises(DataError) as info:
         load_samples(path)
     assert (info.value.row, info.value.field) == (1, field)
+
+
+@pytest.mark.parametrize(
+    "labels",
+    ['"just text"', "[1, 2]", "{broken"],  # a string, a list, broken JSON: never a crash
+)
+def test_bad_extra_info_labels(tmp_path: Path, labels: str) -> None:
+    row = {"prompt": [{"role": "user", "content": "q"}], "reward_model": {"ground_truth": "a"},
+           "extra_info": {"index": 0, "labels": labels}}  # fmt: skip
+    with pytest.raises(DataError) as info:
+        load_samples(write_parquet(tmp_path / "v.parquet", [row]))
+    assert (info.value.row, info.value.field) == (0, "extra_info.labels")
 
 
 @pytest.mark.parametrize(
@@ -142,3 +157,17 @@ def test_parquet_with_odd_columns(tmp_path: Path) -> None:
     rows = [{"prompt": "not a list", "reward_model": {"ground_truth": "a"}}]
     with pytest.raises(DataError, match="'prompt'"):
         load_samples(write_parquet(tmp_path / "p.parquet", rows))
+
+
+def test_unexpected_converter_errors_still_name_file_and_row(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fragile(record: dict[str, Any], ctx: object) -> list[Sample]:
+        return [Sample(id=str(record["n"] + 1), question="q", answer="a")]  # TypeError on "x"
+
+    monkeypatch.setitem(FORMATS, "fragile", DataFormat("fragile", fragile, "test only"))
+    path = write_jsonl(tmp_path / "f.jsonl", [{"n": 1}, {"n": "x"}])
+    with pytest.raises(DataError, match=r"row 1: unexpected value \(TypeError") as info:
+        load_samples(path, format="fragile")
+    assert isinstance(info.value.__cause__, TypeError)
+    assert [s.id for s in load_samples(path, format="fragile", skip_bad=True)] == ["2"]

@@ -55,10 +55,10 @@ def _question(record: Mapping[str, Any]) -> str:
         if not isinstance(message, Mapping):
             raise FieldError(f"prompt[{i}]", "expected a message object")
         if message.get("role", "user") == "user":
-            text = clean_question(require_str(message, "content", allow_empty=True))
-            if not text:
-                raise FieldError(f"prompt[{i}].content", "empty question")
-            return text
+            content = message.get("content")
+            if not isinstance(content, str) or not clean_question(content):
+                raise FieldError(f"prompt[{i}].content", "expected a non-empty question")
+            return clean_question(content)
     raise FieldError("prompt", "no user message")
 
 
@@ -67,9 +67,12 @@ def _extra(record: Mapping[str, Any]) -> dict[str, Any]:
     labels = get_field(record, "extra_info.labels")  # written by ``export.write_verl_parquet``
     if isinstance(labels, str) and labels:
         try:
-            extra.update(json.loads(labels))
-        except (json.JSONDecodeError, TypeError):
-            raise FieldError("extra_info.labels", "not a JSON object") from None
+            decoded = json.loads(labels)
+        except json.JSONDecodeError:
+            decoded = None
+        if not isinstance(decoded, dict):
+            raise FieldError("extra_info.labels", "not a JSON object")
+        extra.update(decoded)
     for key, value in record.items():
         if key not in _CORE_COLUMNS and value is not None and not isinstance(value, bytes):
             extra[key] = json_safe(value)

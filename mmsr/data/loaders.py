@@ -17,8 +17,9 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from mmsr.data.formats import detect_format, get_format, rows_of
+from mmsr.data.formats import Converter, detect_format, get_format, rows_of
 from mmsr.data.images import LoadContext, image_problem
+from mmsr.data.readers import RawRow
 from mmsr.data.schema import DataError, FieldError, LoadStats
 from mmsr.types import Sample
 
@@ -62,18 +63,17 @@ def iter_samples(
     folder = Path(image_dir) if image_dir is not None else None
     if limit is not None and limit <= 0:
         return
+    produced = 0
     for raw in rows_of(path):
         stats.rows += 1
         try:
-            if raw.record is None:
-                raise FieldError("<row>", raw.error or "unreadable")
-            samples = convert(raw.record, LoadContext(path, raw.index, folder))
-        except FieldError as err:
+            samples = _convert(convert, raw, LoadContext(path, raw.index, folder))
+        except DataError as err:
             if not skip_bad:
-                raise DataError(path, raw.index, err.field, err.message) from None
+                raise
             stats.skipped += 1
             if stats.skipped <= _WARN_LIMIT:
-                logger.warning("skipped %s: row %d: %s", path, raw.index, err)
+                logger.warning("skipped %s", err)
             continue
         for sample in samples:
             if check_images:
@@ -81,9 +81,27 @@ def iter_samples(
             elif sample.image is None and sample.image_path is not None:
                 stats.missing_images += 1
             stats.samples += 1
+            produced += 1
             yield sample
-            if limit is not None and stats.samples >= limit:
+            if limit is not None and produced >= limit:
                 return
+
+
+def _convert(convert: Converter, raw: RawRow, ctx: LoadContext) -> list[Sample]:
+    """``convert(raw.record)``, with every failure as a ``DataError`` naming file and row.
+
+    Values of an unexpected shape can surface as ``TypeError`` & co. deep in a converter;
+    they are bad data too, reported with the row (the original error stays chained).
+    """
+    if raw.record is None:
+        raise DataError(ctx.path, raw.index, "<row>", raw.error or "unreadable")
+    try:
+        return convert(raw.record, ctx)
+    except FieldError as err:
+        raise DataError(ctx.path, raw.index, err.field, err.message) from None
+    except (TypeError, ValueError, KeyError, AttributeError) as err:
+        message = f"unexpected value ({type(err).__name__}: {err})"
+        raise DataError(ctx.path, raw.index, None, message) from err
 
 
 def load_samples(
