@@ -72,7 +72,7 @@ def verl_record(
     if sample.image is not None or sample.image_path is not None:
         images = [{"bytes": sample.image, "path": sample.image_path}]
     return {
-        "data_source": sample.source or "mmsr",
+        "data_source": sample.source,
         "prompt": [{"role": "user", "content": question}],
         "images": images,
         "reward_model": {
