@@ -250,3 +250,18 @@ def test_cli_generate_qa(chat_server: FakeChatServer, tmp_path: Path) -> None:
     assert json.loads(rejected.read_text())["problems"] == ["names_concept"]
     assert KEY not in proc.stderr + proc.stdout
     assert chat_server.headers[0]["Authorization"] == f"Bearer {KEY}"
+
+
+def test_cli_generate_qa_fails_when_all_rejected(
+    chat_server: FakeChatServer, tmp_path: Path
+) -> None:
+    chat_server.raw(401, '{"error": "bad key"}')  # a client error: no retry, concept rejected
+    concepts = write_jsonl(tmp_path / "c.jsonl", [{"concept": "Eiffel Tower", "page": PAGE}])
+    args = ["data", "generate-qa", str(concepts), str(tmp_path / "o.parquet"),
+            "--base-url", chat_server.url, "--model", "m"]  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "mmsr.cli", *args], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout.strip().splitlines()[-1]) == {"accepted": 0, "rejected": 1}
+    assert len(chat_server.requests) == 1

@@ -132,7 +132,13 @@ def _cmd_generate(args: argparse.Namespace) -> int:
 def _register_balance(sub: Any) -> None:
     from mmsr.data.balance import DEFAULT_RATIO
 
-    p = sub.add_parser("balance", help="label by recorded rollouts and sample to a ratio")
+    p = sub.add_parser(
+        "balance",
+        help="label by recorded rollouts and sample to a ratio",
+        description="Label questions from rollouts recorded in JSONL (paper §3) and sample "
+        "to a share of search_required. Running a policy directly (--policy) comes with the "
+        "rollout engine.",
+    )
     p.add_argument("input", type=Path, help="dataset to balance")
     p.add_argument("outcomes", type=Path, help="JSONL of rollouts: data_id, correct, searches")
     p.add_argument("output", type=Path, help="balanced veRL parquet")
@@ -144,7 +150,12 @@ def _register_balance(sub: Any) -> None:
 
 
 def _register_generate(sub: Any) -> None:
-    p = sub.add_parser("generate-qa", help="questions from (concept, image, page) with an LLM")
+    p = sub.add_parser(
+        "generate-qa",
+        help="questions from (concept, image, page) with an LLM",
+        description="Generate one checked question-answer pair per concept with an "
+        "OpenAI-compatible chat API. Exits 1 when every concept was rejected.",
+    )
     p.add_argument("concepts", type=Path, help='JSONL: {"concept", "page"|"page_file", "image"}')
     p.add_argument("output", type=Path, help="accepted pairs as veRL parquet")
     p.add_argument("--base-url", required=True, help="OpenAI-compatible API, e.g. http://h/v1")
