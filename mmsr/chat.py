@@ -58,6 +58,12 @@ class ChatClient:
         self.calls = 0
         self.retries = 0
 
+    def __enter__(self) -> ChatClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         self._client.close()
 
@@ -107,9 +113,9 @@ def _json_object(response: httpx.Response) -> dict[str, Any]:
     try:
         data = response.json()
     except ValueError as err:
-        raise ChatError("chat reply is not JSON") from err
+        raise ChatError("malformed chat reply: not JSON") from err
     if not isinstance(data, dict):
-        raise ChatError("chat reply is not a JSON object")
+        raise ChatError("malformed chat reply: not a JSON object")
     return data
 
 

@@ -8,6 +8,7 @@ records stay importable everywhere.
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
@@ -110,3 +111,30 @@ class RewardBreakdown:
     search_count: int
     answer: str | None
     error: str | None = None
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One question about one image, with its gold answers (DESIGN §7).
+
+    ``image`` holds the encoded image file (JPEG/PNG bytes) or ``None``; ``image_path`` says
+    where it came from, or where to find it when the bytes were not read. ``aliases`` are the
+    other accepted answers (never repeating ``answer``). ``category`` is ``search_free`` /
+    ``search_required`` where known. ``extra`` keeps small per-source labels such as
+    ``search_need`` or InfoSeek's ``answer_eval`` (plain JSON values only).
+    """
+
+    id: str
+    question: str
+    answer: str
+    aliases: tuple[str, ...] = ()
+    image: bytes | None = field(default=None, repr=False)
+    image_path: str | None = None
+    category: str | None = None
+    source: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict, hash=False)
+
+    @property
+    def golds(self) -> list[str]:
+        """The answer followed by its aliases: what ``mmsr.rewards`` scores against."""
+        return [self.answer, *self.aliases]
