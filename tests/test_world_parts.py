@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from mmsr.world import images
-from mmsr.world.entities import Entity, country_aliases, country_facts, kind_of, slug
+from mmsr.world.entities import (
+    Entity,
+    country_aliases,
+    country_facts,
+    join_entities,
+    kind_of,
+    slug,
+)
 from mmsr.world.questions import (
     TEMPLATES,
     Question,
@@ -17,7 +26,7 @@ from mmsr.world.questions import (
     make_questions,
     split_questions,
 )
-from mmsr.world.sources import Emoji, find_noto_font, load_emojis
+from mmsr.world.sources import Article, Emoji, find_noto_font, load_emojis
 
 
 def _emoji(category: str, subcategory: str, name: str = "X") -> Emoji:
@@ -151,3 +160,45 @@ def test_every_twemoji_file_exists() -> None:
     emojis = load_emojis()
     assert len(emojis) > 1500
     assert all(e.twemoji_png.is_file() for e in emojis[:50])
+
+
+def _article(title: str, extract: str = "Some text.", description: str = "") -> Article:
+    return Article(title, extract, description)
+
+
+def test_join_gives_a_country_article_to_its_flag_first() -> None:
+    articles = [_article("Japan"), _article("Tiger", "The tiger is in the genus Panthera.")]
+    emojis = [
+        Emoji("SILHOUETTE OF JAPAN", ("japan",), "Travel & Places", "place-map", "x", Path(), 1),
+        Emoji("TIGER", ("tiger",), "Animals & Nature", "animal-mammal", "x", Path(), 2),
+        Emoji("Japan Flag", ("jp", "flag-jp"), "Flags", "country-flag", "x", Path(), 3),
+    ]
+    countries = {"JP": {"name": "Japan", "capital": "Tokyo", "ISO": {"alpha2": "JP"}}}
+    ents = {e.id: e for e in join_entities(articles, emojis, countries)}
+    assert sorted(ents) == ["japan", "tiger"]
+    assert ents["japan"].kind == "flag" and ents["japan"].facts["capital"] == "Tokyo"
+    assert ents["tiger"].facts == {"genus": "Panthera"}
+
+
+@pytest.mark.parametrize(
+    ("extract", "genus"),
+    [
+        ("Zebras share the genus Equus with horses.", "Equus"),
+        ("The extinct genus Amphechinus once lived here.", None),  # a relative, not the thing
+        ("A genus of plants.", None),  # no name follows
+    ],
+)
+def test_genus_is_read_from_the_summary(extract: str, genus: str | None) -> None:
+    emoji = Emoji("ZEBRA", ("zebra",), "Animals & Nature", "animal-mammal", "x", Path(), 1)
+    (ent,) = join_entities([_article("Zebra", extract)], [emoji], {})
+    assert ent.facts.get("genus") == genus
+
+
+def test_skipped_emoji_make_no_entity() -> None:
+    emoji = Emoji("BLACK HEART SUIT", ("hearts",), "Activities", "game", "x", Path(), 1)
+    assert join_entities([_article("Heart")], [emoji], {}) == []
+
+
+def test_the_world_builder_does_not_import_torch() -> None:
+    code = "import sys, mmsr.world.build, mmsr.world.cli; assert 'torch' not in sys.modules"
+    subprocess.run([sys.executable, "-c", code], check=True)

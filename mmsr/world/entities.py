@@ -37,7 +37,26 @@ KIND_BY_SUBCATEGORY: dict[str, str] = {
 # Whole emoji categories whose remaining subcategories count as everyday objects.
 OBJECT_CATEGORIES: frozenset[str] = frozenset({"Objects", "Activities"})
 
-_GENUS = re.compile(r"\bgenus ([A-Z][a-z]{2,})\b")
+# Emoji whose name-matched article is about something else than what the picture shows
+# (a card suit is not a heart, a carp streamer is not "Flag", a cake is not "Birthday").
+SKIP_EMOJI: frozenset[str] = frozenset(
+    {
+        "BLACK CLUB SUIT",
+        "BLACK DIAMOND SUIT",
+        "BLACK HEART SUIT",
+        "BLACK SPADE SUIT",
+        "BIRTHDAY CAKE",
+        "CARP STREAMER",
+        "CONSTRUCTION SIGN",
+        "COOKING",
+        "PINE DECORATION",
+        "SMOKING SYMBOL",
+        "SPEAKER WITH ONE SOUND WAVE",
+    }
+)
+
+# "genus X" read from the summary; an "extinct genus" is a relative, not the thing itself.
+_GENUS = re.compile(r"(?<!extinct )\bgenus ([A-Z][a-z]{2,})\b")
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -143,7 +162,7 @@ def join_entities(
     ordered = sorted(emojis, key=lambda e: kind_of(e) != "flag")
     for emoji in ordered:
         kind = kind_of(emoji)
-        if kind is None:
+        if kind is None or emoji.name in SKIP_EMOJI:
             continue
         if kind == "flag":
             info = countries.get(_flag_code(emoji))
