@@ -17,6 +17,7 @@ from mmsr.world.entities import (
     country_facts,
     join_entities,
     kind_of,
+    object_aliases,
     slug,
 )
 from mmsr.world.questions import (
@@ -202,3 +203,19 @@ def test_skipped_emoji_make_no_entity() -> None:
 def test_the_world_builder_does_not_import_torch() -> None:
     code = "import sys, mmsr.world.build, mmsr.world.cli; assert 'torch' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+@pytest.mark.parametrize(
+    ("title", "name", "short_names", "aliases"),
+    [
+        ("Bee", "HONEYBEE", ("bee", "honeybee"), ("Bee", "honeybee")),  # inside the name
+        ("Calendar", "CALENDAR", ("date",), ("Calendar",)),  # unrelated short name dropped
+        ("Dog", "DOG FACE", ("dog",), ("Dog",)),  # same as the title: no duplicate
+        ("Dolphin", "DOLPHIN", ("dolphin", "flipper"), ("Dolphin",)),
+    ],
+)
+def test_object_aliases(
+    title: str, name: str, short_names: tuple[str, ...], aliases: tuple[str, ...]
+) -> None:
+    emoji = Emoji(name, short_names, "Animals & Nature", "animal-mammal", "x", Path(), 1)
+    assert object_aliases(title, emoji) == aliases

@@ -143,10 +143,14 @@ def _candidate_titles(emoji: Emoji) -> list[str]:
 
 
 def object_aliases(title: str, emoji: Emoji) -> tuple[str, ...]:
-    shorts = [s.replace("_", " ") for s in emoji.short_names]
-    keep = [
-        s for s in shorts if len(s) > 2 and not s.endswith("face") and not any(map(str.isdigit, s))
-    ]
+    """The title and the emoji's short names that say the same thing: those inside its Unicode
+    name or containing the title ("honeybee" for Bee; not "date" for Calendar)."""
+    name = emoji.name.lower()
+    keep = []
+    for short in (s.replace("_", " ") for s in emoji.short_names):
+        related = short in name or title.lower() in short
+        if related and len(short) > 2 and not short.endswith("face"):
+            keep.append(short)
     return _dedup([title, *keep])
 
 
