@@ -32,6 +32,11 @@ class NotoRenderer:
     def __init__(self, font_path: Path) -> None:
         # Flags and other multi-code-point emoji are ligatures: only the raqm layout forms them.
         self.shaping = features.check("raqm") is True
+        if not self.shaping:
+            logger.warning(
+                "Pillow has no raqm text shaping (is libfribidi0 installed?): flags and other "
+                "multi-code-point emoji fall back to Twemoji query images"
+            )
         layout = ImageFont.Layout.RAQM if self.shaping else ImageFont.Layout.BASIC
         self.font = ImageFont.truetype(str(font_path), NOTO_SIZE, layout_engine=layout)
 
