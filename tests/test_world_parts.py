@@ -120,6 +120,8 @@ def test_fact_templates_need_the_fact() -> None:
     assert [q.question_type for q in qs] == ["animal_name"]
     qs = make_questions([_entity("tiger", "animal", "tail", {"genus": "Panthera"})])
     assert sorted(q.question_type for q in qs) == ["animal_name", "genus", "genus_named"]
+    qs = make_questions([_entity("cat", "animal", "tail", {"family": "Felidae"})])
+    assert sorted(q.question_type for q in qs) == ["animal_name", "family", "family_named"]
 
 
 def test_template_ids_are_unique() -> None:
@@ -182,17 +184,21 @@ def test_join_gives_a_country_article_to_its_flag_first() -> None:
 
 
 @pytest.mark.parametrize(
-    ("extract", "genus"),
+    ("extract", "facts"),
     [
-        ("Zebras share the genus Equus with horses.", "Equus"),
-        ("The extinct genus Amphechinus once lived here.", None),  # a relative, not the thing
-        ("A genus of plants.", None),  # no name follows
+        ("Zebras share the genus Equus with horses.", {"genus": "Equus"}),
+        ("The extinct genus Amphechinus once lived here.", {}),  # a relative, not the thing
+        ("A genus of plants.", {}),  # no name follows
+        ("A cat of the family Felidae.", {"family": "Felidae"}),
+        ("In the subfamily Felinae.", {}),  # a subfamily is not the family
+        ("Bees, of the order Hymenoptera.", {"order": "Hymenoptera"}),
+        ("A fruit of the family Rosaceae.", {"family": "Rosaceae"}),  # plant families: -aceae
     ],
 )
-def test_genus_is_read_from_the_summary(extract: str, genus: str | None) -> None:
+def test_taxonomy_is_read_from_the_summary(extract: str, facts: dict[str, str]) -> None:
     emoji = Emoji("ZEBRA", ("zebra",), "Animals & Nature", "animal-mammal", "x", Path(), 1)
     (ent,) = join_entities([_article("Zebra", extract)], [emoji], {})
-    assert ent.facts.get("genus") == genus
+    assert ent.facts == facts
 
 
 def test_skipped_emoji_make_no_entity() -> None:

@@ -3,7 +3,7 @@
 The join (DESIGN §4): a country flag emoji joins ``countryinfo`` by its ISO code and then the
 summary of that country; any other emoji joins the summary whose title equals its Unicode name
 or one of its short names. Each entity gets a kind (flag, animal, food, …), aliases (candidate
-answers), facts (country facts, a genus read from the summary) and a
+answers), facts (country facts, taxonomy read from the summary) and a
 knowledge label: **head** (the policy will be taught it) or **tail** (it must search).
 This module only decides *what* exists; images, pages and questions are made elsewhere.
 """
@@ -55,8 +55,13 @@ SKIP_EMOJI: frozenset[str] = frozenset(
     }
 )
 
-# "genus X" read from the summary; an "extinct genus" is a relative, not the thing itself.
-_GENUS = re.compile(r"(?<!extinct )\bgenus ([A-Z][a-z]{2,})\b")
+# Taxonomy read from the summary ("the genus Panthera", "the family Felidae"); an "extinct
+# genus" is a relative, not the thing itself, and a "subfamily" is not its family.
+TAXON_PATTERNS: dict[str, re.Pattern[str]] = {
+    "genus": re.compile(r"(?<!extinct )\bgenus ([A-Z][a-z]{2,})\b"),
+    "family": re.compile(r"(?<!extinct )(?<!sub)\bfamily ([A-Z][a-z]+(?:idae|aceae))\b"),
+    "order": re.compile(r"(?<!extinct )(?<!sub)\border ([A-Z][a-z]{3,})\b"),
+}
 _SLUG = re.compile(r"[^a-z0-9]+")
 
 
@@ -142,6 +147,12 @@ def _candidate_titles(emoji: Emoji) -> list[str]:
     return names
 
 
+def taxonomy(extract: str) -> dict[str, str]:
+    """Genus, family and order named in a summary, where it names them."""
+    found = {rank: pattern.search(extract) for rank, pattern in TAXON_PATTERNS.items()}
+    return {rank: m.group(1) for rank, m in found.items() if m is not None}
+
+
 def object_aliases(title: str, emoji: Emoji) -> tuple[str, ...]:
     """The title and the emoji's short names that say the same thing: those inside its Unicode
     name or containing the title ("honeybee" for Bee; not "date" for Calendar)."""
@@ -181,10 +192,7 @@ def join_entities(
             if article is None or article.title in used:
                 continue
             aliases = object_aliases(article.title, emoji)
-            facts = {}
-            genus = _GENUS.search(article.extract)
-            if kind in ("animal", "plant", "food") and genus:
-                facts["genus"] = genus.group(1)
+            facts = taxonomy(article.extract) if kind in ("animal", "plant", "food") else {}
         used.add(article.title)
         entities.append(
             Entity(slug(article.title), article.title, kind, aliases, facts, "tail", article, emoji)

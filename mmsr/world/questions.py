@@ -70,6 +70,12 @@ TEMPLATES: tuple[Template, ...] = (
     _t("genus", LIVING, "To which genus does the living thing in this picture belong?", "genus"),
     _t("genus_named", LIVING, "The picture shows: {name}. Which genus does it belong to?",
        "genus", named=True),
+    _t("family", LIVING, "Which biological family does the living thing pictured here belong "
+       "to?", "family"),
+    _t("family_named", LIVING, "The picture shows: {name}. In which biological family is it?",
+       "family", named=True),
+    _t("order", LIVING, "To which biological order does the creature or plant shown belong?",
+       "order"),
 )  # fmt: skip
 
 
