@@ -52,6 +52,10 @@ def test_kind_of(category: str, subcategory: str, kind: str | None) -> None:
     assert kind_of(_emoji(category, subcategory)) == kind
 
 
+def test_kind_of_a_part_of_an_animal_is_object() -> None:
+    assert kind_of(_emoji("Animals & Nature", "animal-bird", "FEATHER")) == "object"
+
+
 @pytest.mark.parametrize(
     ("text", "expected"),
     [

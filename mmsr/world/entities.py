@@ -34,6 +34,8 @@ KIND_BY_SUBCATEGORY: dict[str, str] = {
     "game": "sport",
     "musical-instrument": "instrument",
 }
+# Emoji filed under animals that show a part of one: asked about as objects.
+KIND_BY_NAME: dict[str, str] = {"FEATHER": "object", "WING": "object"}
 # Whole emoji categories whose remaining subcategories count as everyday objects.
 OBJECT_CATEGORIES: frozenset[str] = frozenset({"Objects", "Activities"})
 
@@ -94,6 +96,8 @@ def slug(text: str) -> str:
 
 def kind_of(emoji: Emoji) -> str | None:
     """The entity kind of an emoji, or None when such emoji are not entities."""
+    if emoji.name in KIND_BY_NAME:
+        return KIND_BY_NAME[emoji.name]
     sub = emoji.subcategory
     for key in (sub, sub.split("-")[0]):
         if key in KIND_BY_SUBCATEGORY:
