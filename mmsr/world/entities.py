@@ -33,6 +33,8 @@ KIND_BY_SUBCATEGORY: dict[str, str] = {
     "sport": "sport",
     "game": "sport",
     "musical-instrument": "instrument",
+    "body-parts": "body",
+    "person-role": "job",
 }
 # Emoji filed under animals that show a part of one: asked about as objects.
 KIND_BY_NAME: dict[str, str] = {"FEATHER": "object", "WING": "object"}
@@ -52,6 +54,7 @@ SKIP_EMOJI: frozenset[str] = frozenset(
         "CONSTRUCTION SIGN",
         "COOKING",
         "PINE DECORATION",
+        "PISTOL",
         "SMOKING SYMBOL",
         "SPEAKER WITH ONE SOUND WAVE",
     }
@@ -76,7 +79,8 @@ class Entity:
     name: str
     """The canonical name (the Wikipedia title), the ground truth of naming questions."""
     kind: str
-    """flag, animal, plant, food, drink, object, vehicle, place, weather, sport, instrument."""
+    """flag, animal, plant, food, drink, object, vehicle, place, weather, sport, instrument,
+    body (a part of the body) or job (a person at work)."""
     aliases: tuple[str, ...]
     """Other accepted names (the name first)."""
     facts: dict[str, str] = field(default_factory=dict)
@@ -147,7 +151,7 @@ def _candidate_titles(emoji: Emoji) -> list[str]:
     and the name without a trailing "face" ("DOG FACE" → "dog")."""
     names = [emoji.name.lower(), *(s.replace("_", " ").lower() for s in emoji.short_names)]
     names += [n[: -len(" face")] for n in names if n.endswith(" face")]
-    names += [n[:-1] for n in names if n.endswith("s")] + [n + "s" for n in names]
+    names += [n[:-1] for n in names if n.endswith("s")]
     return names
 
 

@@ -67,6 +67,8 @@ TEMPLATES: tuple[Template, ...] = (
     _t("vehicle_name", "vehicle", "What kind of vehicle is this?"),
     _t("place_name", "place weather", "What place or natural sight does this picture show?"),
     _t("sport_name", "sport", "Which sport or game does this picture stand for?"),
+    _t("body_part", "body", "Which part of the body is shown here?"),
+    _t("job_name", "job", "What job does the person in this picture do?"),
     _t("genus", LIVING, "To which genus does the living thing in this picture belong?", "genus"),
     _t("genus_named", LIVING, "The picture shows: {name}. Which genus does it belong to?",
        "genus", named=True),
