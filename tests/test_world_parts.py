@@ -23,6 +23,7 @@ from mmsr.world.entities import (
 from mmsr.world.questions import (
     TEMPLATES,
     Question,
+    Template,
     answer_variants,
     make_questions,
     split_questions,
@@ -130,6 +131,22 @@ def test_fact_templates_need_the_fact() -> None:
 
 def test_template_ids_are_unique() -> None:
     assert len({t.id for t in TEMPLATES}) == len(TEMPLATES)
+
+
+@pytest.mark.parametrize("template", TEMPLATES, ids=lambda t: t.id)
+def test_template_phrasings(template: Template) -> None:
+    assert len(template.texts) >= 2
+    for text in template.texts:
+        assert text.endswith("?") and "|" not in text
+        # Named templates say the name in every phrasing; others never do.
+        assert ("{name}" in text) == template.named
+
+
+def test_phrasing_is_seeded() -> None:
+    ents = [_entity(f"c{i}", "animal", "tail", {}) for i in range(20)]
+    texts = [q.question for q in make_questions(ents, seed=1)]
+    assert texts == [q.question for q in make_questions(ents, seed=1)]
+    assert len(set(texts)) == 2  # both phrasings of animal_name are used
 
 
 def test_split_keeps_every_group_in_both_splits() -> None:

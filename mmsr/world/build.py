@@ -100,7 +100,8 @@ def make_pages(
 
 
 class QueryDrawer:
-    """Base drawings per entity (Noto when it can, else Twemoji) and their augmentations."""
+    """Base drawings per entity (Noto when it can, else Twemoji) and their augmentations;
+    ``draw(entity, key)`` is deterministic in (seed, key)."""
 
     def __init__(self, font: Path | None, size: int, seed: int) -> None:
         self.renderer = images.NotoRenderer(font) if font is not None else None
@@ -123,7 +124,9 @@ class QueryDrawer:
         return images.jpeg_bytes(images.augment(self.base(ent), self.size, rng))
 
 
-def _load(config: BuildConfig) -> tuple[list[Entity], list[Article]]:
+def load_world(config: BuildConfig) -> tuple[list[Entity], list[Article]]:
+    """The labelled entities and the distractor articles of a build, without writing anything
+    (for code that needs the entities themselves, e.g. to draw more query images)."""
     articles = sources.load_articles()
     entities = ent_mod.join_entities(articles, sources.load_emojis(), sources.load_countries())
     if config.small:
@@ -142,13 +145,13 @@ def build_world(config: BuildConfig) -> dict[str, Any]:
     """Build and write the world; returns the stats (also written to ``stats.json``)."""
     out = config.out
     write.prepare_out_dir(out)
-    entities, distractors = _load(config)
+    entities, distractors = load_world(config)
     logger.info("%d entities, %d distractor pages", len(entities), len(distractors))
     pages, image_files = make_pages(entities, distractors)
     write.write_corpus(out / "corpus", pages, image_files)
 
     qs = questions.split_questions(
-        questions.make_questions(entities), config.test_fraction, config.seed
+        questions.make_questions(entities, config.seed), config.test_fraction, config.seed
     )
     font = sources.find_noto_font(config.font)
     if font is None:

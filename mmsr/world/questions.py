@@ -26,8 +26,9 @@ class Template:
     """The question type, e.g. ``"flag_capital"``."""
     kinds: frozenset[str]
     """Entity kinds it applies to."""
-    text: str
-    """The question; ``{name}`` is replaced by the entity name when ``named``."""
+    texts: tuple[str, ...]
+    """Phrasings of the question (one is drawn per question); ``{name}`` is replaced by the
+    entity name when ``named``."""
     fact: str | None = None
     """The fact asked for, or None for the entity's name."""
     named: bool = False
@@ -39,45 +40,57 @@ class Template:
         return 2 if self.fact is not None and not self.named else 1
 
 
-def _t(id: str, kinds: str, text: str, fact: str | None = None, named: bool = False) -> Template:
-    return Template(id, frozenset(kinds.split()), text, fact, named)
+def _t(id: str, kinds: str, texts: str, fact: str | None = None, named: bool = False) -> Template:
+    """A template from compact table cells: kinds split on spaces, phrasings on " | "."""
+    return Template(id, frozenset(kinds.split()), tuple(texts.split(" | ")), fact, named)
 
 
 LIVING = "animal plant food"
 TEMPLATES: tuple[Template, ...] = (
-    _t("flag_country", "flag", "Which country's flag is this?"),
-    _t("flag_capital", "flag", "What is the capital of the country whose flag is shown?",
-       "capital"),
-    _t("flag_currency", "flag", "Which currency code does the country with this flag use?",
-       "currency"),
-    _t("flag_demonym", "flag", "What are the people of the country with this flag called?",
-       "demonym"),
-    _t("flag_subregion", "flag", "In which part of the world is the country that flies this flag?",
+    _t("flag_country", "flag", "Which country's flag is this? | "
+       "This flag belongs to which country?"),
+    _t("flag_capital", "flag", "What is the capital of the country whose flag is shown? | "
+       "Which city is the capital of the country that uses this flag?", "capital"),
+    _t("flag_currency", "flag", "Which currency code does the country with this flag use? | "
+       "What is the code of the currency of the country this flag stands for?", "currency"),
+    _t("flag_demonym", "flag", "What are the people of the country with this flag called? | "
+       "What do you call someone from the country whose flag this is?", "demonym"),
+    _t("flag_subregion", "flag", "In which part of the world is the country that flies this "
+       "flag? | Which subregion of the world is home to the country of this flag?",
        "subregion"),
     _t("flag_calling_code", "flag", "What is the international calling code of the country "
-       "whose flag this is?", "calling_code"),
-    _t("flag_tld", "flag", "Which internet domain ending belongs to the country of this flag?",
-       "tld"),
-    _t("capital_named", "flag", "This is the flag of {name}. What is its capital city?", "capital",
-       named=True),
-    _t("animal_name", "animal", "What is this animal called?"),
-    _t("plant_name", "plant", "What plant is shown here?"),
-    _t("food_name", "food drink", "What food or drink is pictured here?"),
-    _t("object_name", "object instrument", "What is the object in this picture called?"),
-    _t("vehicle_name", "vehicle", "What kind of vehicle is this?"),
-    _t("place_name", "place weather", "What place or natural sight does this picture show?"),
-    _t("sport_name", "sport", "Which sport or game does this picture stand for?"),
-    _t("body_part", "body", "Which part of the body is shown here?"),
-    _t("job_name", "job", "What job does the person in this picture do?"),
-    _t("genus", LIVING, "To which genus does the living thing in this picture belong?", "genus"),
-    _t("genus_named", LIVING, "The picture shows: {name}. Which genus does it belong to?",
-       "genus", named=True),
+       "whose flag this is? | Which telephone country code does the nation with this flag "
+       "have?", "calling_code"),
+    _t("flag_tld", "flag", "Which internet domain ending belongs to the country of this flag? | "
+       "What is the top-level web domain of the country that uses this flag?", "tld"),
+    _t("capital_named", "flag", "This is the flag of {name}. What is its capital city? | "
+       "The flag shown is that of {name}. Which city is its capital?", "capital", named=True),
+    _t("animal_name", "animal", "What is this animal called? | Which animal is in the picture?"),
+    _t("plant_name", "plant", "What plant is shown here? | Which plant does this picture show?"),
+    _t("food_name", "food drink", "What food or drink is pictured here? | "
+       "What is the food or drink in this image?"),
+    _t("object_name", "object instrument", "What is the object in this picture called? | "
+       "What is this thing?"),
+    _t("vehicle_name", "vehicle", "What kind of vehicle is this? | "
+       "Which means of transport is shown in this picture?"),
+    _t("place_name", "place weather", "What place or natural sight does this picture show? | "
+       "What is shown in this scene?"),
+    _t("sport_name", "sport", "Which sport or game does this picture stand for? | "
+       "What game or sport is this picture about?"),
+    _t("body_part", "body", "Which part of the body is shown here? | "
+       "What body part is in this picture?"),
+    _t("job_name", "job", "What job does the person in this picture do? | "
+       "What is the occupation of the person shown?"),
+    _t("genus", LIVING, "To which genus does the living thing in this picture belong? | "
+       "What genus is the species shown here in?", "genus"),
+    _t("genus_named", LIVING, "The picture shows: {name}. Which genus does it belong to? | "
+       "This is a picture of {name}. What is its genus?", "genus", named=True),
     _t("family", LIVING, "Which biological family does the living thing pictured here belong "
-       "to?", "family"),
-    _t("family_named", LIVING, "The picture shows: {name}. In which biological family is it?",
-       "family", named=True),
-    _t("order", LIVING, "To which biological order does the creature or plant shown belong?",
-       "order"),
+       "to? | In which family of living things is the one in this image?", "family"),
+    _t("family_named", LIVING, "The picture shows: {name}. In which biological family is it? | "
+       "This is a picture of {name}. Which family does it belong to?", "family", named=True),
+    _t("order", LIVING, "To which biological order does the creature or plant shown belong? | "
+       "What order of living things does the one in this picture belong to?", "order"),
 )  # fmt: skip
 
 
@@ -127,19 +140,21 @@ def _need(template: Template, knowledge: str) -> str:
     return "both" if template.hops == 2 else "image"
 
 
-def make_questions(entities: Sequence[Entity]) -> list[Question]:
+def make_questions(entities: Sequence[Entity], seed: int = 0) -> list[Question]:
     """Every applicable template for every entity (a fact template only when the entity has
-    that fact), sorted by data_id."""
+    that fact), each with a seeded choice of phrasing; sorted by data_id."""
     questions = []
     for ent in entities:
         for tpl in TEMPLATES:
             if ent.kind not in tpl.kinds or (tpl.fact is not None and tpl.fact not in ent.facts):
                 continue
             answer = ent.name if tpl.fact is None else ent.facts[tpl.fact]
+            data_id = f"mmsr_world-{tpl.id}-{ent.id}"
+            text = random.Random(f"{seed}:phrase:{data_id}").choice(tpl.texts)
             questions.append(
                 Question(
-                    data_id=f"mmsr_world-{tpl.id}-{ent.id}",
-                    question=tpl.text.format(name=ent.name) if tpl.named else tpl.text,
+                    data_id=data_id,
+                    question=text.format(name=ent.name) if tpl.named else text,
                     answer=answer,
                     candidates=answer_variants(tpl.fact, answer, ent.aliases),
                     question_type=tpl.id,
