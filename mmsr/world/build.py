@@ -58,11 +58,14 @@ def wiki_url(title: str) -> str:
     return "https://en.wikipedia.org/wiki/" + title.replace(" ", "_")
 
 
+def article_text(art: Article) -> str:
+    """A page's text: the short description as a first sentence, then the summary."""
+    return f"{art.description}. {art.extract}" if art.description else art.extract
+
+
 def page_text(ent: Entity) -> str:
-    """The article's short description and summary, and for a country its facts in words."""
-    art = ent.article
-    text = f"{art.description}. {art.extract}" if art and art.description else ""
-    text = text or (art.extract if art else ent.name)
+    """The article's text, and for a country its facts in words."""
+    text = article_text(ent.article) if ent.article else ent.name
     f = ent.facts
     if ent.kind == "flag":
         parts = [
@@ -84,8 +87,8 @@ def make_pages(
     """One page per entity (with its Twemoji image), then one per distractor summary."""
     pages, image_files, seen = [], {}, set()
     for ent in entities:
-        rel = f"images/{ent.id}.png"
-        if ent.emoji is not None:
+        rel = f"images/{ent.id}.png" if ent.emoji is not None else None
+        if ent.emoji is not None and rel is not None:
             image_files[rel] = ent.emoji.twemoji_png.read_bytes()
         pages.append(write.Page(ent.id, ent.name, wiki_url(ent.name), page_text(ent), rel))
         seen.add(ent.id)
@@ -94,8 +97,7 @@ def make_pages(
         while page_id in seen:
             page_id += "_"
         seen.add(page_id)
-        text = f"{art.description}. {art.extract}" if art.description else art.extract
-        pages.append(write.Page(page_id, art.title, wiki_url(art.title), text))
+        pages.append(write.Page(page_id, art.title, wiki_url(art.title), article_text(art)))
     return pages, image_files
 
 
