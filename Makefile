@@ -6,8 +6,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the project needs (none yet; the offline world adds fonts-noto-color-emoji).
-APT_PACKAGES :=
+# Debian packages the project needs: the offline world draws query images with Noto Color Emoji;
+# Pillow's text shaping (raqm, which forms flag emoji from two code points) loads libfribidi.
+APT_PACKAGES := fonts-noto-color-emoji libfribidi0
 
 .PHONY: setup system-deps lint typecheck pytest test demo clean
 

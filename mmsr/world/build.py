@@ -1,0 +1,229 @@
+"""``build_world``: the whole offline world from packaged data, deterministically from a seed.
+
+Steps: read the sources, join entities, label head/tail, make pages (one per entity plus
+distractors from the other summaries), make questions and split them, draw one query image
+per question, write everything (see ``mmsr.world.write`` for the files). Run it with
+``mmsr world build --out DIR --seed N [--small]``.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+from tqdm import tqdm
+
+from mmsr.world import entities as ent_mod
+from mmsr.world import images, questions, sources, write
+from mmsr.world.entities import Entity
+from mmsr.world.questions import Question
+from mmsr.world.sources import Article
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildConfig:
+    """What to build and where."""
+
+    out: Path
+    """Output folder (created; a previous world build there is replaced)."""
+    seed: int = 7
+    """Seeds the head/tail labels, the split, the sample of ``small`` and every image."""
+    small: bool = False
+    """A reduced world (a few dozen entities, few distractors) for tests."""
+    font: Path | None = None
+    """Noto Color Emoji font file; None looks in the standard Debian location."""
+    head_fraction: float = 0.35
+    """Share of each kind's entities the policy will be taught (head)."""
+    test_fraction: float = 0.2
+    """Share of each (question type, knowledge) group put in the test split."""
+    image_size: int = 224
+    """Side of the square query images, in pixels."""
+    small_per_kind: int = 3
+    """Entities per kind in a small build (flags: twice as many)."""
+    small_distractors: int = 60
+    """Distractor pages in a small build (a full build keeps every other summary)."""
+    progress: bool = False
+    """Show progress bars (the CLI turns them on)."""
+
+
+def wiki_url(title: str) -> str:
+    return "https://en.wikipedia.org/wiki/" + title.replace(" ", "_")
+
+
+def article_text(art: Article) -> str:
+    """A page's text: the short description as a first sentence, then the summary."""
+    return f"{art.description}. {art.extract}" if art.description else art.extract
+
+
+def page_text(ent: Entity) -> str:
+    """The article's text, and for a country its facts in words."""
+    text = article_text(ent.article) if ent.article else ent.name
+    f = ent.facts
+    if ent.kind == "flag":
+        parts = [
+            f"capital city {f['capital']}" if "capital" in f else "",
+            f"currency code {f['currency']}" if "currency" in f else "",
+            f"its people are called {f['demonym']}" if "demonym" in f else "",
+            f"it lies in {f['subregion']}" if "subregion" in f else "",
+            f"region {f['region']}" if "region" in f else "",
+            f"international calling code {f['calling_code']}" if "calling_code" in f else "",
+            f"internet domain {f['tld']}" if "tld" in f else "",
+        ]
+        text += f" {ent.name} in brief: " + "; ".join(p for p in parts if p) + "."
+    return text
+
+
+def make_pages(
+    entities: Sequence[Entity], distractors: Sequence[Article]
+) -> tuple[list[write.Page], dict[str, bytes]]:
+    """One page per entity (with its Twemoji image), then one per distractor summary."""
+    pages, image_files, seen = [], {}, set()
+    for ent in entities:
+        rel = f"images/{ent.id}.png" if ent.emoji is not None else None
+        if ent.emoji is not None and rel is not None:
+            image_files[rel] = ent.emoji.twemoji_png.read_bytes()
+        pages.append(write.Page(ent.id, ent.name, wiki_url(ent.name), page_text(ent), rel))
+        seen.add(ent.id)
+    for art in distractors:
+        page_id = ent_mod.slug(art.title)
+        while page_id in seen:
+            page_id += "_"
+        seen.add(page_id)
+        pages.append(write.Page(page_id, art.title, wiki_url(art.title), article_text(art)))
+    return pages, image_files
+
+
+class QueryDrawer:
+    """Base drawings per entity (Noto when it can, else Twemoji) and their augmentations;
+    ``draw(entity, key)`` is deterministic in (seed, key)."""
+
+    def __init__(self, font: Path | None, size: int, seed: int) -> None:
+        self.renderer = images.NotoRenderer(font) if font is not None else None
+        self.size, self.seed = size, seed
+        self.bases: dict[str, Image.Image] = {}
+        self.fallback: set[str] = set()
+
+    def base(self, ent: Entity) -> Image.Image:
+        if ent.id not in self.bases:
+            assert ent.emoji is not None, f"entity {ent.id} has no emoji"
+            glyph = self.renderer.render(ent.emoji.chars) if self.renderer else None
+            if glyph is None:
+                self.fallback.add(ent.id)
+                glyph = images.load_rgba(ent.emoji.twemoji_png)
+            self.bases[ent.id] = glyph
+        return self.bases[ent.id]
+
+    def draw(self, ent: Entity, data_id: str) -> bytes:
+        rng = random.Random(f"{self.seed}:query:{data_id}")
+        return images.jpeg_bytes(images.augment(self.base(ent), self.size, rng))
+
+
+def load_world(config: BuildConfig) -> tuple[list[Entity], list[Article]]:
+    """The labelled entities and the distractor articles of a build, without writing anything
+    (for code that needs the entities themselves, e.g. to draw more query images)."""
+    articles = sources.load_articles()
+    entities = ent_mod.join_entities(articles, sources.load_emojis(), sources.load_countries())
+    if config.small:
+        entities = ent_mod.select_small(entities, config.small_per_kind, config.seed)
+    entities = ent_mod.split_knowledge(entities, config.head_fraction, config.seed)
+    used = {e.name for e in entities}
+    others = [a for a in articles if a.title not in used]
+    if config.small:
+        rng = random.Random(f"{config.seed}:distractors")
+        picked = sorted(rng.sample(range(len(others)), min(config.small_distractors, len(others))))
+        others = [others[i] for i in picked]
+    return entities, others
+
+
+def build_world(config: BuildConfig) -> dict[str, Any]:
+    """Build and write the world; returns the stats (also written to ``stats.json``)."""
+    out = config.out
+    write.prepare_out_dir(out)
+    entities, distractors = load_world(config)
+    logger.info("%d entities, %d distractor pages", len(entities), len(distractors))
+    pages, image_files = make_pages(entities, distractors)
+    write.write_corpus(out / "corpus", pages, image_files)
+
+    qs = questions.split_questions(
+        questions.make_questions(entities, config.seed), config.test_fraction, config.seed
+    )
+    font = sources.find_noto_font(config.font)
+    if font is None:
+        logger.warning(
+            "Noto Color Emoji font not found (%s): query images fall back to augmented "
+            "Twemoji, so image search is easier than intended; install fonts-noto-color-emoji",
+            config.font or "standard locations",
+        )
+    drawer = QueryDrawer(font, config.image_size, config.seed)
+    by_id = {e.id: e for e in entities}
+    rows: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
+    for q in tqdm(qs, desc="query images", unit="img", disable=not config.progress):
+        rows[q.split].append(write.question_row(q, drawer.draw(by_id[q.entity], q.data_id)))
+    for split, split_rows in rows.items():
+        write.write_parquet(out / f"{split}.parquet", split_rows)
+
+    write.write_jsonl(
+        out / "entities.jsonl", (write.entity_record(e, wiki_url(e.name)) for e in entities)
+    )
+    write.write_json(out / "vocab.json", write.vocabulary(entities, qs))
+    (out / "NOTICE").write_text(write.NOTICE, encoding="utf-8")
+    if font is not None and drawer.fallback:
+        logger.warning(
+            "%d entities have no Noto glyph; their query images are augmented Twemoji: %s",
+            len(drawer.fallback),
+            ", ".join(sorted(drawer.fallback)),
+        )
+    stats = world_stats(config, entities, pages, qs, font is not None, sorted(drawer.fallback))
+    write.write_json(out / "stats.json", stats)
+    return stats
+
+
+def world_stats(
+    config: BuildConfig,
+    entities: Sequence[Entity],
+    pages: Sequence[write.Page],
+    qs: Sequence[Question],
+    font_found: bool,
+    fallback: list[str],
+) -> dict[str, Any]:
+    """Counts of everything built (no timings: the file must be identical between runs)."""
+
+    def count(values: Any) -> dict[str, int]:
+        return dict(sorted(Counter(values).items()))
+
+    return {
+        "seed": config.seed,
+        "small": config.small,
+        "entities": {
+            "total": len(entities),
+            "by_kind": count(e.kind for e in entities),
+            "by_knowledge": count(e.knowledge for e in entities),
+        },
+        "pages": {
+            "total": len(pages),
+            "with_image": sum(p.image is not None for p in pages),
+        },
+        "questions": {
+            "total": len(qs),
+            "by_split": count(q.split for q in qs),
+            "by_split_category": count(f"{q.split}/{q.category}" for q in qs),
+            "by_type": count(q.question_type for q in qs),
+            "by_search_need": count(q.search_need for q in qs),
+            "by_hops": count(str(q.hops) for q in qs),
+        },
+        "query_images": {
+            "style": "noto" if font_found else "twemoji",
+            "font_found": font_found,
+            "twemoji_fallback_entities": len(fallback),
+            "fallback_ids": fallback if font_found else [],
+        },
+        "vocab": len(write.vocabulary(entities, qs)),
+    }
