@@ -1,0 +1,1 @@
+"""Training: the GRPO loss and loop, the SFT warm start, checkpoints."""
