@@ -217,8 +217,10 @@ def test_keys_are_never_logged_cached_returned_or_in_errors(
     cache = MemoryCache()
     found = backends(web, cache=cache, text_engine="serpapi")
     assert found.text is not None and found.image is not None
-    seen: list[str] = [repr(found.text.search("q", 5)), repr(found.image.search(
-        "https://img.example/x.png", 3))]  # fmt: skip
+    seen: list[str] = [
+        repr(found.text.search("q", 5)),
+        repr(found.image.search("https://img.example/x.png", 3)),
+    ]
     # failures: SerpAPI answering 401, then 500 three times
     for reply in (Reply(401, {"error": "Invalid API key"}), *[Reply(500, b"")] * 3):
         web.queue("/serpapi/search.json", reply)

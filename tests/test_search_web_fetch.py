@@ -63,10 +63,12 @@ def test_huge_page_is_cut_not_read_to_the_end(fake: tuple[FakeWeb, World]) -> No
         # an error status
         (Reply(503, b"busy", {"Content-Type": "text/html"}), "HTTP 503"),
         # a page with no text at all
-        (Reply(200, b"<body><script>x()</script></body>", {"Content-Type": "text/html"}),
-         "no text"),
+        (
+            Reply(200, b"<body><script>x()</script></body>", {"Content-Type": "text/html"}),
+            "no text",
+        ),
     ],
-)  # fmt: skip
+)
 def test_unreadable_pages_are_search_errors(
     fake: tuple[FakeWeb, World], reply: Reply, match: str
 ) -> None:

@@ -178,10 +178,14 @@ class World:
     def organic(self, query: str, n: int) -> list[dict[str, Any]]:
         names = self.results.get(query, [])[:n]
         return [
-            {"position": i + 1, "title": f"Title {name}", "link": self.page_url(name),
-             "snippet": f"snippet {name}"}
+            {
+                "position": i + 1,
+                "title": f"Title {name}",
+                "link": self.page_url(name),
+                "snippet": f"snippet {name}",
+            }
             for i, name in enumerate(names)
-        ]  # fmt: skip
+        ]
 
 
 def _unauthorised() -> Reply:
@@ -198,10 +202,15 @@ def serpapi(world: World) -> Handler:
             if not names:
                 return Reply(200, {**meta, "error": "Google Lens hasn't returned any results."})
             matches = [
-                {"position": i + 1, "title": f"Lens {name}", "link": world.page_url(name),
-                 "source": "example", "thumbnail": world.web.url(f"/thumb/{name}.png")}
+                {
+                    "position": i + 1,
+                    "title": f"Lens {name}",
+                    "link": world.page_url(name),
+                    "source": "example",
+                    "thumbnail": world.web.url(f"/thumb/{name}.png"),
+                }
                 for i, name in enumerate(names)
-            ]  # fmt: skip
+            ]
             return Reply(200, {**meta, "visual_matches": matches})
         organic = world.organic(req.query.get("q", ""), int(req.query.get("num", "10")))
         if not organic:
@@ -245,10 +254,15 @@ def chat(req: Request) -> Reply:
     body = {
         "id": "chatcmpl-1",
         "object": "chat.completion",
-        "choices": [{"index": 0, "message": {"role": "assistant", "content": sentences},
-                     "finish_reason": "stop"}],
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": sentences},
+                "finish_reason": "stop",
+            }
+        ],
         "usage": {"prompt_tokens": 100, "completion_tokens": 20, "total_tokens": 120},
-    }  # fmt: skip
+    }
     return Reply(200, body)
 
 

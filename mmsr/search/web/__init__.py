@@ -15,6 +15,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from mmsr.search.base import LayerCache, SearchBackends
+from mmsr.search.transport import (
+    ApiCaller,
+    RateLimiter,
+    RetryPolicy,
+    make_client,
+    secret_from_env,
+)
 from mmsr.search.web.config import WebConfig
 from mmsr.search.web.engines import LinkSearch, SerpApiGoogle, SerpApiLens, Serper
 from mmsr.search.web.guard import AddressPolicy, guarded_client
@@ -22,13 +29,6 @@ from mmsr.search.web.image import HttpPostUploader, ImageUploader, NoUploader, W
 from mmsr.search.web.pages import JinaReader, LocalReader, PageReader
 from mmsr.search.web.summarize import ChatSummarizer
 from mmsr.search.web.text import WebTextSearch
-from mmsr.search.web.transport import (
-    ApiCaller,
-    RateLimiter,
-    RetryPolicy,
-    make_client,
-    secret_from_env,
-)
 
 __all__ = ["WebConfig", "WebImageSearch", "WebTextSearch", "build", "build_web"]
 

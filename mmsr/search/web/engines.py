@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from mmsr.search.base import SearchError
-from mmsr.search.web.transport import ApiCaller, Secret
+from mmsr.search.transport import ApiCaller, Secret
 
 logger = logging.getLogger(__name__)
 

@@ -21,9 +21,9 @@ import httpx
 
 from mmsr.search import imagecodec
 from mmsr.search.base import LayerCache, SearchError
+from mmsr.search.transport import ApiCaller, Secret
 from mmsr.search.web.engines import Link, SerpApiLens
 from mmsr.search.web.guard import BlockedUrl, check_url
-from mmsr.search.web.transport import ApiCaller, Secret
 from mmsr.types import ImageHit
 
 logger = logging.getLogger(__name__)

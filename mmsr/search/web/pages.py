@@ -16,8 +16,8 @@ import httpx
 from selectolax.lexbor import LexborHTMLParser
 
 from mmsr.search.base import SearchError
+from mmsr.search.transport import ApiCaller, CallStats, Secret
 from mmsr.search.web.guard import BlockedUrl, check_url
-from mmsr.search.web.transport import ApiCaller, CallStats, Secret
 
 TEXT_TYPES = ("text/html", "application/xhtml+xml", "text/plain")
 _DROP_TAGS = ["script", "style", "noscript", "template", "svg", "iframe", "head"]

@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 
 from mmsr.search.base import SearchError
-from mmsr.search.web.transport import ApiCaller, Secret
+from mmsr.search.transport import ApiCaller, Secret
 
 PROMPT_VERSION = "v1"
 SYSTEM_PROMPT = (

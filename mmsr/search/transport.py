@@ -16,7 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -176,9 +176,14 @@ class ApiCaller:
         limiter: RateLimiter | None = None,
         cost_per_call_usd: float = 0.0,
         tool: str = "text",
+        retry_statuses: frozenset[int] = RETRY_STATUSES,
+        detail: Callable[[httpx.Response], str | None] | None = None,
     ) -> None:
+        """``detail`` may pull a safe message out of an error response (our own service
+        only: third-party error bodies are never echoed)."""
         self.service, self.client, self.retry = service, client, retry
         self.limiter, self.cost_per_call_usd, self.tool = limiter, cost_per_call_usd, tool
+        self.retry_statuses, self.detail = retry_statuses, detail
         self.stats = CallStats()
 
     def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
@@ -221,11 +226,15 @@ class ApiCaller:
             self.stats.add(cost_usd=self.cost_per_call_usd)  # the APIs bill successful calls
             return response
         status = response.status_code
-        if status in RETRY_STATUSES:
+        what = f"answered HTTP {status}"
+        extra = self.detail(response) if self.detail is not None else None
+        if extra:
+            what += f": {extra}"
+        if status in self.retry_statuses:
             after = parse_retry_after(response.headers.get("retry-after"))
-            return self._retry_or_fail(f"answered HTTP {status}", last, attempt, after)
+            return self._retry_or_fail(what, last, attempt, after)
         self.stats.add(failures=1)
-        raise self._error(f"answered HTTP {status}")
+        raise self._error(what)
 
     def _retry_or_fail(
         self, what: str, last: bool, attempt: int, retry_after: float | None = None
