@@ -168,6 +168,24 @@ class Counters:
         return out
 
 
+async def _run(
+    admission: Admission, counters: Counters, endpoint: str, work: Callable[[], Any]
+) -> Any:
+    """Runs ``work`` in a worker thread; a ``SearchError`` becomes a 502 with its message."""
+    started, outcome = time.perf_counter(), "ok"
+    try:
+        return await admission.run(work)
+    except HTTPException as err:
+        outcome = "rejected" if err.status_code == 503 else "error"
+        raise
+    except SearchError as err:
+        outcome = "search_error"
+        body = {"detail": str(err), "tool": err.tool, "retryable": err.retryable}
+        return JSONResponse(body, status_code=502)
+    finally:
+        counters.add(endpoint, outcome, time.perf_counter() - started)
+
+
 def create_app(
     backends: SearchBackends, *, token: str | None, config: ServiceConfig | None = None
 ) -> ASGIApp:
@@ -197,18 +215,7 @@ def create_app(
         }
 
     async def call(endpoint: str, work: Callable[[], Any]) -> Any:
-        started, outcome = time.perf_counter(), "ok"
-        try:
-            return await admission.run(work)
-        except HTTPException as err:
-            outcome = "rejected" if err.status_code == 503 else "error"
-            raise
-        except SearchError as err:
-            outcome = "search_error"
-            body = {"detail": str(err), "tool": err.tool, "retryable": err.retryable}
-            return JSONResponse(body, status_code=502)
-        finally:
-            counters.add(endpoint, outcome, time.perf_counter() - started)
+        return await _run(admission, counters, endpoint, work)
 
     @app.post("/text_search")
     async def text_search(request: api.TextSearchRequest) -> Any:
