@@ -10,10 +10,15 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import anyio
 import httpx
 import pytest
 from PIL import Image
 from service_fakes import TOKEN, uvicorn_service
+
+from mmsr.search.base import SearchBackends
+from mmsr.search.service import create_app
+from mmsr.types import ImageHit
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
@@ -216,3 +221,43 @@ def test_overload_is_503_and_nothing_else_fails() -> None:
         assert busy.status_code == 200  # the service recovers
         stats = httpx.get(url + "/stats", headers=AUTH).json()
         assert stats["rejected"] == codes.count(503)
+
+
+class UrlImage:
+    """An image backend that searches by url (as the web backend does): it gets the url."""
+
+    accepts_image_urls = True
+
+    def __init__(self) -> None:
+        self.seen: list[Any] = []
+
+    def search(self, image: Any, k: int) -> list[ImageHit]:
+        self.seen.append(image)
+        return [ImageHit("by url", "https://img.example/0", None)][:k]
+
+
+def test_image_urls_go_to_url_backends_unfetched_in_process() -> None:
+    # in-process (no uvicorn): the ASGI app alone, with a url-searching image backend
+    backend = UrlImage()
+    app = create_app(SearchBackends(image=backend), token=TOKEN)
+
+    async def calls() -> list[httpx.Response]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            body = {"image_url": "https://cdn.example/a.png", "k": 1}
+            return [
+                await http.post("/image_search", json=body, headers=AUTH),
+                await http.post("/text_search", json={"query": "x"}, headers=AUTH),
+                await http.post("/retrieve", json={"query": "x"}, headers=AUTH),
+                await http.get("/health"),
+            ]
+
+    image, text, retrieve, health = anyio.run(calls)
+    assert image.status_code == 200
+    assert image.json() == {
+        "hits": [{"title": "by url", "url": "https://img.example/0", "thumbnail_base64": None}]
+    }
+    assert backend.seen == ["https://cdn.example/a.png"]
+    # a tool the service lacks is 404, and health says which tools exist
+    assert text.status_code == 404 and retrieve.status_code == 404
+    assert health.json() == {"status": "ok", "text": False, "image": True}

@@ -3,6 +3,8 @@ Serper, Jina Reader and an OpenAI-compatible chat API (tests/web_fakes.py)."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import logging
 import time
 from collections.abc import Iterator
@@ -18,6 +20,7 @@ from web_fakes import (
     World,
     api_config,
     env_keys,
+    jina,
     running,
 )
 
@@ -265,3 +268,27 @@ def test_serper_key_is_sent_as_header_only(fake: tuple[FakeWeb, World]) -> None:
     request = web.hits("/serper/search")[0]
     assert request.headers["x-api-key"] == SERPER_KEY
     assert SERPER_KEY not in request.body.decode() and not request.query
+
+
+def test_pages_are_read_and_summarised_concurrently(fake: tuple[FakeWeb, World]) -> None:
+    web, world = fake
+    fill(world, 5, "q")
+    read = jina(world)
+    web.route("/jina/", lambda r: dataclasses.replace(read(r), delay_s=0.3))
+    text = text_search(web, concurrency=5)
+    started = time.monotonic()
+    assert len(text.search("q", 5)) == 5
+    # five 0.3-s page reads one after another would take 1.5 s
+    assert time.monotonic() - started < 1.0
+
+
+def test_huge_page_from_jina_is_cut_before_cache_and_llm(fake: tuple[FakeWeb, World]) -> None:
+    web, world = fake
+    world.results["q"] = ["huge"]
+    world.pages["huge"] = "x" * 3_000_000
+    cache = MemoryCache()
+    text_search(web, cache=cache).search("q", 5)
+    page = next(v for (layer, _), v in cache.data.items() if layer == "page")
+    assert len(json.loads(page)["text"]) == 30_000
+    prompt = web.hits("/v1/chat/completions")[0].json()["messages"][-1]["content"]
+    assert prompt.count("x") <= 30_000 + 50

@@ -154,20 +154,13 @@ class Handlers:
             raise HTTPException(400, str(err)) from None
 
     def _download(self, url: str) -> bytes:
-        from mmsr.search.web.guard import AddressPolicy, guarded_client
+        from mmsr.search.web.guard import AddressPolicy, guarded_client, read_capped
 
         with self._lock:
             if self._client is None:
                 policy = AddressPolicy(allow_loopback=self.allow_loopback)
                 self._client = guarded_client(policy, timeout_s=self.timeout_s)
-        data = bytearray()
         try:
-            with self._client.stream("GET", url) as response:
-                response.raise_for_status()
-                for chunk in response.iter_bytes():
-                    data += chunk
-                    if len(data) > MAX_IMAGE_BYTES:
-                        raise ValueError("image at image_url is too large")
+            return read_capped(self._client, url, MAX_IMAGE_BYTES)
         except httpx.HTTPError as err:
             raise ValueError(f"image url could not be fetched ({type(err).__name__})") from None
-        return bytes(data)

@@ -127,3 +127,19 @@ def guarded_client(policy: AddressPolicy, *, timeout_s: float) -> httpx.Client:
         max_redirects=5,
         event_hooks={"request": [on_request]},
     )
+
+
+def read_capped(client: httpx.Client, url: str, max_bytes: int) -> bytes:
+    """GETs ``url`` (checked) and returns its body; more than ``max_bytes`` is a ``ValueError``.
+
+    Network failures raise ``httpx.HTTPError``; refused urls ``BlockedUrl``.
+    """
+    check_url(url)
+    data = bytearray()
+    with client.stream("GET", url) as response:
+        response.raise_for_status()
+        for chunk in response.iter_bytes():
+            data += chunk
+            if len(data) > max_bytes:
+                raise ValueError(f"body larger than {max_bytes} bytes")
+    return bytes(data)

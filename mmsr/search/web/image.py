@@ -23,12 +23,13 @@ from mmsr.search import imagecodec
 from mmsr.search.base import LayerCache, SearchError
 from mmsr.search.transport import ApiCaller, Secret
 from mmsr.search.web.engines import Link, SerpApiLens
-from mmsr.search.web.guard import BlockedUrl, check_url
+from mmsr.search.web.guard import BlockedUrl, check_url, read_capped
 from mmsr.types import ImageHit
 
 logger = logging.getLogger(__name__)
 
 MAX_HITS = 20  # hits kept per image in the cache; a search asks for k <= MAX_HITS of them
+MAX_THUMBNAIL_BYTES = 5_000_000
 
 
 class ImageUploader(Protocol):
@@ -132,10 +133,8 @@ class WebImageSearch:
         if self.thumbnail_client is None or not link.thumbnail_url:
             return None
         try:
-            check_url(link.thumbnail_url)
-            response = self.thumbnail_client.get(link.thumbnail_url)
-            response.raise_for_status()
-            png = imagecodec.thumbnail_png(response.content)
+            data = read_capped(self.thumbnail_client, link.thumbnail_url, MAX_THUMBNAIL_BYTES)
+            png = imagecodec.thumbnail_png(data)
         except (BlockedUrl, httpx.HTTPError, ValueError) as err:
             logger.debug("thumbnail dropped: %s", type(err).__name__)
             return None
