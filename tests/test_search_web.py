@@ -224,10 +224,10 @@ def test_keys_are_never_logged_cached_returned_or_in_errors(
         repr(found.text.search("q", 5)),
         repr(found.image.search("https://img.example/x.png", 3)),
     ]
-    # failures: SerpAPI answering 401, then 500 three times
+    # failures: SerpAPI answering 401, then 500 three times, then an error quoting the key
     for reply in (Reply(401, {"error": "Invalid API key"}), *[Reply(500, b"")] * 3):
         web.queue("/serpapi/search.json", reply)
-    for query in ("q2", "q3"):
+    for query in ("q2", "q3", "echo"):
         with pytest.raises(SearchError) as caught:
             found.text.search(query, 5)
         seen.append(str(caught.value))

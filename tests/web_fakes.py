@@ -197,6 +197,8 @@ def serpapi(world: World) -> Handler:
         if req.query.get("api_key") != SERPAPI_KEY:
             return _unauthorised()
         meta = {"search_metadata": {"status": "Success"}}
+        if req.query.get("q") == "echo":  # an error message quoting the request, key included
+            return Reply(200, {**meta, "error": f"Bad request: {req.query}"})
         if req.query.get("engine") == "google_lens":
             names = world.lens.get(req.query.get("url", ""), [])
             if not names:

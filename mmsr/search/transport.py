@@ -68,6 +68,13 @@ for _name in ("httpx", "httpcore"):
     logging.getLogger(_name).addFilter(_REDACTOR)
 
 
+def redact(text: str) -> str:
+    """``text`` with every registered secret replaced by ``***`` (for our own log lines)."""
+    for secret in _REDACTOR.secrets:
+        text = text.replace(secret, "***")
+    return text
+
+
 def secret_from_env(env: Mapping[str, str], name: str, *, required: bool = True) -> Secret | None:
     """Reads an API key from the environment variable ``name``; a missing one names the variable."""
     value = env.get(name, "").strip()
@@ -217,7 +224,7 @@ class ApiCaller:
             response = self.client.request(method, url, **kwargs)
         except httpx.TimeoutException:
             return self._retry_or_fail("timed out", last, attempt, None)
-        except httpx.TransportError as err:
+        except httpx.RequestError as err:
             # The exception text may quote the url; keep only its class name.
             return self._retry_or_fail(f"connection failed ({type(err).__name__})", last, attempt)
         finally:
