@@ -6,6 +6,8 @@ from __future__ import annotations
 import base64
 import io
 import json
+import struct
+import zlib
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -31,6 +33,18 @@ def root() -> Iterator[str]:
 
 def post(root: str, path: str, body: Any, headers: dict[str, str] | None = None) -> httpx.Response:
     return httpx.post(root + path, json=body, headers=AUTH if headers is None else headers)
+
+
+def png_header_only(width: int, height: int) -> str:
+    """A PNG that claims ``width`` x ``height`` pixels but holds no image data (a bomb)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+    return base64.b64encode(png).decode()
 
 
 def png_b64(size: tuple[int, int] = (20, 10)) -> str:
@@ -175,6 +189,20 @@ def test_missing_token_says_bearer(root: str) -> None:
 def test_bad_requests_are_4xx(root: str, path: str, body: bytes, status: int) -> None:
     headers = {**AUTH, "Content-Type": "application/json"}
     assert httpx.post(root + path, content=body, headers=headers).status_code == status
+
+
+@pytest.mark.parametrize(
+    ("size", "match"),
+    [
+        # 10^10 pixels claimed by a 60-byte file: Pillow's own bomb check
+        ((100_000, 100_000), "DecompressionBomb"),
+        # just over our 40-megapixel limit: refused from the header, before decoding
+        ((8_000, 5_001), "more than 40000000"),
+    ],
+)
+def test_image_bombs_are_400_before_decoding(root: str, size: tuple[int, int], match: str) -> None:
+    response = post(root, "/image_search", {"image_base64": png_header_only(*size)})
+    assert response.status_code == 400 and match in response.json()["detail"]
 
 
 def test_chunked_oversized_body_is_413(root: str) -> None:
