@@ -292,3 +292,20 @@ def test_huge_page_from_jina_is_cut_before_cache_and_llm(fake: tuple[FakeWeb, Wo
     assert len(json.loads(page)["text"]) == 30_000
     prompt = web.hits("/v1/chat/completions")[0].json()["messages"][-1]["content"]
     assert prompt.count("x") <= 30_000 + 50
+
+
+def test_call_and_cost_counters(fake: tuple[FakeWeb, World]) -> None:
+    web, world = fake
+    fill(world, 5, "q")
+    text = text_search(web, serper_cost_usd=0.002, llm_cost_per_mtok_usd=10.0)
+    text.search("q", 5)
+    web.queue("/serper/search", Reply(401, {}))  # a failed call is counted, and not billed
+    with pytest.raises(SearchError):
+        text.search("q2", 5)
+    stats = text.stats()
+    assert stats["serper"]["calls"] == 2 and stats["serper"]["failures"] == 1
+    assert stats["serper"]["cost_usd"] == pytest.approx(0.002)
+    assert stats["jina"]["calls"] == 5
+    # five summaries of 120 tokens each (the fake's usage) at $10 per million tokens
+    assert stats["llm"]["tokens"] == 600
+    assert stats["llm"]["cost_usd"] == pytest.approx(600 * 10.0 / 1e6)
