@@ -158,3 +158,25 @@ def test_non_http_image_url_is_refused(fake: tuple[FakeWeb, World]) -> None:
     with pytest.raises(SearchError, match="scheme"):
         image_search(web).search("file:///etc/passwd", 5)
     assert web.requests == []
+
+
+def test_custom_uploader_plugs_in(fake: tuple[FakeWeb, World]) -> None:
+    web, world = fake
+
+    class Bucket:
+        """An uploader of one's own (e.g. a storage bucket): here, a fixed public url."""
+
+        def __init__(self) -> None:
+            self.sizes: list[int] = []
+
+        def upload(self, data: bytes, content_type: str) -> str:
+            self.sizes.append(len(data))
+            return "https://bucket.example/q.png"
+
+    bucket = Bucket()
+    world.lens["https://bucket.example/q.png"] = ["it"]
+    config = WebConfig.from_mapping(api_config(web))
+    image = build_web(config, env=env_keys(), uploader=bucket).image
+    assert image is not None
+    assert [h.title for h in image.search(Image.new("RGB", (9, 9)), 1)] == ["Lens it"]
+    assert len(bucket.sizes) == 1 and bucket.sizes[0] > 0

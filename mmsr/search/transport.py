@@ -16,7 +16,7 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -209,6 +209,7 @@ class ApiCaller:
         try:
             return response.json()
         except ValueError:
+            self.stats.add(failures=1)
             raise self._error("returned a malformed JSON body") from None
 
     def _attempt(
@@ -267,20 +268,9 @@ def make_client(
     timeout_s: float,
     trust_env: bool,
     headers: Mapping[str, str] | None = None,
-    transport: httpx.BaseTransport | None = None,
-    follow_redirects: bool = False,
 ) -> httpx.Client:
-    """An httpx client with one timeout for connect, read, write and pool."""
+    """An httpx client for API calls: one timeout for connect, read, write and pool, and no
+    redirects (an API that redirects is misconfigured)."""
     return httpx.Client(
-        timeout=httpx.Timeout(timeout_s),
-        trust_env=trust_env,
-        headers=dict(headers or {}),
-        transport=transport,
-        follow_redirects=follow_redirects,
-        max_redirects=5,
+        timeout=httpx.Timeout(timeout_s), trust_env=trust_env, headers=dict(headers or {})
     )
-
-
-def merge_stats(callers: Iterable[ApiCaller]) -> dict[str, dict[str, float]]:
-    """Counters per service name, for ``stats()`` of the backends and the service."""
-    return {caller.service: caller.stats.snapshot() for caller in callers}

@@ -30,7 +30,14 @@ from mmsr.search.web.pages import JinaReader, LocalReader, PageReader
 from mmsr.search.web.summarize import ChatSummarizer
 from mmsr.search.web.text import WebTextSearch
 
-__all__ = ["WebConfig", "WebImageSearch", "WebTextSearch", "build", "build_web"]
+__all__ = [
+    "ImageUploader",
+    "WebConfig",
+    "WebImageSearch",
+    "WebTextSearch",
+    "build",
+    "build_web",
+]
 
 
 class _Callers:
@@ -117,7 +124,11 @@ def _text_backend(
 
 
 def _image_backend(
-    config: WebConfig, env: Mapping[str, str], callers: _Callers, cache: LayerCache | None
+    config: WebConfig,
+    env: Mapping[str, str],
+    callers: _Callers,
+    cache: LayerCache | None,
+    uploader: ImageUploader | None,
 ) -> WebImageSearch:
     key = secret_from_env(env, config.serpapi_key_env)
     assert key is not None
@@ -126,7 +137,8 @@ def _image_backend(
         config.serpapi_url,
         key,
     )
-    uploader: ImageUploader = NoUploader()
+    if uploader is None:
+        uploader = NoUploader()
     if config.uploader == "http_post":
         token = secret_from_env(env, config.upload_token_env, required=False)
         uploader = HttpPostUploader(callers.get("upload", tool="image"), config.upload_url, token)
@@ -140,13 +152,25 @@ def _image_backend(
 
 
 def build_web(
-    config: WebConfig, *, cache: LayerCache | None = None, env: Mapping[str, str] | None = None
+    config: WebConfig,
+    *,
+    cache: LayerCache | None = None,
+    env: Mapping[str, str] | None = None,
+    uploader: ImageUploader | None = None,
 ) -> SearchBackends:
-    """The web backends for ``config``; keys come from ``env`` (default: ``os.environ``)."""
+    """The web backends for ``config``; keys come from ``env`` (default: ``os.environ``).
+
+    ``uploader`` plugs in your own way of publishing query images (e.g. a bucket); it takes
+    the place of the config's ``uploader`` when that is "none".
+    """
     env = os.environ if env is None else env
     callers = _Callers(config)
     text = None if config.text_engine == "none" else _text_backend(config, env, callers, cache)
-    image = None if config.image_engine == "none" else _image_backend(config, env, callers, cache)
+    image = (
+        None
+        if config.image_engine == "none"
+        else _image_backend(config, env, callers, cache, uploader)
+    )
     return SearchBackends(image=image, text=text)
 
 
