@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import email.utils
 import importlib.util
+import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+import httpx
 import pytest
+from service_fakes import TOKEN, free_port, uvicorn_service
 
 from mmsr.search.transport import RateLimiter, RetryPolicy, Secret, parse_retry_after
 
@@ -109,3 +113,42 @@ def test_serve_without_registry_says_so(tmp_path: Path) -> None:
     config.write_text('{"backend": "web"}')
     done = _serve("--config", str(config), env={"MMSR_SEARCH_TOKEN": "t", "PATH": "/usr/bin"})
     assert done.returncode == 1 and "no backend registry" in done.stderr
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("mmsr.search.registry") is None,
+    reason="needs the backend registry (mmsr.search.registry)",
+)
+def test_serve_cli_end_to_end_as_a_proxy(tmp_path: Path) -> None:
+    # `mmsr search serve --config` over the http backend of another (fake) service: the CLI,
+    # the registry, the client and the service, all on 127.0.0.1
+    with uvicorn_service() as upstream:
+        config = tmp_path / "proxy.json"
+        config.write_text(json.dumps({"backend": "http", "url": upstream}))
+        port = free_port()
+        env = {**os.environ, "MMSR_SEARCH_TOKEN": TOKEN}
+        command = [sys.executable, "-m", "mmsr.cli", "search", "serve", "--config", str(config)]
+        proc = subprocess.Popen(
+            [*command, "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            root = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 30
+            while proc.poll() is None and time.monotonic() < deadline:
+                try:
+                    if httpx.get(root + "/health", timeout=1).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    time.sleep(0.1)
+            body = {"query": "eiffel", "k": 2}
+            response = httpx.post(
+                root + "/text_search", json=body, headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+            assert response.status_code == 200
+            assert [h["title"] for h in response.json()["hits"]] == ["eiffel #0", "eiffel #1"]
+        finally:
+            proc.terminate()
+            proc.wait(timeout=10)
