@@ -4,6 +4,7 @@ private/loopback/link-local addresses, names that resolve to them, redirects).""
 from __future__ import annotations
 
 import ipaddress
+import socket
 import time
 from collections.abc import Iterator
 
@@ -197,3 +198,26 @@ def test_text_chain_with_local_reader_uses_the_guard(fake: tuple[FakeWeb, World]
     assert guarded is not None
     with pytest.raises(SearchError, match="pages failed"):
         guarded.search("q", 5)
+
+
+def test_public_looking_name_resolving_to_loopback_is_refused(
+    fake: tuple[FakeWeb, World], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the check is on resolved addresses, not on the name: a DNS answer pointing at this
+    # machine is refused (the fake server would record any request that got through)
+    web, world = fake
+    world.pages["a"] = "internal"
+    real = socket.getaddrinfo
+
+    def fake_dns(host: str, *args: object, **kwargs: object) -> list[object]:
+        if host == "www.innocent.example":
+            return real("127.0.0.1", *args, **kwargs)  # type: ignore[arg-type]
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", fake_dns)
+    with pytest.raises(SearchError, match="loopback"):
+        reader(allow_loopback=False).read(f"http://www.innocent.example:{web.port}/page/a")
+    assert web.requests == []
+    # and with loopback allowed (as tests do) the same name reaches the fake server
+    page = reader(allow_loopback=True).read(f"http://www.innocent.example:{web.port}/page/a")
+    assert "internal" in page.text and len(web.requests) == 1
