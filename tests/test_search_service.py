@@ -289,3 +289,15 @@ def test_image_urls_go_to_url_backends_unfetched_in_process() -> None:
     # a tool the service lacks is 404, and health says which tools exist
     assert text.status_code == 404 and retrieve.status_code == 404
     assert health.json() == {"status": "ok", "text": False, "image": True}
+
+
+def test_no_token_configured_means_open_service() -> None:
+    # what --insecure-no-auth serves: no Authorization needed
+    app = create_app(SearchBackends(image=UrlImage()), token=None)
+
+    async def call() -> httpx.Response:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            return await http.post("/image_search", json={"image_url": "https://x.example/a.png"})
+
+    assert anyio.run(call).status_code == 200
