@@ -6,8 +6,9 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
-# Debian packages the project needs (none yet; the offline world adds fonts-noto-color-emoji).
-APT_PACKAGES :=
+# Debian packages the project needs (the offline world adds fonts-noto-color-emoji).
+# redis-server: the search cache's Redis store is tested against a real server.
+APT_PACKAGES := redis-server
 
 .PHONY: setup system-deps lint typecheck pytest test demo clean
 

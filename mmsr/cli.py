@@ -20,6 +20,7 @@ from mmsr import __version__
 COMMAND_MODULES: tuple[str, ...] = (
     "mmsr.protocol.cli",
     "mmsr.search.cli",
+    "mmsr.search.local.cli",
 )
 
 

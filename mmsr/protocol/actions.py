@@ -52,7 +52,9 @@ def parse_action(text: str) -> Action:
         if not text.endswith(IMAGE_SEARCH_TAG):
             return Invalid("text after the action")
         return ImageSearch()
-    opening, closing = (ANSWER_OPEN, ANSWER_CLOSE) if n_answer else (TEXT_SEARCH_OPEN, TEXT_SEARCH_CLOSE)
+    opening, closing = (
+        (ANSWER_OPEN, ANSWER_CLOSE) if n_answer else (TEXT_SEARCH_OPEN, TEXT_SEARCH_CLOSE)
+    )
     start = text.index(opening) + len(opening)
     end = text.find(closing, start)
     if end < 0:

@@ -69,7 +69,10 @@ def _cmd_reward(args: argparse.Namespace) -> int:
             if not isinstance(record, dict) or "turns" not in record or "golds" not in record:
                 raise ValueError(f"{args.file}:{line_no}: expected an object with turns and golds")
             breakdown = score_trajectory(
-                record["turns"], record["golds"], mode=args.mode, question=record.get("question", "")
+                record["turns"],
+                record["golds"],
+                mode=args.mode,
+                question=record.get("question", ""),
             )
             print(json.dumps({"line": line_no, **asdict(breakdown)}, ensure_ascii=False))
             total, n = total + breakdown.score, n + 1
@@ -87,7 +90,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     for name, turns in _DEMO_TRAJECTORIES:
         actions = " → ".join(parse_action(t).kind.value for t in turns)
         r = score_trajectory(list(turns), ["Paris"])
-        print(f"{name:<38} {actions:<36} {r.format_score:>6.0f} {r.search_count:>6} {r.score:>6.2f}")
+        print(
+            f"{name:<38} {actions:<36} {r.format_score:>6.0f} {r.search_count:>6} {r.score:>6.2f}"
+        )
     return 0
 
 

@@ -144,5 +144,7 @@ def load_prompt_set(directory: str | Path, names: Mapping[str, str] | None = Non
 @functools.cache
 def default_prompt_set() -> PromptSet:
     """mmsr's own wording of the protocol rules."""
-    texts = {role: read_prompt_file(DEFAULT_DIR / f"{ROLE_FILES[role][0]}.txt") for role in ROLE_FILES}
+    texts = {
+        role: read_prompt_file(DEFAULT_DIR / f"{ROLE_FILES[role][0]}.txt") for role in ROLE_FILES
+    }
     return PromptSet(name="mmsr-default", **texts)

@@ -89,8 +89,7 @@ def render_first_turn(
 def _follow_up(body: str, question: str, instruction: str, limits: RenderLimits) -> str:
     safe_question = neutralize(question, limits.max_question_chars)
     return (
-        f"{INFORMATION_OPEN}\n{body}\n{INFORMATION_CLOSE}\n"
-        f"Question: {safe_question}\n{instruction}"
+        f"{INFORMATION_OPEN}\n{body}\n{INFORMATION_CLOSE}\nQuestion: {safe_question}\n{instruction}"
     )
 
 
