@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 # One line per module; each defines ``register(search_subparsers) -> None``.
-SEARCH_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+SEARCH_SUBCOMMAND_MODULES: tuple[str, ...] = ("mmsr.search.fvqa.cli",)
 
 
 def register(subparsers: Any) -> None:
