@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib.util
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -65,3 +67,17 @@ def test_every_registered_factory_resolves(name: str) -> None:
     if importlib.util.find_spec(module) is None:
         pytest.skip(f"{module} is not in this checkout (another engineer's part)")
     assert callable(load_factory(name))
+
+
+def test_building_the_search_tools_does_not_import_torch(local_index: Path) -> None:
+    code = (
+        "import sys, mmsr.search, mmsr.search.cache, mmsr.search.fvqa.convert\n"
+        "from mmsr.search.registry import build_search\n"
+        f"tools = build_search({{'backend': 'local', 'index': {str(local_index)!r}}})\n"
+        "tools.text.search('zebra', 2)\n"
+        "assert tools.image is not None\n"
+        "print('torch' in sys.modules)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"

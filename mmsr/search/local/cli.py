@@ -22,6 +22,7 @@ def register(subparsers: Any) -> None:
         "--skip-bad", action="store_true", help="skip malformed pages.jsonl rows (counted)"
     )
     build.add_argument("--no-progress", action="store_true", help="no progress bar")
+    build.add_argument("--threads", type=int, default=None, help="CPU threads for image features")
     build.set_defaults(func=_build)
 
 
@@ -31,7 +32,11 @@ def _build(args: argparse.Namespace) -> int:
     from mmsr.search.local.index import build_index
 
     manifest = build_index(
-        args.corpus, args.out, skip_bad=args.skip_bad, progress=not args.no_progress
+        args.corpus,
+        args.out,
+        skip_bad=args.skip_bad,
+        progress=not args.no_progress,
+        threads=args.threads,
     )
     print(json.dumps(asdict(manifest)))
     return 0
