@@ -91,10 +91,10 @@ class SearchCache:
         and ``cache/hit_ms_mean`` / ``cache/miss_ms_mean``."""
         with self._lock:
             out = dict(self._counts)
-        for outcome in ("hits", "misses"):
+        for outcome, name in (("hits", "hit"), ("misses", "miss")):
             count = out.get(f"cache/{outcome}", 0)
-            mean = 1000 * out.get(f"cache/{outcome}_seconds", 0.0) / count if count else 0.0
-            out[f"cache/{outcome[:-1] if outcome == 'hits' else 'miss'}_ms_mean"] = mean
+            seconds = out.get(f"cache/{outcome}_seconds", 0.0)
+            out[f"cache/{name}_ms_mean"] = 1000 * seconds / count if count else 0.0
         return out
 
     def close(self) -> None:

@@ -165,3 +165,24 @@ def test_cli_reports_a_bad_corpus_as_an_error(tmp_path: Path) -> None:
     done = subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1
     assert "pages.jsonl:7: not valid JSON" in done.stderr
+
+
+_OFFLINE_ENCODER = """
+import socket
+def refuse(*args, **kwargs):
+    raise OSError("network use is forbidden in this test")
+socket.socket.connect = refuse
+socket.create_connection = refuse
+from PIL import Image
+from mmsr.search.local.features import ImageEncoder
+features = ImageEncoder().encode([Image.new("RGB", (30, 20), (200, 30, 30))])
+print(features.shape, round(float((features ** 2).sum()), 4))
+"""
+
+
+def test_image_encoder_loads_its_packaged_weights_without_network() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _OFFLINE_ENCODER], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "(1, 1280) 1.0"
