@@ -248,3 +248,28 @@ def test_redis_store_serves_the_cache(redis_url: str) -> None:
     other_client = build_cache({"store": "redis", "url": redis_url, "mode": "replay"})
     replayed = CachedTextSearch(_FakeText(), other_client, namespace="r").search("q", 2)
     assert [h.title for h in replayed] == ["q-0", "q-1"]
+
+
+CACHE_CONFIG_ERRORS = [
+    # a key the cache does not know
+    ({"mode": "read-write", "path": "x", "ttl": 3}, "unknown config key(s): ttl"),
+    # a store that does not exist
+    ({"store": "memcached"}, "unknown store 'memcached'"),
+    # the sqlite store needs a file
+    ({"store": "sqlite"}, "needs 'path'"),
+    # a mode that does not exist
+    ({"mode": "sometimes", "path": "x"}, "unknown mode 'sometimes'"),
+]
+
+
+@pytest.mark.parametrize(("config", "message"), CACHE_CONFIG_ERRORS)
+def test_cache_config_errors(config: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError) as info:
+        build_cache(config)
+    assert message in str(info.value)
+
+
+def test_off_mode_needs_no_store_and_stores_nothing() -> None:
+    cache = build_cache({"mode": "off"})
+    assert cache.store is None
+    assert cache.get_or_compute("text", "k", lambda: 1) == 1
