@@ -273,3 +273,18 @@ def test_off_mode_needs_no_store_and_stores_nothing() -> None:
     cache = build_cache({"mode": "off"})
     assert cache.store is None
     assert cache.get_or_compute("text", "k", lambda: 1) == 1
+
+
+def test_sqlite_store_serves_many_threads_of_one_process(tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    cache = SearchCache(SQLiteStore(tmp_path / "threads.sqlite"), "read-write")
+
+    def work(worker: int) -> list[int]:
+        return [cache.get_or_compute("t", f"{i % 20}", lambda i=i: i % 20) for i in range(50)]
+
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(work, range(8)))
+    assert all(result == [i % 20 for i in range(50)] for result in results)
+    stats = cache.stats()
+    assert stats["cache/hits"] + stats["cache/misses"] == 400 and stats["cache/hits"] >= 240

@@ -186,3 +186,10 @@ def test_image_encoder_loads_its_packaged_weights_without_network() -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "(1, 1280) 1.0"
+
+
+def test_a_runaway_query_is_cut_to_its_first_words(local_index: Path) -> None:
+    search = LocalTextSearch(local_index)
+    long_query = "zebra " + "qwertyuiop " * 5000 + "penguin"
+    hits = search.search(long_query, 3)
+    assert [h.title for h in hits] == ["Zebra"]  # "penguin", word 5002, was not searched

@@ -23,6 +23,9 @@ from mmsr.types import ImageHit, TextHit
 # The query language's operators and quotes are not for the model to use: keep words only.
 _NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
 TITLE_BOOST = 2.0
+# A model may write a whole paragraph as its query; BM25 over the first words is enough and
+# keeps a runaway query from costing seconds.
+MAX_QUERY_WORDS = 32
 
 
 def _check_k(k: int) -> None:
@@ -43,7 +46,7 @@ class LocalTextSearch:
 
     def search(self, query: str, k: int, question: str | None = None) -> list[TextHit]:
         _check_k(k)
-        words = _NON_WORD.sub(" ", query).lower().split()
+        words = _NON_WORD.sub(" ", query).lower().split()[:MAX_QUERY_WORDS]
         if not words:
             return []
         try:
