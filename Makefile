@@ -7,8 +7,11 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 # Debian packages the project needs: the offline world draws query images with Noto Color Emoji;
-# Pillow's text shaping (raqm, which forms flag emoji from two code points) loads libfribidi.
-APT_PACKAGES := fonts-noto-color-emoji libfribidi0
+# Pillow's text shaping (raqm, which forms flag emoji from two code points) loads libfribidi;
+# redis-server is the real server the search cache's Redis store is tested against (its tests
+# skip without it). Installed with apt-get when run as root; otherwise make says what is missing
+# and goes on (the world then falls back to Twemoji query images, and says so).
+APT_PACKAGES := fonts-noto-color-emoji libfribidi0 redis-server
 
 .PHONY: setup system-deps lint typecheck pytest test demo clean
 
@@ -21,8 +24,7 @@ system-deps:
 	    echo "installing Debian packages:$$missing"; \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
 	  else \
-	    echo "missing Debian packages:$$missing (run 'sudo apt-get install$$missing' or run make as root)" >&2; \
-	    exit 1; \
+	    echo "warning: missing Debian packages:$$missing (install them with 'sudo apt-get install$$missing'; going on without)" >&2; \
 	  fi; \
 	fi
 

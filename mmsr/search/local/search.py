@@ -1,0 +1,115 @@
+"""Search a local index: BM25 text search with extractive summaries, exact cosine image search.
+
+Both searchers open a folder written by ``index.build_index`` and are safe to share between
+threads. The image encoder (torch) is loaded on the first image search, not before.
+Not here: building the index (``index.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mmsr.search.base import SearchError
+from mmsr.search.local.index import TEXT_FIELDS, read_manifest
+from mmsr.search.local.summary import summarize
+from mmsr.types import ImageHit, TextHit
+
+# The query language's operators and quotes are not for the model to use: keep words only.
+_NON_WORD = re.compile(r"[^\w]+", re.UNICODE)
+TITLE_BOOST = 2.0
+# A model may write a whole paragraph as its query; BM25 over the first words is enough and
+# keeps a runaway query from costing seconds.
+MAX_QUERY_WORDS = 32
+
+
+def _check_k(k: int) -> None:
+    if not isinstance(k, int) or k < 1:
+        raise ValueError(f"k must be a positive integer, got {k!r}")
+
+
+class LocalTextSearch:
+    """BM25 over titles and texts (titles weigh double); summaries cut from the page."""
+
+    def __init__(self, index: str | Path, *, summary_chars: int = 500) -> None:
+        import tantivy
+
+        read_manifest(index)
+        self._index = tantivy.Index.open(str(Path(index) / "text"))
+        self._searcher = self._index.searcher()
+        self.summary_chars = summary_chars
+
+    def search(self, query: str, k: int, question: str | None = None) -> list[TextHit]:
+        _check_k(k)
+        words = _NON_WORD.sub(" ", query).lower().split()[:MAX_QUERY_WORDS]
+        if not words:
+            return []
+        try:
+            parsed = self._index.parse_query(
+                " ".join(words), list(TEXT_FIELDS), field_boosts={"title": TITLE_BOOST}
+            )
+            found = self._searcher.search(parsed, k).hits
+        except ValueError as err:
+            raise SearchError(f"local text search failed: {err}", tool="text") from err
+        hits = []
+        for _score, address in found:
+            doc = self._searcher.doc(address)
+            text = doc["text"][0]
+            summary = summarize(text, query, question, max_chars=self.summary_chars)
+            hits.append(TextHit(title=doc["title"][0], url=doc["url"][0], summary=summary))
+        return hits
+
+
+class LocalImageSearch:
+    """Exact cosine similarity between the query image's features and every indexed image."""
+
+    def __init__(self, index: str | Path) -> None:
+        self.folder = Path(index)
+        read_manifest(self.folder)
+        self.features = np.load(self.folder / "images.npy")  # (N, 1280), unit rows
+        with (self.folder / "images.jsonl").open(encoding="utf-8") as handle:
+            self.rows = [json.loads(line) for line in handle]
+        if len(self.rows) != len(self.features):
+            raise ValueError(f"{index}: images.jsonl and images.npy disagree; rebuild the index")
+        self._encoder: Any = None
+        self._lock = threading.Lock()
+
+    def _encode(self, image: Any) -> np.ndarray:
+        with self._lock:
+            if self._encoder is None:
+                from mmsr.search.local.features import ImageEncoder
+
+                self._encoder = ImageEncoder()
+            encoder = self._encoder
+        try:
+            feature: np.ndarray = encoder.encode([image])[0]
+        except (AttributeError, OSError, ValueError, TypeError) as err:
+            raise SearchError(f"could not read the query image: {err}", tool="image") from err
+        return feature
+
+    def nearest(self, feature: np.ndarray, k: int) -> list[int]:
+        """Rows of the ``k`` most similar images, best first (ties: lower row first)."""
+        scores = self.features @ feature  # (N,)
+        k = min(k, len(scores))
+        if k == 0:
+            return []
+        top = np.argpartition(-scores, k - 1)[:k]
+        return sorted(top.tolist(), key=lambda row: (-float(scores[row]), row))
+
+    def search(self, image: Any, k: int) -> list[ImageHit]:
+        _check_k(k)
+        rows = self.nearest(self._encode(image), k)
+        return [self._hit(row) for row in rows]
+
+    def _hit(self, row: int) -> ImageHit:
+        from PIL import Image
+
+        meta = self.rows[row]
+        with Image.open(self.folder / meta["thumbnail"]) as thumb:
+            thumb.load()
+            return ImageHit(title=meta["title"], url=meta["url"], thumbnail=thumb.copy())
