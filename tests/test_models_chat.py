@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_models import conversation, image, image_processor, tokenizer
 
-from mmsr.models import ChatEncoder, stack_images
+from mmsr.models import ChatEncoder, atomic_token_ids, stack_images
 from mmsr.protocol import IMAGE_PLACEHOLDER
 from mmsr.types import Role, Turn
 
@@ -94,6 +94,18 @@ def test_explicit_system_turn_replaces_the_default() -> None:
         "<|im_start|>system\nBe brief.<|im_end|>\n<|im_start|>user\nHi<|im_end|>\n"
         "<|im_start|>assistant\n"
     )
+
+
+def test_plain_text_keeps_atomic_tokens() -> None:
+    encoder = _encoder()
+    (paris,) = atomic_token_ids(tokenizer(), ["Paris"])
+    assert paris in encoder.encode_text("<answer>Paris</answer>")
+    segment = encoder.encode_turn(
+        Turn(Role.USER, "1. <image> Paris", (image(),)), first=False, add_generation_prompt=True
+    )
+    assert paris in segment.input_ids
+    assert segment.pixel_values is not None and segment.pixel_values.shape == (64, 1176)
+    assert segment.image_grid_thw is not None and segment.image_grid_thw.tolist() == [[1, 8, 8]]
 
 
 def test_special_token_spellings_in_text_stay_text() -> None:

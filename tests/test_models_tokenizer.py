@@ -5,7 +5,13 @@ from __future__ import annotations
 import pytest
 from tiny_models import ENTITIES, corpus, tokenizer
 
-from mmsr.models import SPECIAL_TOKENS, atomic_token_ids, special_token_ids, train_tokenizer
+from mmsr.models import (
+    SPECIAL_TOKENS,
+    atomic_token_ids,
+    special_token_ids,
+    suppressed_token_ids,
+    train_tokenizer,
+)
 
 
 def _tokens(text: str) -> list[str]:
@@ -116,3 +122,11 @@ def test_chat_template_renders_qwen2_vl_format() -> None:
     system_first = [{"role": "system", "content": "S"}, {"role": "user", "content": "U"}]
     text = tokenizer().apply_chat_template(system_first, tokenize=False)
     assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nU<|im_end|>\n"
+
+
+def test_suppressed_ids_are_the_specials_a_turn_may_not_emit() -> None:
+    ids = special_token_ids(tokenizer())
+    suppressed = suppressed_token_ids(tokenizer())
+    assert ids["<|image_pad|>"] in suppressed and ids["<|im_start|>"] in suppressed
+    assert ids["<|im_end|>"] not in suppressed and ids["<|endoftext|>"] not in suppressed
+    assert len(suppressed) == len(SPECIAL_TOKENS) - 2

@@ -57,6 +57,16 @@ class EncodedSegment:
         """How many ``<|image_pad|>`` ids the segment holds (= image features it needs)."""
         return sum(image.num_tokens for image in self.images)
 
+    @property
+    def pixel_values(self) -> torch.Tensor | None:
+        """(patches of all images, patch_dim), or None without images."""
+        return stack_images(self.images)[0]
+
+    @property
+    def image_grid_thw(self) -> torch.Tensor | None:
+        """(n_images, 3) int64, or None without images."""
+        return stack_images(self.images)[1]
+
 
 def stack_images(
     images: Sequence[ProcessedImage],

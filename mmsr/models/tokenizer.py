@@ -202,6 +202,16 @@ def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
     return {token: token_id(tokenizer, token) for token in SPECIAL_TOKENS}
 
 
+def suppressed_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Special ids a policy must never sample: all but ``<|im_end|>`` and ``<|endoftext|>``.
+
+    A sampled ``<|image_pad|>`` would ask for image features that do not exist, a sampled
+    ``<|im_start|>`` would open a turn the engine did not render (DESIGN §5).
+    """
+    ids = special_token_ids(tokenizer)
+    return [i for token, i in ids.items() if token not in (IM_END, ENDOFTEXT)]
+
+
 def atomic_token_ids(tokenizer: PreTrainedTokenizerBase, names: Sequence[str]) -> list[int]:
     """The single id of each atomic token; raises when a name does not encode to one token."""
     ids = []
