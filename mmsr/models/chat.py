@@ -12,13 +12,13 @@ the policy sampled, and never re-tokenises generated text:
     next user turn    <|im_start|>user\\n…<|im_end|>\\n<|im_start|>assistant\\n
 
 How text is cut: ids are built from the special tokens directly and the text between them is
-encoded with ``split_special_tokens=True``, so untrusted text that spells ``<|im_end|>`` or
-``<|image_pad|>`` stays text and can never forge a special token. Since a Qwen tokenizer also
-cuts text at every special token, this gives the ids of tokenising the whole rendered string
-(tested against Qwen2-VL's reference template with the real Qwen vocabulary). One caveat:
-an assistant turn is encoded apart from the ``assistant\\n`` before it (that is how it is
-generated), which differs from whole-string tokenisation only if the turn starts with white
-space.
+encoded by a copy of the tokenizer (taken when the encoder is built) that never matches special
+tokens, so untrusted text that spells ``<|im_end|>`` or ``<|image_pad|>`` stays text and cannot
+forge a special token. Since a Qwen tokenizer also cuts text at every special token, this gives
+the ids of tokenising the whole rendered string (tested against Qwen2-VL's reference template
+with the real Qwen vocabulary). One caveat: an assistant turn is encoded apart from the
+``assistant\\n`` before it (that is how it is generated), which differs from whole-string
+tokenisation only if the turn starts with white space.
 
 What it is not: a tokenizer (``mmsr.models.tokenizer``) or image code (``image_processor``).
 """
@@ -29,6 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+from tokenizers import Tokenizer
 from transformers import PreTrainedTokenizerBase
 
 from mmsr.models.image_processor import ImageProcessor, ProcessedImage
@@ -93,6 +94,13 @@ class ChatEncoder:
         system_prompt: str = DEFAULT_SYSTEM_PROMPT,
     ) -> None:
         self.tokenizer = tokenizer
+        # A private copy of the fast tokenizer that never matches special tokens: the shared
+        # one's flag would be flipped per call (racy across threads), so it is not used.
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None:
+            raise TypeError("ChatEncoder needs a fast (tokenizers-backed) tokenizer")
+        self._plain = Tokenizer.from_str(backend.to_str())
+        self._plain.encode_special_tokens = True
         self.image_processor = image_processor
         self.system_prompt = system_prompt
         self.im_start_id = token_id(tokenizer, IM_START)
@@ -107,8 +115,7 @@ class ChatEncoder:
         """Plain text to ids; special-token spellings in ``text`` stay text."""
         if not text:
             return []
-        ids = self.tokenizer.encode(text, add_special_tokens=False, split_special_tokens=True)
-        return [int(i) for i in ids]
+        return list(self._plain.encode(text, add_special_tokens=False).ids)
 
     def _message(self, role: str, text: str, images: Sequence[ProcessedImage]) -> list[int]:
         """``<|im_start|>role\\n{text with images}<|im_end|>\\n``."""
