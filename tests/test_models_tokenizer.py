@@ -101,7 +101,9 @@ def test_vocab_size_bounds_the_bpe_and_atomic_tokens_come_on_top() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [" Paris", "Paris ", "", "a<|im_end|>b"], ids=["lead", "trail", "empty", "special"]
+    "bad",
+    [" Paris", "Paris ", "", "a<|im_end|>b", "answer", "img"],
+    ids=["lead", "trail", "empty", "special", "tag_word", "tag_word2"],
 )
 def test_bad_atomic_tokens_are_refused(bad: str) -> None:
     with pytest.raises(ValueError):

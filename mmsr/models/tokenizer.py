@@ -14,7 +14,8 @@ is not touched. Choice on spaces: an atomic token never holds a leading space; "
 encoded as " " + "Paris". So an entity has one id in every context (after a space, after a
 tag, at the start of a line) — the copy drills then teach one id per entity, not two.
 Atomic strings are cut out of the training text before BPE training, so that no merges are
-spent on words the BPE will never see.
+spent on words the BPE will never see. Refused as atomic: strings with surrounding white space,
+special tokens, or a word of a protocol tag ("answer", "img" …: it would split every tag).
 
 What it is not: the real Qwen vocabulary (see ``tests/test_qwen_ids.py`` for id compatibility
 with it), nor a place for chat rendering logic (``mmsr.models.chat``).
@@ -23,12 +24,21 @@ with it), nor a place for chat rendering logic (``mmsr.models.chat``).
 from __future__ import annotations
 
 import logging
+import re
 import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from tokenizers import trainers as bpe_trainers
 from transformers import PreTrainedTokenizerBase, PreTrainedTokenizerFast
+
+from mmsr.protocol.actions import (
+    ANSWER_OPEN,
+    IMAGE_SEARCH_TAG,
+    INFORMATION_OPEN,
+    REASON_OPEN,
+    TEXT_SEARCH_OPEN,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,9 @@ QWEN_PATTERN = (
 )
 
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
+
+_PROTOCOL_TAGS = (REASON_OPEN, ANSWER_OPEN, TEXT_SEARCH_OPEN, IMAGE_SEARCH_TAG, INFORMATION_OPEN)
+_TAG_WORDS = frozenset(re.findall(r"[A-Za-z0-9]+", "".join(_PROTOCOL_TAGS)))
 
 # Renders like Qwen2-VL's template: a default system turn when the first message is not one,
 # ``<|im_start|>role\n…<|im_end|>\n`` per message, images as vision_start/image_pad/vision_end
@@ -114,6 +127,9 @@ def _atomic_added_tokens(atomic_tokens: Iterable[str]) -> list[AddedToken]:
             raise ValueError(f"atomic token {raw!r} is empty or has surrounding white space")
         if any(special in name for special in SPECIAL_TOKENS):
             raise ValueError(f"atomic token {raw!r} contains a special token")
+        if name in _TAG_WORDS:
+            # it would match inside "<answer>" etc. and change how every tag is tokenised
+            raise ValueError(f"atomic token {raw!r} is a word of a protocol tag")
         names.add(name)
     return [
         AddedToken(name, single_word=True, normalized=True, special=False) for name in sorted(names)
