@@ -14,6 +14,7 @@ from mmsr.models import (
     TinyVLConfig,
     build_tiny_model,
     count_parameters,
+    mm_token_type_ids,
     rope_position_ids,
     special_token_ids,
 )
@@ -167,3 +168,40 @@ def test_inconsistent_configs_are_refused(kwargs: dict[str, object]) -> None:
 def test_unknown_preset_is_an_error() -> None:
     with pytest.raises(KeyError, match="unknown model preset"):
         build_tiny_model("huge", tokenizer())
+
+
+def test_batched_generation_log_probs_match_a_forward_pass_on_the_full_sequence() -> None:
+    # the invariant the rollout engine relies on: left-padded, cached generation with images
+    # (given mm_token_type_ids) scores each sampled token as one forward pass on the whole
+    # unpadded sequence with rope_position_ids does
+    model = _micro()
+    encoder = ChatEncoder(tokenizer(), image_processor("micro"))
+    prompts = [
+        encoder.encode_conversation(conversation()[:3], add_generation_prompt=True),
+        encoder.encode_conversation(conversation()[:1], add_generation_prompt=True),
+    ]
+    pad = model.config.get_text_config().pad_token_id
+    width = max(len(ids) for ids, _, _ in prompts)
+    batch = torch.stack([torch.cat([torch.full((width - len(i),), pad), i]) for i, _, _ in prompts])
+    mask = (
+        torch.arange(width)[None] >= torch.tensor([[width - len(i)] for i, _, _ in prompts])
+    ).long()
+    with torch.no_grad():
+        out = model.generate(
+            input_ids=batch,
+            attention_mask=mask,
+            pixel_values=torch.cat([p for _, p, _ in prompts]),
+            image_grid_thw=torch.cat([g for _, _, g in prompts]),
+            mm_token_type_ids=mm_token_type_ids(batch, model),
+            max_new_tokens=5,
+            do_sample=False,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+    sampled = torch.stack(out.logits, dim=1).log_softmax(-1)  # (B, N, V)
+    for row, (ids, pixel_values, grid) in enumerate(prompts):
+        full = torch.cat([ids, out.sequences[row, width:]])[None]
+        positions = rope_position_ids(model, full, grid)
+        logits = _logits(model, full, pixel_values, grid, position_ids=positions)[0]
+        recomputed = logits[len(ids) - 1 : -1].log_softmax(-1)
+        assert torch.allclose(recomputed, sampled[row], atol=1e-4)
