@@ -7,9 +7,15 @@ transformers; ``import mmsr`` stays cheap. Typical use::
     model = build_tiny_model("tiny", tokenizer, seed=0)
     encoder = ChatEncoder(tokenizer, ImageProcessor(PRESETS["tiny"].image_processor_config()))
     segment = encoder.encode_turn(first_user_turn, first=True, add_generation_prompt=True)
-    positions = rope_position_ids(model, ids[None], image_grid_thw)  # pass as position_ids
+    ids = torch.tensor([segment.input_ids])                       # (1, T)
+    positions = rope_position_ids(model, ids, segment.image_grid_thw)  # (3, 1, T)
+    logits = model(input_ids=ids, pixel_values=segment.pixel_values,
+                   image_grid_thw=segment.image_grid_thw, position_ids=positions).logits
+    save_pretrained(model, tokenizer, encoder.image_processor, "out/tiny")
+    model, tokenizer, image_processor = load_model("out/tiny")    # also a real Qwen2.5-VL folder
 
-Always pass 3-D ``position_ids`` (or ``mm_token_type_ids``) to the model: see ``positions``.
+Always pass 3-D ``position_ids`` to a forward pass, and ``mm_token_type_ids`` to ``generate``:
+without them transformers 5.10 silently uses 1-D positions (see ``mmsr.models.positions``).
 """
 
 from mmsr.models.chat import ChatEncoder, EncodedSegment, stack_images
