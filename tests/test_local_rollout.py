@@ -100,3 +100,43 @@ def test_greedy_rollout_of_an_untrained_model_ends_cleanly(setup: tuple[Any, Any
         assert not turn_encoder.forbidden_ids.intersection(
             t for t, m in zip(traj.token_ids, traj.loss_mask, strict=True) if m
         )
+
+
+def test_collated_batch_reproduces_rollout_logprobs(setup: tuple[Any, Any, Any]) -> None:
+    from mmsr.train.batch import TokenSequence, collate, token_logprobs
+
+    model, tok, processor = setup
+    policy, turn_encoder = build_hf_policy(model, tok, processor, temperature=1.0)
+    policy.force = _scripted_force(turn_encoder.encoder)
+    engine = RolloutEngine(policy, image_search=Thumbs(), encoder=turn_encoder)
+    searched = engine.run(
+        [RolloutTask("a", "What is the capital?", tiny_models.image())], seeds=[1]
+    )
+    policy.force = None  # a short, unconstrained second rollout: different length and images
+    free = engine.run([RolloutTask("b", "Hm?", tiny_models.image((9, 9, 9)))], seeds=[2])
+    trajs = [*searched, *free]
+    sequences = [TokenSequence(t.token_ids, t.loss_mask, t.logprobs, t.images) for t in trajs]
+    batch = collate(sequences, model, processor, pad_id=tok.pad_token_id)
+    with torch.no_grad():
+        logp = token_logprobs(model, batch, suppressed_ids=sorted(turn_encoder.forbidden_ids))
+    assert batch.trained_tokens == sum(sum(t.loss_mask) for t in trajs)
+    trained = batch.loss_mask.bool()
+    torch.testing.assert_close(logp[trained], batch.old_logprobs[trained], atol=1e-4, rtol=1e-4)
+    assert torch.isfinite(logp).all()
+
+
+def test_teacher_sequence_trains_only_assistant_turns(setup: tuple[Any, Any, Any]) -> None:
+    from mmsr.train.batch import teacher_sequence
+
+    _, tok, processor = setup
+    _, turn_encoder = build_hf_policy(*setup)
+    encoder = turn_encoder.encoder
+    conversation = tiny_models.conversation()
+    seq = teacher_sequence(encoder, conversation)
+    trained = [t for t, m in zip(seq.token_ids, seq.loss_mask, strict=True) if m]
+    expected: list[int] = []
+    for turn in conversation:
+        if turn.role is Role.ASSISTANT:
+            expected += [*encoder.encode_text(turn.text), encoder.im_end_id]
+    assert trained == expected
+    assert len(seq.images) == sum(len(t.images) for t in conversation)
