@@ -24,16 +24,12 @@ def _mmsr(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("grpo_world")
-    done = _mmsr("world", "build", "--out", "world", "--small", "--quiet", cwd=root)
-    assert done.returncode == 0, done.stderr
-    done = _mmsr(
-        "index", "build", "--corpus", "world/corpus", "--out", "index", "--no-progress", cwd=root
-    )
-    assert done.returncode == 0, done.stderr
-    return root
+@pytest.fixture
+def world(small_world: tuple[Path, Path], tmp_path: Path) -> Path:
+    """A working folder where ``world`` and ``index`` are the session's small world."""
+    (tmp_path / "world").symlink_to(small_world[0])
+    (tmp_path / "index").symlink_to(small_world[1])
+    return tmp_path
 
 
 RUN = (
@@ -46,7 +42,7 @@ RUN = (
     "--run.sample_every=1",
     "--run.progress=false",
     "--data.train=world/train.parquet",
-    "--search.index=index",
+    "--search.spec=local:index",
     "--search.cache=cache.sqlite",
 )
 

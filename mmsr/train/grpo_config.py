@@ -44,14 +44,10 @@ class DataSection:
 
 @dataclass(frozen=True)
 class SearchSection:
-    backend: str = "local"
-    """Search backend name (``mmsr.search.registry.BACKENDS``)."""
-    index: str = "runs/index"
-    """Index folder of the local backend (``mmsr index build``)."""
+    spec: str = "local:runs/index"
+    """The search tools: ``local:INDEX_DIR``, ``http:URL``, ``none`` or a .json/.toml config."""
     cache: str | None = None
-    """SQLite file caching search results; None: no cache."""
-    config_file: str | None = None
-    """A backend config (.json/.toml, as for ``mmsr search serve --config``) used instead."""
+    """SQLite file caching search results; None: no cache (a config file may have its own)."""
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,6 @@ import json
 import logging
 import shutil
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -22,7 +21,8 @@ from mmsr.models import PRESETS as MODEL_PRESETS
 from mmsr.models import build_tiny_model, load_model, save_pretrained, train_tokenizer
 from mmsr.models.image_processor import ImageProcessor
 from mmsr.protocol import default_prompt_set
-from mmsr.search.registry import build_search
+from mmsr.search.base import SearchBackends
+from mmsr.search.registry import build_search, search_config_from_spec
 from mmsr.train.grpo import GRPOParts
 from mmsr.train.grpo_config import GRPOConfig, ModelSection, SearchSection
 from mmsr.types import Sample
@@ -32,18 +32,14 @@ logger = logging.getLogger(__name__)
 INITIAL_MODEL = "initial_model"
 
 
-def search_config(section: SearchSection) -> dict[str, Any]:
-    """The registry config of the search section (a config file wins over backend/index)."""
-    if section.config_file is not None:
-        from mmsr.search.serve_cli import load_config as load_backend_config
-
-        return load_backend_config(Path(section.config_file))
-    config: dict[str, Any] = {"backend": section.backend}
-    if section.backend == "local":
-        config["index"] = section.index
+def build_tools(section: SearchSection) -> SearchBackends:
+    """The search tools of ``section`` (``none``: no tools; a failed search is an observation)."""
+    config = search_config_from_spec(section.spec)
+    if not config:
+        return SearchBackends()
     if section.cache is not None:
         config["cache"] = {"store": "sqlite", "path": section.cache}
-    return config
+    return build_search(config)
 
 
 def tokenizer_texts(samples: list[Sample], vocab: list[str]) -> list[str]:
@@ -98,5 +94,5 @@ def build_parts(cfg: GRPOConfig, out: Path) -> GRPOParts:
         tokenizer=tokenizer,
         image_processor=processor,
         samples=samples,
-        search=build_search(search_config(cfg.search)),
+        search=build_tools(cfg.search),
     )
