@@ -127,6 +127,9 @@ def test_two_steps_train_the_policy(tmp_path: Path, synthetic_reward: None) -> N
     ]
     sampled = (tmp_path / "samples" / "step_000002" / "trajectories.jsonl").read_text()
     assert len(sampled.splitlines()) == 6
+    # a fresh run never mixes with an earlier run's checkpoints
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train_grpo(_config("--run.steps=2"), parts, tmp_path)
 
 
 def test_masked_tokens_get_no_gradient(

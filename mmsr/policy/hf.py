@@ -133,7 +133,8 @@ class HFPolicy:
             g = torch.Generator()
             g.manual_seed(r.seed if r.seed is not None else int(torch.randint(0, 2**62, ()).item()))
             generators.append(g)
-        out = self.model(**inputs, use_cache=True)
+        # only the last position's logits are sampled from (saves the vocabulary projection)
+        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
         next_pos = inputs["position_ids"].amax(dim=(0, 2)) + 1  # (B,)
         attention_mask = inputs["attention_mask"]
         results: list[tuple[list[int], list[float]]] = [([], []) for _ in requests]

@@ -278,6 +278,8 @@ def train_grpo(
     # Resume: weights, optimiser, scheduler and RNG states from the newest checkpoint; the
     # data position is a function of the step (prompt_indices), so nothing else is needed.
     ckpt_root, start = out / "checkpoints", 0
+    if not resume and latest_checkpoint(ckpt_root) is not None:
+        raise ValueError(f"{out} already holds checkpoints: pass --resume, or another --out")
     last_good = latest_checkpoint(ckpt_root) if resume else None
     if resume and last_good is None:
         logger.warning("--resume: no checkpoint in %s, starting from step 1", ckpt_root)
