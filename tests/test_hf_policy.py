@@ -110,7 +110,7 @@ def _replay_logprobs(
     """Log-probs of each token given the ones before it, from one forward pass."""
     input_ids = torch.tensor([list(ids)])
     pixel_values, grid = Vision()(images) if images else (None, None)
-    positions = mrope_position_ids(model, input_ids, None, grid, IMAGE)
+    positions = mrope_position_ids(model, input_ids, None, grid)
     with torch.no_grad():
         logits = model(
             input_ids=input_ids,

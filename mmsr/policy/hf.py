@@ -17,7 +17,12 @@ from typing import Any, Protocol
 
 import torch
 
+from mmsr.models.positions import rope_position_ids
 from mmsr.policy.base import Generation, GenerationRequest
+
+# force(request, ids sampled so far in this turn) -> the id to emit next, or None to sample.
+# Constrained decoding: the forced id is scored (its log-prob recorded) like a sampled one.
+ForceFn = Callable[[GenerationRequest, list[int]], int | None]
 
 
 class VisionInputs(Protocol):
@@ -44,22 +49,9 @@ def mrope_position_ids(
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
     image_grid_thw: torch.Tensor | None,
-    image_token_id: int,
 ) -> torch.Tensor:
     """3-D M-RoPE position ids ``(3, B, T)`` of a batch, over all its images (model's own code)."""
-    if image_grid_thw is None or image_grid_thw.numel() == 0:
-        if attention_mask is None:
-            attention_mask = torch.ones_like(input_ids)
-        pos = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-        return pos.unsqueeze(0).expand(3, -1, -1).clone()
-    token_types = (input_ids == image_token_id).int()
-    positions, _ = model.model.get_rope_index(
-        input_ids,
-        mm_token_type_ids=token_types,
-        image_grid_thw=image_grid_thw,
-        attention_mask=attention_mask,
-    )
-    return positions  # type: ignore[no-any-return]
+    return rope_position_ids(model, input_ids, image_grid_thw, attention_mask)
 
 
 class HFPolicy:
@@ -76,11 +68,13 @@ class HFPolicy:
         *,
         temperature: float = 0.0,
         top_p: float = 1.0,
+        force: ForceFn | None = None,
     ) -> None:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}")
         self.model, self.vision, self.decode, self.special = model, vision, decode, special
-        self.temperature, self.top_p = temperature, top_p
+        self.temperature, self.top_p, self.force = temperature, top_p, force
+        self._last_logp: torch.Tensor | None = None  # (B, V) of the current step
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
@@ -104,7 +98,7 @@ class HFPolicy:
         if images:
             inputs["pixel_values"], inputs["image_grid_thw"] = self.vision(images)
         inputs["position_ids"] = mrope_position_ids(
-            self.model, input_ids, attention_mask, inputs.get("image_grid_thw"), self.special.image
+            self.model, input_ids, attention_mask, inputs.get("image_grid_thw")
         )
         return inputs
 
@@ -116,9 +110,11 @@ class HFPolicy:
         logits[:, list(self.special.suppressed)] = float("-inf")
         if self.temperature == 0:
             logp = torch.log_softmax(logits, dim=-1)
+            self._last_logp = logp
             ids = logp.argmax(dim=-1)
             return ids, logp.gather(1, ids[:, None])[:, 0]
         logp = torch.log_softmax(logits / self.temperature, dim=-1)
+        self._last_logp = logp
         probs = logp.exp()
         if self.top_p < 1:
             sorted_p, order = probs.sort(dim=-1, descending=True)
@@ -146,6 +142,8 @@ class HFPolicy:
             if all(done):
                 break
             ids, logps = self._next_token(out.logits[:, -1, :], generators)
+            if self.force is not None:
+                ids, logps = self._apply_force(requests, results, ids, logps, done)
             for b, (token, lp) in enumerate(zip(ids.tolist(), logps.tolist(), strict=True)):
                 if done[b]:
                     continue
@@ -166,6 +164,24 @@ class HFPolicy:
                 use_cache=True,
             )
         return results
+
+    def _apply_force(
+        self,
+        requests: Sequence[GenerationRequest],
+        results: list[tuple[list[int], list[float]]],
+        ids: torch.Tensor,
+        logps: torch.Tensor,
+        done: list[bool],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Replace sampled ids by forced ones, with the forced ids' log-probs."""
+        assert self.force is not None and self._last_logp is not None
+        ids, logps = ids.clone(), logps.clone()
+        for b, request in enumerate(requests):
+            forced = None if done[b] else self.force(request, results[b][0])
+            if forced is not None:
+                ids[b] = forced
+                logps[b] = self._last_logp[b, forced]
+        return ids, logps
 
     def _finish(
         self, ids: list[int], logprobs: list[float], request: GenerationRequest
