@@ -23,6 +23,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmsr.world.cli",
     "mmsr.data.cli",
     "mmsr.search.local.cli",
+    "mmsr.eval.cli",
 )
 
 

@@ -16,7 +16,7 @@ import re
 from collections.abc import Callable
 
 from mmsr.policy.scripted import Script, ScriptedPolicy
-from mmsr.protocol.actions import IMAGE_SEARCH_TAG, INFORMATION_CLOSE, INFORMATION_OPEN
+from mmsr.protocol.actions import IMAGE_SEARCH_TAG, INFORMATION_CLOSE
 from mmsr.protocol.prompts import IMAGE_PLACEHOLDER
 from mmsr.types import Role, Turn
 
@@ -38,12 +38,10 @@ def abstain(turns: tuple[Turn, ...]) -> str:
 
 
 def _top_image_title(turns: tuple[Turn, ...]) -> str | None:
-    """The first image hit's title shown in any user turn's information block, if any."""
+    """The first image hit's title shown in any user turn, if any (rendered results are the
+    only lines of the form "1. <image> title")."""
     for turn in turns:
-        if turn.role is not Role.USER or INFORMATION_OPEN not in turn.text:
-            continue
-        block = turn.text.split(INFORMATION_OPEN, 1)[1].split(INFORMATION_CLOSE, 1)[0]
-        found = _IMAGE_HIT.search(block)
+        found = _IMAGE_HIT.search(turn.text) if turn.role is Role.USER else None
         if found:
             return found.group(1).strip()
     return None
