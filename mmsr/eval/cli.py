@@ -268,6 +268,8 @@ def _eval(args: argparse.Namespace) -> int:
     from mmsr.search.registry import build_search
 
     method = get_method(args.method)
+    if args.prompts is not None and args.method != "on-demand":
+        raise ValueError("--prompts applies to --method on-demand only")
     search = search_config(args.search)
     config = resolved_config(args, search)
     check_resume(args.out, config)
@@ -284,7 +286,8 @@ def _eval(args: argparse.Namespace) -> int:
     )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
-    done = read_finished(args.out / "trajectories.jsonl")
+    wanted = {s.id for s in samples}
+    done = [line for line in read_finished(args.out / "trajectories.jsonl") if line["id"] in wanted]
     bar = tqdm(total=len(samples), initial=len(done), disable=args.no_progress, unit="q")
     bar.set_postfix(_live_stats(done))
 
@@ -293,7 +296,6 @@ def _eval(args: argparse.Namespace) -> int:
         bar.update(len(new))
         bar.set_postfix(_live_stats(done))
 
-    wanted = {s.id for s in samples}
     lines = evaluate(
         samples,
         lambda s: open_image(s.image or b""),  # image-less samples were dropped
