@@ -183,7 +183,8 @@ def scatter_png(runs: Sequence[RunSummary], key: str) -> bytes:
     for i, row in enumerate(rows):
         ax.scatter([], [], color=colors(i % 10), label=f"{row[0]} · {row[1]}")
     for j, bench in enumerate(benches):
-        ax.scatter([], [], color="grey", marker=markers[j % len(markers)], label=bench)
+        marker = markers[j % len(markers)]
+        ax.scatter([], [], facecolor="white", edgecolor="black", marker=marker, label=bench)
     ax.set(xlabel="search ratio (%)", ylabel=f"accuracy (%, {key})", xlim=(-5, 105))
     ax.set_ylim(bottom=-5, top=max(105.0, ax.get_ylim()[1]))
     ax.set_title("Accuracy vs search ratio")
