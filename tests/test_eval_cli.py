@@ -193,3 +193,35 @@ def test_openai_policy_eval_with_judge(world: Path, tmp_path: Path) -> None:
     assert (out / "judge_cache.sqlite").is_file()
     config = (out / "config.json").read_text(encoding="utf-8")
     assert "served-model" in config and "OPENAI_API_KEY" not in config
+
+
+def test_search_cache_record_then_replay_is_a_frozen_web(world: Path, tmp_path: Path) -> None:
+    cache = tmp_path / "cache.sqlite"
+    index = world / "index"
+    record = tmp_path / "record.toml"
+    record.write_text(
+        f'backend = "local"\nindex = "{index}"\n[cache]\nmode = "record"\npath = "{cache}"\n',
+        encoding="utf-8",
+    )
+    replay = tmp_path / "replay.json"
+    config = {
+        "backend": "local",
+        "index": str(index),
+        "cache": {"mode": "replay", "path": str(cache)},
+    }
+    replay.write_text(json.dumps(config), encoding="utf-8")
+    _eval(world, tmp_path / "a", "on-demand", "--limit", "4")
+    _mmsr("eval", "--policy", "scripted:top-title", "--method", "on-demand", "--data",
+          world / "test.parquet", "--search", record, "--out", tmp_path / "rec", "--limit", "4",
+          "--no-progress")  # fmt: skip
+    _mmsr("eval", "--policy", "scripted:top-title", "--method", "on-demand", "--data",
+          world / "test.parquet", "--search", replay, "--out", tmp_path / "rep", "--limit", "6",
+          "--no-progress")  # fmt: skip
+    live, recorded, replayed = (_lines(tmp_path / n) for n in ("a", "rec", "rep"))
+    # the recording answers as the live index did, and the replay as the recording
+    assert [x["answer"] for x in live] == [x["answer"] for x in recorded]
+    assert [x["answer"] for x in replayed[:4]] == [x["answer"] for x in recorded]
+    assert all(c["error"] is None for x in replayed[:4] for c in x["tool_calls"])
+    # questions never recorded: a replay miss is a failed search the model sees, not a crash
+    assert all(c["error"] for x in replayed[4:] for c in x["tool_calls"])
+    assert [x["answer"] for x in replayed[4:]] == ["unknown", "unknown"]
