@@ -99,3 +99,35 @@ def test_eval_package_imports_without_torch_or_matplotlib() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+def test_infoseek_score_of_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from mmsr.cli import main
+
+    run = tmp_path / "run"
+    run.mkdir()
+    answers = {"q1": "Paris", "q2": "about 300 m", "e1": None}  # e1 never answered
+    lines = [json.dumps({"id": k, "answer": v}) for k, v in answers.items()]
+    (run / "trajectories.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    refs = [
+        {"data_id": "q1", "answer_eval": ["Paris"], "data_split": "val_unseen_question"},
+        {
+            "data_id": "q2",
+            "answer_eval": [{"range": [290, 310]}],
+            "data_split": "val_unseen_question",
+        },
+        {"data_id": "e1", "answer_eval": ["Rome"], "data_split": "val_unseen_entity"},
+    ]
+    qtypes = [{"data_id": "q1", "question_type": "String"}]
+    qtypes += [{"data_id": "q2", "question_type": "Numerical"}]
+    qtypes += [{"data_id": "e1", "question_type": "String"}]
+    for name, rows in (("refs.jsonl", refs), ("qtypes.jsonl", qtypes)):
+        (tmp_path / name).write_text("\n".join(map(json.dumps, rows)), encoding="utf-8")
+    args = ["infoseek-score", str(run), "--references", str(tmp_path / "refs.jsonl")]
+    assert main([*args, "--qtypes", str(tmp_path / "qtypes.jsonl")]) == 0
+    scores = json.loads((run / "infoseek.json").read_text(encoding="utf-8"))
+    # unseen question: both right (string, numeric range); unseen entity: wrong
+    assert scores["unseen_question_score"]["score"] == 100.0
+    assert scores["unseen_question_score"]["score_num"] == 100.0
+    assert scores["unseen_entity_score"]["score"] == 0.0
+    assert json.loads(capsys.readouterr().out) == scores

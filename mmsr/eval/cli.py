@@ -75,6 +75,34 @@ def register(subparsers: Any) -> None:
     )
     report.set_defaults(func=_report)
 
+    score = subparsers.add_parser(
+        "infoseek-score", help="InfoSeek's official metric over an eval run's answers"
+    )
+    score.add_argument("run", type=Path, help="run folder of mmsr eval (or a trajectories.jsonl)")
+    score.add_argument("--references", required=True, type=Path, help="InfoSeek jsonl")
+    score.add_argument("--qtypes", required=True, type=Path, help="InfoSeek question-type jsonl")
+    score.set_defaults(func=_infoseek)
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    lines = path.read_text(encoding="utf-8").splitlines()
+    return [json.loads(line) for line in lines if line.strip()]
+
+
+def _infoseek(args: argparse.Namespace) -> int:
+    """Score a run's answers; writes ``infoseek.json`` beside its trajectories."""
+    from mmsr.eval.infoseek import evaluate_infoseek
+
+    path = args.run / "trajectories.jsonl" if args.run.is_dir() else args.run
+    predictions = [
+        {"data_id": line["id"], "prediction": line.get("answer") or ""} for line in _jsonl(path)
+    ]
+    scores = evaluate_infoseek(predictions, _jsonl(args.references), _jsonl(args.qtypes))
+    text = json.dumps(scores, indent=1)
+    (path.parent / "infoseek.json").write_text(text + "\n", encoding="utf-8")
+    print(text)
+    return 0
+
 
 def _report(args: argparse.Namespace) -> int:
     from mmsr.eval.report import write_report
