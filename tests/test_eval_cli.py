@@ -36,25 +36,15 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def _eval(world: Path, out: Path, method: str, *extra: str, check: bool = True) -> Any:
-    return _mmsr(
-        "eval",
-        "--policy",
-        "scripted:top-title",
-        "--method",
-        method,
-        "--data",
-        world / "test.parquet",
-        "--search",
-        f"local:{world / 'index'}",
-        "--out",
-        out,
-        "--no-progress",
-        "--batch-size",
-        "4",
-        *extra,
-        check=check,
-    )
+def _eval(world: Path, out: Path, method: str, *extra: str | Path, fresh: bool = False) -> int:
+    """``mmsr eval`` with the top-title baseline; ``fresh``: in a subprocess (as a user runs
+    it), else in this process (faster: torch and the index load once)."""
+    args: list[str | Path] = ["eval", "--policy", "scripted:top-title", "--method", method]
+    args += ["--data", world / "test.parquet", "--search", f"local:{world / 'index'}"]
+    args += ["--out", out, "--no-progress", "--batch-size", "4", *extra]
+    if fresh:
+        return _mmsr(*args, check=False).returncode
+    return main([str(a) for a in args])
 
 
 def _lines(run: Path) -> list[dict[str, Any]]:
@@ -67,7 +57,7 @@ def runs(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Pat
     out = {}
     for method in ("direct", "rag", "on-demand", "oracle"):
         out[method] = root / method
-        _eval(world, out[method], method)
+        assert _eval(world, out[method], method) == 0
     return out
 
 
@@ -92,11 +82,11 @@ def test_every_method_runs_and_writes_its_files(runs: dict[str, Path]) -> None:
 
 def test_resume_after_a_crash_skips_finished_questions(world: Path, tmp_path: Path) -> None:
     run = tmp_path / "run"
-    _eval(world, run, "on-demand", "--limit", "6")
+    assert _eval(world, run, "on-demand", "--limit", "6", fresh=True) == 0
     before = (run / TRAJECTORIES).read_bytes()
     with (run / TRAJECTORIES).open("a", encoding="utf-8") as f:
         f.write('{"id": "cut off by a cra')  # a crash in the middle of writing a line
-    _eval(world, run, "on-demand")
+    assert _eval(world, run, "on-demand", fresh=True) == 0
     after = (run / TRAJECTORIES).read_bytes()
     assert after.startswith(before)  # finished lines are kept byte for byte
     ids = [line["id"] for line in _lines(run)]
@@ -108,10 +98,12 @@ def test_resume_after_a_crash_skips_finished_questions(world: Path, tmp_path: Pa
     assert len(ids) > 6
 
 
-def test_resume_with_other_settings_is_refused(world: Path, tmp_path: Path) -> None:
-    _eval(world, tmp_path / "run", "direct", "--limit", "2")
-    done = _eval(world, tmp_path / "run", "rag", "--limit", "2", check=False)
-    assert done.returncode == 1 and "other settings (method)" in done.stderr
+def test_resume_with_other_settings_is_refused(
+    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert _eval(world, tmp_path / "run", "direct", "--limit", "2") == 0
+    assert _eval(world, tmp_path / "run", "rag", "--limit", "2") == 1
+    assert "other settings (method)" in capsys.readouterr().err
 
 
 def test_report_holds_the_numbers_of_metrics_json(runs: dict[str, Path], tmp_path: Path) -> None:
@@ -210,13 +202,10 @@ def test_search_cache_record_then_replay_is_a_frozen_web(world: Path, tmp_path: 
         "cache": {"mode": "replay", "path": str(cache)},
     }
     replay.write_text(json.dumps(config), encoding="utf-8")
-    _eval(world, tmp_path / "a", "on-demand", "--limit", "4")
-    _mmsr("eval", "--policy", "scripted:top-title", "--method", "on-demand", "--data",
-          world / "test.parquet", "--search", record, "--out", tmp_path / "rec", "--limit", "4",
-          "--no-progress")  # fmt: skip
-    _mmsr("eval", "--policy", "scripted:top-title", "--method", "on-demand", "--data",
-          world / "test.parquet", "--search", replay, "--out", tmp_path / "rep", "--limit", "6",
-          "--no-progress")  # fmt: skip
+    assert _eval(world, tmp_path / "a", "on-demand", "--limit", "4") == 0
+    # a later --search replaces the helper's local index
+    assert _eval(world, tmp_path / "rec", "on-demand", "--limit", "4", "--search", record) == 0
+    assert _eval(world, tmp_path / "rep", "on-demand", "--limit", "6", "--search", replay) == 0
     live, recorded, replayed = (_lines(tmp_path / n) for n in ("a", "rec", "rep"))
     # the recording answers as the live index did, and the replay as the recording
     assert [x["answer"] for x in live] == [x["answer"] for x in recorded]
