@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmsr.search.cli",
     "mmsr.world.cli",
     "mmsr.data.cli",
+    "mmsr.rollout.cli",
+    "mmsr.train.cli",
     "mmsr.search.local.cli",
     "mmsr.eval.cli",
 )

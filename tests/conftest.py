@@ -20,3 +20,22 @@ def shared_samples() -> Path:
     if not SHARED_SAMPLES.is_dir():
         pytest.skip(f"{SHARED_SAMPLES} is absent (the team's shared fixtures)")
     return SHARED_SAMPLES
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A reduced offline world and its local search index: ``(world_dir, index_dir)``."""
+    import subprocess
+    import sys
+
+    root = tmp_path_factory.mktemp("small_world")
+    world, index = root / "world", root / "index"
+    for args in (
+        ["world", "build", "--out", str(world), "--seed", "3", "--small"],
+        ["index", "build", "--corpus", str(world / "corpus"), "--out", str(index)],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "mmsr.cli", *args], capture_output=True, text=True, check=False
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+    return world, index

@@ -128,7 +128,6 @@ def test_collated_batch_reproduces_rollout_logprobs(setup: tuple[Any, Any, Any])
 def test_teacher_sequence_trains_only_assistant_turns(setup: tuple[Any, Any, Any]) -> None:
     from mmsr.train.batch import teacher_sequence
 
-    _, _tok, _processor = setup
     _, turn_encoder = build_hf_policy(*setup)
     encoder = turn_encoder.encoder
     conversation = tiny_models.conversation()

@@ -9,7 +9,10 @@ keys it does not know. Factories are imported only when used, so ``mmsr.search``
 from __future__ import annotations
 
 import importlib
+import json
+import tomllib
 from collections.abc import Callable, Collection, Mapping
+from pathlib import Path
 from typing import Any
 
 from mmsr.search.base import SearchBackends
@@ -81,3 +84,35 @@ def _namespace(name: str, rest: Mapping[str, Any]) -> str:
         if key in rest:
             return f"{name}:{rest[key]}"
     return name
+
+
+def load_search_config(path: str | Path) -> dict[str, Any]:
+    """A backend config from a ``.json`` or ``.toml`` file."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".toml":
+        config: Any = tomllib.loads(text)
+    elif path.suffix == ".json":
+        config = json.loads(text)
+    else:
+        raise ValueError(f"{path}: config must be .json or .toml")
+    if not isinstance(config, dict):
+        raise ValueError(f"{path}: config must be an object/table")
+    return config
+
+
+def search_config_from_spec(spec: str) -> dict[str, Any]:
+    """A config from a command-line spec: ``local:INDEX_DIR``, ``http:URL``, ``none`` or a
+    ``.json``/``.toml`` config file."""
+    kind, sep, rest = spec.partition(":")
+    if spec == "none":
+        return {}
+    if sep and kind == "local":
+        return {"backend": "local", "index": rest}
+    if sep and kind == "http":
+        return {"backend": "http", "url": rest}
+    if Path(spec).suffix in (".json", ".toml"):
+        return load_search_config(spec)
+    raise ValueError(
+        f"search spec {spec!r}: expected local:INDEX_DIR, http:URL, none or a config file"
+    )

@@ -10,14 +10,12 @@ Without ``MMSR_SEARCH_TOKEN`` the command refuses to start unless ``--insecure-n
 from __future__ import annotations
 
 import argparse
-import importlib
-import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any
 
 from mmsr.search.base import SearchBackends
+from mmsr.search.registry import build_search, load_search_config
 
 
 def register(search_subparsers: Any) -> None:
@@ -42,35 +40,9 @@ def register(search_subparsers: Any) -> None:
     parser.set_defaults(func=_cmd_serve)
 
 
-def load_config(path: Path) -> dict[str, Any]:
-    """A backend config from a .json or .toml file."""
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        config: Any = tomllib.loads(text)
-    elif path.suffix == ".json":
-        config = json.loads(text)
-    else:
-        raise ValueError(f"{path}: config must be .json or .toml")
-    if not isinstance(config, dict):
-        raise ValueError(f"{path}: config must be an object/table")
-    return config
-
-
 def build_backends(config: dict[str, Any]) -> SearchBackends:
-    """Backends from the project's registry (``mmsr.search.registry.build_search``)."""
-    try:
-        registry = importlib.import_module("mmsr.search.registry")
-    except ModuleNotFoundError as err:
-        if err.name != "mmsr.search.registry":
-            raise
-        raise ValueError(
-            "this installation has no backend registry (mmsr.search.registry), so "
-            "'mmsr search serve' cannot build backends from --index/--config"
-        ) from None
-    backends = registry.build_search(config)
-    if not isinstance(backends, SearchBackends):
-        raise TypeError("build_search must return SearchBackends")
-    return backends
+    """Backends from the project's registry."""
+    return build_search(config)
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -87,7 +59,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             raise ValueError(f"{args.index}: no such index folder")
         config: dict[str, Any] = {"backend": "local", "index": str(args.index)}
     else:
-        config = load_config(args.config)
+        config = load_search_config(args.config)
     limits = ServiceConfig(
         max_body_bytes=args.max_body_bytes,
         max_concurrency=args.max_concurrency,

@@ -1,0 +1,16 @@
+"""``mmsr train …``: one command group whose subcommands live beside the code they drive."""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+# One line per module; each defines ``register(train_subparsers) -> None``.
+TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = ()
+
+
+def register(subparsers: Any) -> None:
+    parser = subparsers.add_parser("train", help="SFT warm start and GRPO training")
+    train_sub = parser.add_subparsers(dest="train_command", metavar="TRAIN_COMMAND")
+    for name in TRAIN_SUBCOMMAND_MODULES:
+        importlib.import_module(name).register(train_sub)
