@@ -1,6 +1,7 @@
-"""``mmsr eval`` and ``mmsr report`` end to end on a small world: every method in a subprocess,
-resumption after a crash, the report's numbers, and an OpenAI-compatible policy and judge
-served by a loopback chat server."""
+"""``mmsr eval`` and ``mmsr report`` end to end on the session's small world: every method,
+resumption after a crash (in a subprocess, as a user runs it), a recorded then replayed
+search cache, the report's numbers, and an OpenAI-compatible policy and judge served by a
+loopback chat server."""
 
 from __future__ import annotations
 
@@ -29,18 +30,19 @@ def _mmsr(*args: str | Path, check: bool = True) -> subprocess.CompletedProcess[
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("world")
-    _mmsr("world", "build", "--out", root, "--small", "--quiet")
-    _mmsr("index", "build", "--corpus", root / "corpus", "--out", root / "index", "--no-progress")
-    return root
+def world(small_world: tuple[Path, Path]) -> tuple[Path, Path]:
+    """(test.parquet, index folder) of the session's small world."""
+    root, index = small_world
+    return root / "test.parquet", index
 
 
-def _eval(world: Path, out: Path, method: str, *extra: str | Path, fresh: bool = False) -> int:
+def _eval(
+    world: tuple[Path, Path], out: Path, method: str, *extra: str | Path, fresh: bool = False
+) -> int:
     """``mmsr eval`` with the top-title baseline; ``fresh``: in a subprocess (as a user runs
     it), else in this process (faster: torch and the index load once)."""
     args: list[str | Path] = ["eval", "--policy", "scripted:top-title", "--method", method]
-    args += ["--data", world / "test.parquet", "--search", f"local:{world / 'index'}"]
+    args += ["--data", world[0], "--search", f"local:{world[1]}"]
     args += ["--out", out, "--no-progress", "--batch-size", "4", *extra]
     if fresh:
         return _mmsr(*args, check=False).returncode
@@ -52,7 +54,7 @@ def _lines(run: Path) -> list[dict[str, Any]]:
 
 
 @pytest.fixture(scope="module")
-def runs(world: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(world: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("runs")
     out = {}
     for method in ("direct", "rag", "on-demand", "oracle"):
@@ -80,7 +82,9 @@ def test_every_method_runs_and_writes_its_files(runs: dict[str, Path]) -> None:
     assert oracle["search_decision"]["precision"] == oracle["search_decision"]["recall"] == 1.0
 
 
-def test_resume_after_a_crash_skips_finished_questions(world: Path, tmp_path: Path) -> None:
+def test_resume_after_a_crash_skips_finished_questions(
+    world: tuple[Path, Path], tmp_path: Path
+) -> None:
     run = tmp_path / "run"
     assert _eval(world, run, "on-demand", "--limit", "6", fresh=True) == 0
     before = (run / TRAJECTORIES).read_bytes()
@@ -99,7 +103,7 @@ def test_resume_after_a_crash_skips_finished_questions(world: Path, tmp_path: Pa
 
 
 def test_resume_with_other_settings_is_refused(
-    world: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    world: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert _eval(world, tmp_path / "run", "direct", "--limit", "2") == 0
     assert _eval(world, tmp_path / "run", "rag", "--limit", "2") == 1
@@ -149,7 +153,7 @@ def _chat_handler(seen: list[dict[str, Any]]) -> Any:
     return handler
 
 
-def test_openai_policy_eval_with_judge(world: Path, tmp_path: Path) -> None:
+def test_openai_policy_eval_with_judge(world: tuple[Path, Path], tmp_path: Path) -> None:
     seen: list[dict[str, Any]] = []
     out = tmp_path / "run"
     with loopback_server(_chat_handler(seen)) as url:
@@ -161,7 +165,7 @@ def test_openai_policy_eval_with_judge(world: Path, tmp_path: Path) -> None:
                 "--method",
                 "on-demand",
                 "--data",
-                str(world / "test.parquet"),
+                str(world[0]),
                 "--out",
                 str(out),
                 "--limit",
@@ -187,9 +191,11 @@ def test_openai_policy_eval_with_judge(world: Path, tmp_path: Path) -> None:
     assert "served-model" in config and "OPENAI_API_KEY" not in config
 
 
-def test_search_cache_record_then_replay_is_a_frozen_web(world: Path, tmp_path: Path) -> None:
+def test_search_cache_record_then_replay_is_a_frozen_web(
+    world: tuple[Path, Path], tmp_path: Path
+) -> None:
     cache = tmp_path / "cache.sqlite"
-    index = world / "index"
+    index = world[1]
     record = tmp_path / "record.toml"
     record.write_text(
         f'backend = "local"\nindex = "{index}"\n[cache]\nmode = "record"\npath = "{cache}"\n',

@@ -14,7 +14,6 @@ from mmsr.cli import main
 from mmsr.eval.runner import TRAJECTORIES
 from mmsr.models import build_tiny_model
 from mmsr.models.io import save_pretrained
-from mmsr.world.build import BuildConfig, build_world
 
 
 @pytest.fixture(scope="module")
@@ -25,15 +24,16 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return save_pretrained(model, tok, tiny_models.image_processor("micro"), folder)
 
 
-def test_hf_policy_runs_every_method(model_dir: Path, tmp_path: Path) -> None:
-    world = tmp_path / "world"
-    build_world(BuildConfig(out=world, small=True, progress=False))
-    data = world / "test.parquet"
+def test_hf_policy_runs_every_method(
+    model_dir: Path, small_world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    data = small_world[0] / "test.parquet"
     runs = []
     for method in ("direct", "rag", "on-demand", "oracle"):
         out = tmp_path / method
         runs.append(str(out))
         args = ["eval", "--policy", f"hf:{model_dir}", "--method", method, "--data", str(data)]
+        args += ["--search", f"local:{small_world[1]}"]
         args += ["--out", str(out), "--limit", "3", "--max-new-tokens", "8", "--no-progress"]
         assert main(args) == 0
         lines = [json.loads(x) for x in (out / TRAJECTORIES).read_text().splitlines()]
