@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import tomllib
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -124,23 +123,6 @@ def split_endpoint(spec: str, model: str | None, what: str) -> tuple[str, str]:
     if not base.startswith(("http://", "https://")) or not name:
         raise ValueError(f"{what}: expected BASE_URL#MODEL (http[s]://…#name), got {spec!r}")
     return base, name
-
-
-def search_config(spec: str) -> dict[str, Any] | None:
-    """The ``build_search`` config of ``--search``; ``None`` for no tools."""
-    if spec == "none":
-        return None
-    if spec.startswith("local:"):
-        return {"backend": "local", "index": str(Path(spec[len("local:") :]).resolve())}
-    path = Path(spec)
-    if not path.is_file():
-        raise ValueError(f"--search: {spec!r} is not a file, local:INDEX_DIR or none")
-    if path.suffix == ".toml":
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    config = json.loads(path.read_text(encoding="utf-8"))
-    if not isinstance(config, dict):
-        raise ValueError(f"--search: {path} must hold a JSON object")
-    return config
 
 
 def redact(value: Any) -> Any:
@@ -283,35 +265,55 @@ def run_info(
     }
 
 
-def _eval(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
-    from mmsr.data import open_image
-    from mmsr.eval.methods import MethodContext, get_method
-    from mmsr.eval.metrics import compute_metrics
-    from mmsr.eval.runner import eval_records, evaluate, read_finished
+def _context(args: argparse.Namespace, search: dict[str, Any] | None) -> Any:
+    """The ``MethodContext`` of the run: policy, tools, limits, prompt set."""
+    from mmsr.eval.methods import MethodContext
     from mmsr.protocol.prompts import load_prompt_set
     from mmsr.rollout.engine import RolloutLimits
     from mmsr.search.base import SearchBackends
     from mmsr.search.registry import build_search
 
-    method = get_method(args.method)
-    if args.prompts is not None and args.method != "on-demand":
-        raise ValueError("--prompts applies to --method on-demand only")
-    search = search_config(args.search)
-    config = resolved_config(args, search)
-    check_resume(args.out, config)
-    samples = _samples(args)
     policy, encoder = build_policy(args)
-    limits = RolloutLimits(max_new_tokens=args.max_new_tokens)
-    ctx = MethodContext(
+    return MethodContext(
         policy=policy,
         search=build_search(search) if search is not None else SearchBackends(),
         encoder=encoder,
-        limits=limits,
+        limits=RolloutLimits(max_new_tokens=args.max_new_tokens),
         prompts=load_prompt_set(args.prompts) if args.prompts else None,
         tool_workers=args.concurrency,
     )
+
+
+def _write_metrics(
+    args: argparse.Namespace, lines: list[dict[str, Any]], samples: list[Any], ctx: Any
+) -> dict[str, Any]:
+    from mmsr.eval.metrics import compute_metrics
+    from mmsr.eval.runner import eval_records
+
+    # the protocol's allowed calls for every method, so that methods compare
+    allowed = ctx.limits.max_image_searches + ctx.limits.max_text_searches
+    metrics = compute_metrics(eval_records(lines), allowed_calls=allowed)
+    metrics["run"] = run_info(args, lines, samples)
+    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+    return metrics
+
+
+def _eval(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from mmsr.data import open_image
+    from mmsr.eval.methods import get_method
+    from mmsr.eval.runner import evaluate, read_finished
+    from mmsr.search.registry import search_config_from_spec
+
+    method = get_method(args.method)
+    if args.prompts is not None and args.method != "on-demand":
+        raise ValueError("--prompts applies to --method on-demand only")
+    search = search_config_from_spec(args.search) or None
+    config = resolved_config(args, search)
+    check_resume(args.out, config)
+    samples = _samples(args)
+    ctx = _context(args, search)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "config.json").write_text(json.dumps(config, indent=1) + "\n", encoding="utf-8")
     wanted = {s.id for s in samples}
@@ -338,11 +340,7 @@ def _eval(args: argparse.Namespace) -> int:
     )
     bar.close()
     lines = [line for line in lines if line["id"] in wanted]
-    allowed = limits.max_image_searches + limits.max_text_searches
-    metrics = compute_metrics(eval_records(lines), allowed_calls=allowed)
-    metrics["run"] = run_info(args, lines, samples)
-    (args.out / "metrics.json").write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
-    overall = metrics["overall"]
+    overall = _write_metrics(args, lines, samples, ctx)["overall"]
     print(
         f"{args.method} on {args.data.name}: {len(lines)} questions, "
         f"EM {overall['accuracy_em']:.3f}, search ratio {overall['search_ratio']:.3f} "
