@@ -131,3 +131,46 @@ def test_infoseek_score_of_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert scores["unseen_question_score"]["score_num"] == 100.0
     assert scores["unseen_entity_score"]["score"] == 0.0
     assert json.loads(capsys.readouterr().out) == scores
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        # a key that names a secret is masked, at any depth
+        (
+            {"cache": {"api_key": "sk-1", "mode": "replay"}},
+            {"cache": {"api_key": "***", "mode": "replay"}},
+        ),
+        # credentials inside a URL are masked, the rest kept
+        ("openai:https://user:pw@host/v1#m", "openai:https://***@host/v1#m"),
+        # lists are walked; plain values stay
+        ([{"token": 1}, 2], [{"token": "***"}, 2]),
+    ],
+)
+def test_run_config_hides_secrets(value: Any, expected: Any) -> None:
+    from mmsr.eval.cli import redact
+
+    assert redact(value) == expected
+
+
+@pytest.mark.parametrize(
+    ("spec", "model", "expected"),
+    [
+        # base URL and model in one
+        ("http://h:8000/v1#qwen", None, ("http://h:8000/v1", "qwen")),
+        # the model from --model
+        ("https://h/v1", "m", ("https://h/v1", "m")),
+        # no model anywhere
+        ("http://h/v1", None, None),
+        # not a URL
+        ("h/v1#m", None, None),
+    ],
+)
+def test_split_endpoint(spec: str, model: str | None, expected: tuple[str, str] | None) -> None:
+    from mmsr.eval.cli import split_endpoint
+
+    if expected is None:
+        with pytest.raises(ValueError, match="expected BASE_URL#MODEL"):
+            split_endpoint(spec, model, "--policy")
+    else:
+        assert split_endpoint(spec, model, "--policy") == expected

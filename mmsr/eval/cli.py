@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import re
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 SECRET_WORDS = ("key", "token", "secret", "password")
+_USERINFO = re.compile(r"//[^/@\s]+@")
 # Settings that must not change between a run and its resumption.
 RESUME_KEYS = ("policy", "method", "data", "search", "seed", "temperature", "reward_mode")
 
@@ -126,7 +128,10 @@ def split_endpoint(spec: str, model: str | None, what: str) -> tuple[str, str]:
 
 
 def redact(value: Any) -> Any:
-    """``value`` with every entry whose key names a secret replaced by "***"."""
+    """``value`` with every entry whose key names a secret replaced by "***", and the
+    user:password part of URLs masked."""
+    if isinstance(value, str):
+        return _USERINFO.sub("//***@", value)
     if isinstance(value, dict):
         return {
             k: "***" if any(w in str(k).lower() for w in SECRET_WORDS) else redact(v)
@@ -139,7 +144,7 @@ def redact(value: Any) -> Any:
 
 def resolved_config(args: argparse.Namespace, search: dict[str, Any] | None) -> dict[str, Any]:
     return {
-        "policy": args.policy,
+        "policy": redact(args.policy),
         "model": args.model,
         "method": args.method,
         "data": str(args.data.resolve()),
@@ -149,7 +154,7 @@ def resolved_config(args: argparse.Namespace, search: dict[str, Any] | None) -> 
         "limit": args.limit,
         "batch_size": args.batch_size,
         "concurrency": args.concurrency,
-        "judge": args.judge,
+        "judge": redact(args.judge),
         "seed": args.seed,
         "temperature": args.temperature,
         "max_new_tokens": args.max_new_tokens,
@@ -253,7 +258,7 @@ def run_info(
     rewards = [line["reward"]["score"] for line in lines]
     return {
         "method": args.method,
-        "policy": args.policy if args.model is None else f"{args.policy}#{args.model}",
+        "policy": redact(args.policy if args.model is None else f"{args.policy}#{args.model}"),
         "data": str(args.data),
         "benchmark": benchmark_name(args, samples),
         "n_samples": len(samples),
