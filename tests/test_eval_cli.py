@@ -220,3 +220,32 @@ def test_search_cache_record_then_replay_is_a_frozen_web(
     # questions never recorded: a replay miss is a failed search the model sees, not a crash
     assert all(c["error"] for x in replayed[4:] for c in x["tool_calls"])
     assert [x["answer"] for x in replayed[4:]] == ["unknown", "unknown"]
+
+
+def test_official_data_and_prompts_through_an_openai_server(
+    shared_samples: Path, tmp_path: Path
+) -> None:
+    """The released veRL parquet and the original release's prompt set: the server sees those
+    prompts with the images, and its answers are scored against the file's golds."""
+    from mmsr.data import load_samples
+
+    data = shared_samples / "mmsearch_r1_mini_data" / "mini_data.pq"
+    golds = {s.question: s.answer for s in load_samples(data)}
+    seen: list[str] = []
+
+    def handler(method: str, path: str, headers: dict[str, str], body: bytes) -> Any:
+        parts = json.loads(body)["messages"][0]["content"]
+        text = "".join(p.get("text", "") for p in parts)
+        seen.append(text)
+        answer = next((a for q, a in golds.items() if text.endswith(q)), "?")
+        reply = f"The image shows it. <answer>{answer}</answer>"  # official style: no <reason>
+        return json_reply(200, {"choices": [{"message": {"content": reply}}]})
+
+    with loopback_server(handler) as url:
+        args = ["eval", "--policy", f"openai:{url}#m", "--method", "on-demand", "--data", str(data)]
+        args += ["--prompts", str(shared_samples / "mmsearch_r1_prompts"), "--out", str(tmp_path)]
+        assert main([*args, "--no-progress"]) == 0
+    metrics = json.loads((tmp_path / "metrics.json").read_text(encoding="utf-8"))
+    assert metrics["overall"]["n"] == 5 and metrics["overall"]["accuracy_em"] == 1.0
+    assert metrics["run"]["benchmark"] == "mmsearch_r1/infoseek_train_split"
+    assert len(seen) == 5 and all(t.startswith("Answer the user's question based on") for t in seen)
