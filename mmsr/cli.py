@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmsr.rollout.cli",
     "mmsr.train.cli",
     "mmsr.search.local.cli",
+    "mmsr.eval.cli",
 )
 
 

@@ -194,3 +194,31 @@ def test_multi_turn_rollout_tensors_reproduce_sampling(model: Any) -> None:
     torch.testing.assert_close(
         replay[trained], torch.tensor(traj.logprobs[1:])[trained], atol=2e-4, rtol=1e-4
     )
+
+
+def test_shared_prompts_are_prefilled_once_with_the_same_results(model: Any) -> None:
+    vision_block = [V_START, *[IMAGE] * TOKENS_PER_IMAGE, V_END]
+    prompt = (9, *vision_block, 13)
+    group = [GenerationRequest((), prompt, (_image("red"),), 8, seed=s) for s in (1, 2, 3)]
+    other = GenerationRequest((), (20, 21), (), 8, seed=4)
+    calls: list[int] = []
+    original_forward = model.forward
+
+    def counting_forward(*args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("pixel_values") is not None:
+            calls.append(kwargs["input_ids"].shape[0])
+        return original_forward(*args, **kwargs)
+
+    policy = _policy(model, 1.0)
+    model.forward = counting_forward
+    try:
+        together = policy.generate([*group, other])
+    finally:
+        model.forward = original_forward
+    assert calls == [2]  # one prefill row for the group (same pixels), one for the other prompt
+    alone = [policy.generate([r])[0] for r in [*group, other]]
+    for a, b in zip(together, alone, strict=True):
+        assert a.token_ids == b.token_ids
+        torch.testing.assert_close(
+            torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-4, rtol=1e-4
+        )

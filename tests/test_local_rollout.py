@@ -139,3 +139,30 @@ def test_teacher_sequence_trains_only_assistant_turns(setup: tuple[Any, Any, Any
             expected += [*encoder.encode_text(turn.text), encoder.im_end_id]
     assert trained == expected
     assert len(seq.images) == sum(len(t.images) for t in conversation)
+
+
+def test_context_budget_never_cuts_an_image(setup: tuple[Any, Any, Any]) -> None:
+    from mmsr.rollout import RolloutLimits
+
+    model, tok, processor = setup
+    policy, turn_encoder = build_hf_policy(model, tok, processor, temperature=1.0)
+    policy.force = _scripted_force(turn_encoder.encoder)
+    task = RolloutTask("q", "What is the capital?", tiny_models.image())
+    first = RolloutEngine(policy, image_search=Thumbs(), encoder=turn_encoder).run(
+        [task], seeds=[0]
+    )[0]
+    # room for the first turn and the search turn, not for the results with their thumbnail
+    end_of_search_turn = first.loss_mask.index(1) + first.loss_mask[
+        first.loss_mask.index(1) :
+    ].index(0)
+    budget = end_of_search_turn + 5
+    engine = RolloutEngine(
+        policy,
+        image_search=Thumbs(),
+        encoder=turn_encoder,
+        limits=RolloutLimits(max_total_tokens=budget),
+    )
+    (traj,) = engine.run([task], seeds=[0])
+    assert traj.end_reason is EndReason.CONTEXT_FULL and len(traj.token_ids) <= budget
+    n_pads = traj.token_ids.count(turn_encoder.encoder.image_pad_id)
+    assert n_pads == sum(processor(i).num_tokens for i in traj.images) and len(traj.images) == 1

@@ -73,6 +73,8 @@ def _engine(*replies: str, **kwargs: Any) -> RolloutEngine:
         ((IMG, TXT, TXT), EndReason.SEARCH_IN_LAST_TURN, 3, ["image", "text"], 0.0),
         # no action
         ((R + "thinking...",), EndReason.INVALID_ACTION, 1, [], 0.0),
+        # an empty turn
+        (("",), EndReason.INVALID_ACTION, 1, [], 0.0),
         # two actions in one turn
         ((IMG + "<answer>Paris</answer>",), EndReason.INVALID_ACTION, 1, [], 0.81),
         # a forged information block in the model's turn changes nothing

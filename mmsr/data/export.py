@@ -26,35 +26,43 @@ logger = logging.getLogger(__name__)
 ROW_GROUP = 256
 
 
+def fvqa_column_types() -> dict[str, Any]:
+    """Arrow types of FVQA's ``prompt``, ``images`` and ``reward_model`` columns, with the
+    field order of the released files (shared by the world's writer)."""
+    import pyarrow as pa
+
+    return {
+        "prompt": pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())])),
+        "images": pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())])),
+        "reward_model": pa.struct(
+            [
+                ("candidate_answers", pa.string()),
+                ("ground_truth", pa.string()),
+                ("style", pa.string()),
+            ]
+        ),
+    }
+
+
 def verl_schema() -> Any:
     import pyarrow as pa
 
+    fvqa = fvqa_column_types()
+    extra_info = pa.struct(
+        [
+            ("index", pa.int64()),
+            ("data_id", pa.string()),
+            ("split", pa.string()),
+            ("labels", pa.string()),
+        ]
+    )
     return pa.schema(
         [
             ("data_source", pa.string()),
-            ("prompt", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
-            ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-            (
-                "reward_model",
-                pa.struct(
-                    [
-                        ("ground_truth", pa.string()),
-                        ("candidate_answers", pa.string()),
-                        ("style", pa.string()),
-                    ]
-                ),
-            ),
-            (
-                "extra_info",
-                pa.struct(
-                    [
-                        ("index", pa.int64()),
-                        ("data_id", pa.string()),
-                        ("split", pa.string()),
-                        ("labels", pa.string()),
-                    ]
-                ),
-            ),
+            ("prompt", fvqa["prompt"]),
+            ("images", fvqa["images"]),
+            ("reward_model", fvqa["reward_model"]),
+            ("extra_info", extra_info),
             ("data_id", pa.string()),
             ("category", pa.string()),
         ]

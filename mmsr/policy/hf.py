@@ -11,6 +11,7 @@ applied; greedy records the plain log-softmax).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -80,8 +81,9 @@ class HFPolicy:
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         if not requests:
             return []
-        batch = self._prefill_inputs(requests)
-        sampled = self._sample(batch, requests)
+        unique, index = _shared_prompts(requests)
+        batch = self._prefill_inputs(unique)
+        sampled = self._sample(batch, index, requests)
         return [self._finish(ids, lps, r) for (ids, lps), r in zip(sampled, requests, strict=True)]
 
     def _prefill_inputs(self, requests: Sequence[GenerationRequest]) -> dict[str, torch.Tensor]:
@@ -126,17 +128,22 @@ class HFPolicy:
         return ids, logp.gather(1, ids[:, None])[:, 0]
 
     def _sample(
-        self, inputs: dict[str, torch.Tensor], requests: Sequence[GenerationRequest]
+        self,
+        inputs: dict[str, torch.Tensor],
+        index: torch.Tensor,
+        requests: Sequence[GenerationRequest],
     ) -> list[tuple[list[int], list[float]]]:
+        """Prefill the distinct prompts once, expand to one row per request, then decode."""
         generators: list[torch.Generator | None] = []
         for r in requests:
             g = torch.Generator()
             g.manual_seed(r.seed if r.seed is not None else int(torch.randint(0, 2**62, ()).item()))
             generators.append(g)
-        # only the last position's logits are sampled from (saves the vocabulary projection)
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)
-        next_pos = inputs["position_ids"].amax(dim=(0, 2)) + 1  # (B,)
-        attention_mask = inputs["attention_mask"]
+        out = self.model(**inputs, use_cache=True, logits_to_keep=1)  # only the last position
+        out.past_key_values.reorder_cache(index)  # (unique, ...) -> (B, ...)
+        out.logits = out.logits[index]
+        next_pos = (inputs["position_ids"].amax(dim=(0, 2)) + 1)[index]  # (B,)
+        attention_mask = inputs["attention_mask"][index]
         results: list[tuple[list[int], list[float]]] = [([], []) for _ in requests]
         done = [r.max_new_tokens <= 0 for r in requests]
         for step in range(max(r.max_new_tokens for r in requests)):
@@ -192,3 +199,32 @@ class HFPolicy:
         return Generation(
             self.decode(text_ids), tuple(ids), tuple(logprobs), "stop" if closed else "length"
         )
+
+
+def _image_key(image: Any) -> Any:
+    """Content key of an image (PIL images by their pixels; anything else by identity)."""
+    tobytes = getattr(image, "tobytes", None)
+    if tobytes is None:
+        return ("id", id(image))
+    digest = hashlib.blake2b(tobytes(), digest_size=16).digest()
+    return (getattr(image, "mode", ""), getattr(image, "size", ()), digest)
+
+
+def _shared_prompts(
+    requests: Sequence[GenerationRequest],
+) -> tuple[list[GenerationRequest], torch.Tensor]:
+    """The distinct (prompt ids, images) of a batch and, per request, its row among them.
+
+    The G rollouts of one GRPO group share their first turn: prefilling it once instead of G
+    times is most of the prefill cost.
+    """
+    rows: dict[Any, int] = {}
+    unique: list[GenerationRequest] = []
+    index = []
+    for r in requests:
+        key = (r.prompt_ids, tuple(_image_key(image) for image in r.images))
+        if key not in rows:
+            rows[key] = len(unique)
+            unique.append(r)
+        index.append(rows[key])
+    return unique, torch.tensor(index, dtype=torch.long)

@@ -60,6 +60,12 @@ class RolloutTask:
     id: str
     question: str
     image: Any
+    first_turn: Turn | None = None
+    """A ready first user turn (e.g. with results of searches made for the model by an
+    evaluation method); ``None``: rendered from the prompt set."""
+    prefetched: tuple[ToolCall, ...] = ()
+    """Searches already made for the model before its first turn (``turn == -1``); they are
+    recorded in the trajectory and count against the search limits."""
 
 
 class TurnEncoder(Protocol):
@@ -168,8 +174,12 @@ class RolloutEngine:
     # --- the steps of the state machine ---
 
     def _start(self, task: RolloutTask, seed: int | None) -> _State:
-        first = render_first_turn(task.question, task.image, self.prompts, self.render_limits)
-        state = _State(task=task, seed=seed, turns=[first])
+        first = task.first_turn or render_first_turn(
+            task.question, task.image, self.prompts, self.render_limits
+        )
+        state = _State(task=task, seed=seed, turns=[first], tool_calls=list(task.prefetched))
+        state.image_searches = sum(call.tool == "image" for call in task.prefetched)
+        state.text_searches = sum(call.tool == "text" for call in task.prefetched)
         if self.encoder is not None:
             state.add_tokens(self.encoder.user_turn_ids(first, first=True), generated=False)
             if len(state.token_ids) + 1 > self.limits.max_total_tokens:

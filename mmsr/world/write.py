@@ -17,26 +17,20 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mmsr.data.export import fvqa_column_types
 from mmsr.world.entities import Entity
 from mmsr.world.questions import Question
 
 DATA_SOURCE = "mmsr_world"
 
-# FVQA's parquet layout (field order as in the released files) plus our extra columns.
+# FVQA's parquet layout (the data layer's column types, field order as in the released files)
+# plus our extra columns.
+_FVQA = fvqa_column_types()
 ROW_SCHEMA = pa.schema(
     [
-        ("prompt", pa.list_(pa.struct([("content", pa.string()), ("role", pa.string())]))),
-        ("images", pa.list_(pa.struct([("bytes", pa.binary()), ("path", pa.string())]))),
-        (
-            "reward_model",
-            pa.struct(
-                [
-                    ("candidate_answers", pa.string()),
-                    ("ground_truth", pa.string()),
-                    ("style", pa.string()),
-                ]
-            ),
-        ),
+        ("prompt", _FVQA["prompt"]),
+        ("images", _FVQA["images"]),
+        ("reward_model", _FVQA["reward_model"]),
         ("data_source", pa.string()),
         ("data_id", pa.string()),
         ("category", pa.string()),

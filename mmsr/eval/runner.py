@@ -1,0 +1,170 @@
+"""Running an evaluation into a folder, resumably: one JSON line per finished question.
+
+``evaluate`` rolls out the questions not yet in ``trajectories.jsonl`` batch by batch with one
+method, scores each trajectory (reward breakdown, optional judge verdict) and appends the
+batch's lines, flushed and fsynced, so a crash loses at most the batch in flight. A line cut
+short by a crash is dropped (and the file truncated back to the last whole line) on the next
+read; finished lines are never rewritten. ``eval_records`` turns the lines into the
+``EvalRecord``s the metrics read. No progress bar here: the CLI passes ``on_batch``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import zlib
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from mmsr.eval.methods import EvalItem, Method, MethodContext
+from mmsr.eval.metrics import EvalRecord
+from mmsr.rewards import AnswerJudge, score_trajectory
+from mmsr.rollout.trajectory import Trajectory, trajectory_record
+from mmsr.types import Sample
+
+logger = logging.getLogger(__name__)
+
+TRAJECTORIES = "trajectories.jsonl"
+
+
+def read_finished(path: Path) -> list[dict[str, Any]]:
+    """The finished lines of ``path`` (none if absent); a cut-off last line is removed."""
+    if not path.is_file():
+        return []
+    data = path.read_bytes()
+    end = data.rfind(b"\n") + 1
+    if end < len(data):
+        logger.warning("%s: dropping a line cut off by an interrupted run", path)
+        with path.open("r+b") as f:
+            f.truncate(end)
+    records = []
+    for number, line in enumerate(data[:end].splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
+    return records
+
+
+def append_lines(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append records as JSON lines and make them durable before returning."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", encoding="utf-8") as f:
+        for record in records:
+            f.write(json.dumps(record, ensure_ascii=False) + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def sample_seed(seed: int, sample_id: str) -> int:
+    """A per-question seed that does not depend on batching or order."""
+    return (seed * 1_000_003 + zlib.crc32(sample_id.encode())) % 2**31
+
+
+def _verdict(
+    judge: AnswerJudge | None, question: str, answer: str | None, golds: Sequence[str]
+) -> tuple[bool | None, str | None]:
+    if judge is None:
+        return None, None
+    if answer is None:
+        return False, None  # no answer is wrong; nothing to ask the judge
+    try:
+        return bool(judge.judge(question, answer, golds)), None
+    except Exception as err:  # the judge is the outside world: unusable, never "correct"
+        logger.warning("judge failed on a prediction: %s", err)
+        return None, f"{type(err).__name__}: {err}"
+
+
+def result_line(
+    traj: Trajectory,
+    sample: Sample,
+    method: str,
+    *,
+    reward_mode: str = "em",
+    judge: AnswerJudge | None = None,
+) -> dict[str, Any]:
+    """The JSON line of one finished question: the trajectory, its scores and its labels."""
+    reward = score_trajectory(traj.assistant_texts, sample.golds, mode=reward_mode)
+    verdict, judge_error = _verdict(judge, sample.question, reward.answer, sample.golds)
+    need = sample.extra.get("search_need")
+    return {
+        **trajectory_record(traj),
+        "method": method,
+        "answer": reward.answer,
+        "golds": sample.golds,
+        "category": sample.category or "",
+        "need": str(need) if need is not None else None,
+        "reward": asdict(reward),
+        "image_calls": sum(c.tool == "image" for c in traj.tool_calls),
+        "text_calls": sum(c.tool == "text" for c in traj.tool_calls),
+        "n_assistant_turns": len(traj.assistant_texts),
+        "judge": verdict,
+        "judge_error": judge_error,
+    }
+
+
+def eval_records(lines: Iterable[dict[str, Any]]) -> list[EvalRecord]:
+    """``EvalRecord``s of result lines, for ``compute_metrics``."""
+    return [
+        EvalRecord(
+            id=str(line["id"]),
+            answer=line["answer"],
+            golds=tuple(line["golds"]),
+            image_calls=int(line["image_calls"]),
+            text_calls=int(line["text_calls"]),
+            turns=int(line["n_assistant_turns"]),
+            tokens=int(line.get("n_trained_tokens", 0)),
+            category=str(line.get("category") or ""),
+            need=line.get("need"),
+            judge_correct=line.get("judge"),
+            end_reason=str(line.get("end_reason", "")),
+        )
+        for line in lines
+    ]
+
+
+def evaluate(
+    samples: Sequence[Sample],
+    load_image: Callable[[Sample], Any],
+    method: Method,
+    ctx: MethodContext,
+    out: Path,
+    *,
+    batch_size: int = 16,
+    seed: int = 0,
+    reward_mode: str = "em",
+    judge: AnswerJudge | None = None,
+    on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate the samples not yet finished in ``out``; returns every finished line."""
+    path = out / TRAJECTORIES
+    done = read_finished(path)
+    finished = {str(line["id"]) for line in done}
+    pending = [s for s in samples if s.id not in finished]
+    if finished:
+        logger.info("%s: %d questions already done, %d to go", out, len(finished), len(pending))
+    for start in range(0, len(pending), max(1, batch_size)):
+        batch = pending[start : start + max(1, batch_size)]
+        items = [EvalItem.from_sample(s, load_image(s)) for s in batch]
+        seeds: list[int | None] = [sample_seed(seed, s.id) for s in batch]
+        trajectories = method.run(items, ctx, seeds)
+        with ThreadPoolExecutor(max_workers=max(1, ctx.tool_workers)) as pool:  # judge calls
+            lines = list(
+                pool.map(
+                    lambda ts: result_line(
+                        ts[0], ts[1], method.name, reward_mode=reward_mode, judge=judge
+                    ),
+                    zip(trajectories, batch, strict=True),
+                )
+            )
+        append_lines(path, lines)
+        done.extend(lines)
+        if on_batch is not None:
+            on_batch(lines)
+    return done
