@@ -250,3 +250,15 @@ def test_a_second_ppo_epoch_sees_a_ratio_away_from_one(
     assert one["loss/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
     assert abs(two["loss/ratio_mean"] - 1.0) > 1e-4
     assert torch.isfinite(torch.tensor(two["loss/total"]))
+
+
+def test_nan_gradient_stops_before_the_update(tmp_path: Path, synthetic_reward: None) -> None:
+    parts = _parts()
+    before = _params(parts.model)
+    weight = parts.model.model.language_model.norm.weight
+    weight.register_hook(lambda grad: grad * float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"step 1: the gradient norm is nan.*none"):
+        train_grpo(_config("--run.steps=1"), parts, tmp_path)
+    for key, value in _params(parts.model).items():
+        assert torch.equal(value, before[key]), key
+    assert latest_checkpoint(tmp_path / "checkpoints") is None
