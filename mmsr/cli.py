@@ -24,6 +24,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmsr.data.cli",
     "mmsr.rollout.cli",
     "mmsr.train.cli",
+    "mmsr.demo",
     "mmsr.search.local.cli",
     "mmsr.eval.cli",
 )

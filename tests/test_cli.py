@@ -24,12 +24,12 @@ def _mmsr(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess[s
 def test_help_lists_commands() -> None:
     out = _mmsr("--help")
     assert out.returncode == 0
-    for command in ("prompts", "parse", "reward", "demo"):
+    for command in ("prompts", "parse", "reward", "walkthrough", "demo"):
         assert command in out.stdout
 
 
-def test_demo_prints_the_reward_table() -> None:
-    out = _mmsr("demo")
+def test_walkthrough_prints_the_reward_table() -> None:
+    out = _mmsr("walkthrough")
     assert out.returncode == 0, out.stderr
     assert "image_search → text_search → answer" in out.stdout
     assert "0.91" in out.stdout and "1.00" in out.stdout

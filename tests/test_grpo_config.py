@@ -86,3 +86,22 @@ def test_unknown_preset_and_yaml_file_presets(tmp_path: Path) -> None:
 def test_saved_config_reloads_identical(tmp_path: Path) -> None:
     cfg = load_grpo_config("qwen2.5-vl-7b-1gpu", ["--optim.betas", "[0.9, 0.95]"])
     assert load_grpo_config(str(dump_yaml(cfg, tmp_path / "config.yaml"))) == cfg
+
+
+def test_search_cache_none_means_no_cache(
+    tmp_path: Path, small_world: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mmsr.train.grpo_config import SearchSection
+    from mmsr.train.grpo_setup import build_tools
+
+    monkeypatch.chdir(tmp_path)
+    spec = f"local:{small_world[1]}"
+    plain = build_tools(SearchSection(spec=spec, cache="none"))
+    assert not type(plain.text).__name__.startswith("Cached")
+    assert not (tmp_path / "none").exists()
+    cached = build_tools(SearchSection(spec=spec, cache="cache.sqlite"))
+    assert type(cached.text).__name__.startswith("Cached")
+    tools = build_tools(SearchSection(spec="none"))
+    assert tools.image is None and tools.text is None
+    with pytest.raises(ValueError, match="search spec 'nope'"):
+        build_tools(SearchSection(spec="nope"))

@@ -1,4 +1,4 @@
-"""``mmsr prompts``, ``mmsr parse``, ``mmsr reward`` and today's ``mmsr demo``."""
+"""``mmsr prompts``, ``mmsr parse``, ``mmsr reward`` and ``mmsr walkthrough``."""
 
 from __future__ import annotations
 
@@ -80,12 +80,11 @@ def _cmd_reward(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_demo(args: argparse.Namespace) -> int:
+def _cmd_walkthrough(args: argparse.Namespace) -> int:
     from mmsr.protocol.actions import parse_action
     from mmsr.rewards import score_trajectory
 
-    print("mmsr today: the protocol and the reward on scripted trajectories (gold: Paris).")
-    print("The training demo (world, search, GRPO, evaluation) lands with later issues.\n")
+    print("The protocol and the reward on scripted trajectories (gold answer: Paris).\n")
     print(f"{'trajectory':<38} {'actions':<36} {'format':>6} {'search':>6} {'reward':>6}")
     for name, turns in _DEMO_TRAJECTORIES:
         actions = " → ".join(parse_action(t).kind.value for t in turns)
@@ -110,5 +109,5 @@ def register(subparsers: Any) -> None:
     p.add_argument("--mode", default="em", choices=["em", "subem", "f1"], help="accuracy mode")
     p.set_defaults(func=_cmd_reward)
 
-    p = subparsers.add_parser("demo", help="walk through the protocol and the reward")
-    p.set_defaults(func=_cmd_demo)
+    p = subparsers.add_parser("walkthrough", help="the protocol and the reward, step by step")
+    p.set_defaults(func=_cmd_walkthrough)

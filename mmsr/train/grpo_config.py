@@ -47,7 +47,7 @@ class SearchSection:
     spec: str = "local:runs/index"
     """The search tools: ``local:INDEX_DIR``, ``http:URL``, ``none`` or a .json/.toml config."""
     cache: str | None = None
-    """SQLite file caching search results; None: no cache (a config file may have its own)."""
+    """SQLite file caching search results; None or "none": no cache (config files: their own)."""
 
 
 @dataclass(frozen=True)

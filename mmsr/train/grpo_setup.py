@@ -37,7 +37,7 @@ def build_tools(section: SearchSection) -> SearchBackends:
     config = search_config_from_spec(section.spec)
     if not config:
         return SearchBackends()
-    if section.cache is not None:
+    if section.cache not in (None, "none"):
         config["cache"] = {"store": "sqlite", "path": section.cache}
     return build_search(config)
 

@@ -1,0 +1,160 @@
+"""``mmsr demo``: the paper's result in miniature, offline, on a laptop.
+
+Builds the offline world, indexes it, loads the committed warm-start checkpoint (a tiny
+Qwen2.5-VL taught by SFT to use the protocol), runs GRPO with the search penalty for a fixed
+budget, evaluates on the world's held-out test split — ``direct``, ``rag``,
+``on_demand_warmstart``, ``on_demand_rl`` and ``oracle`` — and writes ``OUT/report.md``,
+``OUT/report.html`` (plots: reward and search ratio over training steps; accuracy vs search
+ratio per method) and ``OUT/summary.json``. Every stage is one of the ``mmsr`` commands, run
+in-process, so the demo is exactly what a user can run step by step.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+WARMSTART_DIR = Path(__file__).parent / "assets" / "warmstart-tiny"
+
+# Demo method name -> (eval method, which model: the warm start or the RL result).
+METHODS: dict[str, tuple[str, str]] = {
+    "direct": ("direct", "warmstart"),
+    "rag": ("rag", "warmstart"),
+    "on_demand_warmstart": ("on-demand", "warmstart"),
+    "on_demand_rl": ("on-demand", "rl"),
+    "oracle": ("oracle", "warmstart"),
+}
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What the demo runs; the defaults are the documented laptop budget."""
+
+    out: Path = Path("runs/demo")
+    """Where everything goes (world, index, training run, evaluations, report)."""
+    seed: int = 7
+    """World seed; training and evaluation seeds derive from it."""
+    warmstart: Path = WARMSTART_DIR
+    """The SFT warm-start model folder."""
+    grpo_preset: str = "tiny-cpu"
+    """GRPO preset; the demo points it at the world, the index and the warm start."""
+    grpo_overrides: tuple[str, ...] = ()
+    """Extra ``--section.field value`` overrides for GRPO (e.g. a step budget)."""
+    eval_limit: int | None = None
+    """Evaluate on the first N test questions only (None: the whole test split)."""
+    eval_batch_size: int = 48
+    """Rollouts per policy call during evaluation."""
+    methods: tuple[str, ...] = field(default=tuple(METHODS))
+    """Which of the demo's methods to evaluate."""
+
+
+def run_cli(argv: Sequence[str]) -> None:
+    """Run one ``mmsr`` command in-process; a non-zero exit is an error."""
+    from mmsr.cli import build_parser
+
+    parser = build_parser()
+    args, rest = parser.parse_known_args(list(argv))
+    if getattr(args, "takes_overrides", False):
+        args.overrides = rest
+    elif rest:
+        parser.error(f"unrecognised arguments: {' '.join(rest)}")
+    code = int(args.func(args) or 0)
+    if code != 0:
+        raise RuntimeError(f"'mmsr {' '.join(argv)}' failed with exit code {code}")
+
+
+def _stage(name: str, timings: dict[str, float], argv: Sequence[str]) -> None:
+    logger.info("demo: %s", name)
+    start = time.perf_counter()
+    run_cli(argv)
+    timings[name] = round(time.perf_counter() - start, 1)
+
+
+def _latest_model(run: Path) -> Path:
+    steps = sorted((run / "checkpoints").glob("step_*"))
+    if not steps:
+        raise RuntimeError(f"{run}: GRPO wrote no checkpoint")
+    return steps[-1] / "model"
+
+
+def run_demo(cfg: DemoConfig) -> dict[str, Any]:
+    """Run every stage (see the module docstring); returns the summary."""
+    if not (cfg.warmstart / "config.json").is_file():
+        raise ValueError(f"{cfg.warmstart}: no warm-start model (config.json missing)")
+    out, timings = cfg.out, dict[str, float]()
+    world, index, grpo = out / "world", out / "index", out / "grpo"
+    _stage("world", timings, ["world", "build", "--out", str(world), "--seed", str(cfg.seed)])
+    _stage(
+        "index", timings, ["index", "build", "--corpus", str(world / "corpus"), "--out", str(index)]
+    )
+    overrides = [
+        *("--model.path", str(cfg.warmstart), "--data.train", str(world / "train.parquet")),
+        *("--search.spec", f"local:{index}", "--search.cache", "none", "--run.seed", str(cfg.seed)),
+        *cfg.grpo_overrides,
+    ]
+    _stage(
+        "grpo",
+        timings,
+        ["train", "grpo", "--preset", cfg.grpo_preset, "--out", str(grpo), *overrides],
+    )
+    models = {"warmstart": cfg.warmstart, "rl": _latest_model(grpo)}
+    for name in cfg.methods:
+        method, which = METHODS[name]
+        argv = [
+            *("eval", "--policy", f"hf:{models[which]}", "--method", method),
+            *("--data", str(world / "test.parquet"), "--search", f"local:{index}"),
+            *("--out", str(out / "eval" / name), "--benchmark", "world", "--seed", str(cfg.seed)),
+            *("--batch-size", str(cfg.eval_batch_size)),
+            *(["--limit", str(cfg.eval_limit)] if cfg.eval_limit else []),
+        ]
+        _stage(f"eval/{name}", timings, argv)
+    from mmsr.demo_report import write_demo_report
+
+    summary = write_demo_report(out, cfg.methods, grpo, timings)
+    summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
+    return summary
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    print(f"\n{'method':<22} {'accuracy':>9} {'search ratio':>13}")
+    for name, row in summary["methods"].items():
+        print(f"{name:<22} {100 * row['accuracy']:>8.1f}% {100 * row['search_ratio']:>12.1f}%")
+    target = summary.get("target")
+    if target is not None:
+        print(f"\ntarget (on_demand_rl ≥ rag accuracy, ≤ 0.7 × rag search ratio): "
+              f"{'met' if target['met'] else 'not met'}")  # fmt: skip
+
+
+def _cmd_demo(args: Any) -> int:
+    overrides = [] if args.steps is None else ["--run.steps", str(args.steps)]
+    cfg = DemoConfig(
+        out=args.out,
+        seed=args.seed,
+        warmstart=args.warmstart,
+        grpo_overrides=tuple(overrides),
+        eval_limit=args.limit,
+    )
+    summary = run_demo(cfg)
+    _print_summary(summary)
+    print(
+        f"\nreport: {cfg.out / 'report.md'}, {cfg.out / 'report.html'}, {cfg.out / 'summary.json'}"
+    )
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("demo", help="the whole pipeline in miniature, offline (make demo)")
+    p.add_argument("--out", type=Path, default=DemoConfig.out, help="output folder")
+    p.add_argument("--seed", type=int, default=DemoConfig.seed, help="world and run seed")
+    p.add_argument("--warmstart", type=Path, default=WARMSTART_DIR, help="warm-start model folder")
+    p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: the preset's)")
+    p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test questions")
+    p.set_defaults(func=_cmd_demo)

@@ -1,0 +1,187 @@
+"""The demo's report: ``summary.json``, ``report.md`` and ``report.html`` from its run folders.
+
+Reads each evaluation's ``metrics.json`` and the GRPO run's ``metrics.jsonl``; plots the
+reward and the search ratio over training steps and accuracy against search ratio per method
+(matplotlib, Agg, imported here only; the PNGs are embedded so the page is one file).
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+# The paper's headline, in miniature (issue #7): on-demand search after RL answers at least
+# as well as the fixed RAG workflow while searching at most 70 % as often.
+TARGET_SEARCH_FACTOR = 0.7
+
+
+def method_row(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The figures of one evaluation that the summary keeps (accuracy is EM)."""
+    overall = metrics["overall"]
+    row = {
+        "accuracy": overall["accuracy_em"],
+        "search_ratio": overall["search_ratio"],
+        "search_call_ratio": overall["search_call_ratio"],
+        "image_only_ratio": overall["image_only_ratio"],
+        "text_only_ratio": overall["text_only_ratio"],
+        "both_ratio": overall["both_ratio"],
+        "mean_turns": overall["mean_turns"],
+        "n": overall["n"],
+    }
+    for category, figures in metrics.get("by_category", {}).items():
+        row[f"accuracy/{category}"] = figures["accuracy_em"]
+        row[f"search_ratio/{category}"] = figures["search_ratio"]
+    if "search_decision" in metrics:
+        row["search_precision"] = metrics["search_decision"]["precision"]
+        row["search_recall"] = metrics["search_decision"]["recall"]
+    return row
+
+
+def read_training(run: Path) -> list[dict[str, float]]:
+    path = run / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
+
+
+def target_check(methods: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    if "rag" not in methods or "on_demand_rl" not in methods:
+        return None
+    rag, rl = methods["rag"], methods["on_demand_rl"]
+    accuracy_ok = rl["accuracy"] >= rag["accuracy"]
+    search_ok = rl["search_ratio"] <= TARGET_SEARCH_FACTOR * rag["search_ratio"]
+    return {
+        "on_demand_rl_accuracy_at_least_rag": accuracy_ok,
+        "on_demand_rl_search_ratio_at_most_0.7_rag": search_ok,
+        "met": accuracy_ok and search_ok,
+    }
+
+
+def _png(fig: Any) -> str:
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _plots(methods: dict[str, dict[str, Any]], training: list[dict[str, float]]) -> dict[str, str]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    plots: dict[str, str] = {}
+    if training:
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        steps = [row.get("step", i + 1) for i, row in enumerate(training)]
+        for key, label in (("reward/mean", "mean reward"), ("search/ratio", "search ratio")):
+            ax.plot(
+                steps, [row.get(key, float("nan")) for row in training], marker=".", label=label
+            )
+        ax.set_xlabel("GRPO step")
+        ax.set_ylim(0, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend()
+        ax.set_title("Training: reward and search ratio")
+        plots["Training: reward and search ratio over steps"] = _png(fig)
+        plt.close(fig)
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, row in methods.items():
+        ax.scatter(100 * row["search_ratio"], 100 * row["accuracy"], s=60)
+        ax.annotate(
+            name,
+            (100 * row["search_ratio"], 100 * row["accuracy"]),
+            xytext=(5, 4),
+            textcoords="offset points",
+        )
+    ax.set_xlabel("search ratio (% of questions with any search)")
+    ax.set_ylabel("accuracy (EM, %)")
+    ax.set_xlim(-5, 105)
+    ax.grid(alpha=0.3)
+    ax.set_title("Accuracy vs search ratio on the held-out test split")
+    plots["Accuracy vs search ratio per method"] = _png(fig)
+    plt.close(fig)
+    return plots
+
+
+def _markdown(methods: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:
+    lines = [
+        "# mmsr demo",
+        "",
+        "Held-out test split of the offline world (accuracy = exact match; search ratio = share",
+        "of questions with at least one search).",
+        "",
+        "| method | accuracy | search ratio | search calls / allowed "
+        "| acc. search-free | acc. search-required |",
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for name, row in methods.items():
+        cells = [
+            f"{100 * row['accuracy']:.1f}",
+            f"{100 * row['search_ratio']:.1f}",
+            f"{100 * row['search_call_ratio']:.1f}",
+            f"{100 * row.get('accuracy/search_free', float('nan')):.1f}",
+            f"{100 * row.get('accuracy/search_required', float('nan')):.1f}",
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    target = summary.get("target")
+    if target is not None:
+        verdict = "met" if target["met"] else "not met"
+        lines += [
+            "",
+            f"Target (on_demand_rl accuracy ≥ rag, search ratio ≤ 0.7 × rag): **{verdict}**.",
+        ]
+    training = summary.get("training", {})
+    if training:
+        lines += ["", "Training: " + ", ".join(f"{k} {v}" for k, v in training.items()) + "."]
+    lines += [
+        "",
+        "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings"].items()),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_demo_report(
+    out: Path, names: Sequence[str], grpo_run: Path, timings: dict[str, float]
+) -> dict[str, Any]:
+    """Write the report files and return the summary (``methods``, ``target``, ``training``)."""
+    methods = {
+        name: method_row(
+            json.loads((out / "eval" / name / "metrics.json").read_text(encoding="utf-8"))
+        )
+        for name in names
+    }
+    training = read_training(grpo_run)
+    summary: dict[str, Any] = {
+        "methods": methods,
+        "target": target_check(methods),
+        "timings": timings,
+    }
+    if training:
+        first, last = training[0], training[-1]
+        summary["training"] = {
+            "steps": len(training),
+            "reward_first": round(first.get("reward/mean", float("nan")), 3),
+            "reward_last": round(last.get("reward/mean", float("nan")), 3),
+            "search_ratio_first": round(first.get("search/ratio", float("nan")), 3),
+            "search_ratio_last": round(last.get("search/ratio", float("nan")), 3),
+        }
+    (out / "report.md").write_text(_markdown(methods, summary), encoding="utf-8")
+    images = "".join(
+        f"<h2>{html.escape(title)}</h2>"
+        f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
+        for title, png in _plots(methods, training).items()
+    )
+    table = html.escape(_markdown(methods, summary))
+    page = (
+        "<!doctype html><meta charset='utf-8'><title>mmsr demo</title>"
+        "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
+        "img{max-width:100%}</style>"
+        f"<h1>mmsr demo</h1><pre>{table}</pre>{images}"
+    )
+    (out / "report.html").write_text(page, encoding="utf-8")
+    return summary
