@@ -44,7 +44,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    # Commands with config overrides (``--section.field VALUE``) set ``takes_overrides`` and
+    # receive the arguments argparse does not know as ``args.overrides``; others reject them.
+    args, extra = parser.parse_known_args(argv)
+    if getattr(args, "takes_overrides", False):
+        args.overrides = extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",

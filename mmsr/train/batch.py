@@ -98,7 +98,14 @@ def token_logprobs(
     suppressed_ids: Sequence[int] = (),
     temperature: float = 1.0,
 ) -> torch.Tensor:
-    """(B, T-1) log-prob of each next token under ``model`` (with gradients)."""
+    """(B, T-1) log-prob of each next token under ``model`` (with gradients).
+
+    Positions before the batch's first trained token hold 0: the vocabulary projection and
+    log-softmax run only from there on (the prompt is most of a rollout's tokens).
+    """
+    trained_cols = batch.loss_mask.any(dim=0).nonzero()
+    start = int(trained_cols[0]) if len(trained_cols) else batch.loss_mask.shape[1]
+    width = batch.input_ids.shape[1]
     logits = (
         model(
             input_ids=batch.input_ids,
@@ -106,15 +113,18 @@ def token_logprobs(
             position_ids=batch.position_ids,
             pixel_values=batch.pixel_values,
             image_grid_thw=batch.image_grid_thw,
+            logits_to_keep=max(width - start, 1),
         )
         .logits[:, :-1]
         .float()
-    )  # (B, T-1, V)
+    )  # (B, T-1-start, V)
     if suppressed_ids:
         logits = logits.index_fill(-1, torch.tensor(list(suppressed_ids)), float("-inf"))
     if temperature not in (0.0, 1.0):
         logits = logits / temperature
     logp = torch.log_softmax(logits, dim=-1)
-    picked = logp.gather(-1, batch.input_ids[:, 1:, None]).squeeze(-1)
+    targets = batch.input_ids[:, width - logits.shape[1] :, None]
+    picked = logp.gather(-1, targets).squeeze(-1)
     # prompt positions may hold suppressed ids (image pads): -inf there, never trained on
-    return picked.masked_fill(~torch.isfinite(picked), 0.0)
+    picked = picked.masked_fill(~torch.isfinite(picked), 0.0)
+    return torch.nn.functional.pad(picked, (width - 1 - picked.shape[1], 0))

@@ -1,0 +1,174 @@
+"""Configs as frozen dataclasses: YAML presets, ``--section.field value`` overrides, no guessing.
+
+A config is a frozen dataclass whose fields are either plain values (``int``, ``float``,
+``str``, ``bool``, ``X | None``, tuples of those) or nested config dataclasses (its sections).
+``load_config(cls, preset_mapping, overrides)`` starts from the class defaults, applies the
+preset (a nested mapping, usually read from YAML) and then the overrides; every key must name a
+field, and every value is checked against the field's type, so a typo is an error rather than a
+silently ignored knob. ``config_to_dict`` gives the resolved config back as plain data, which
+the trainers save next to every run. No torch here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+C = TypeVar("C")
+
+
+class ConfigError(ValueError):
+    """A preset or override that does not fit the config."""
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """A YAML file that holds one mapping (an empty file is an empty mapping)."""
+    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top, got {type(data).__name__}")
+    return data
+
+
+def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
+    """``["--optim.lr", "1e-5", "--run.steps=3"]`` → ``{"optim": {"lr": 1e-5}, "run": {...}}``.
+
+    Values are parsed as YAML scalars (``3`` → int, ``null`` → None, ``[1, 2]`` → list).
+    """
+    result: dict[str, Any] = {}
+    items = list(args)
+    i = 0
+    while i < len(items):
+        arg = items[i]
+        if not arg.startswith("--") or len(arg) < 3:
+            raise ConfigError(f"expected --section.field VALUE, got {arg!r}")
+        key, eq, value = arg[2:].partition("=")
+        if not eq:
+            if i + 1 >= len(items):
+                raise ConfigError(f"override {arg} has no value")
+            value = items[i + 1]
+            i += 1
+        i += 1
+        node = result
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {key} conflicts with another override")
+        node[leaf] = yaml.safe_load(value)
+    return result
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
+def _coerce(value: Any, hint: Any, where: str) -> Any:
+    """``value`` checked against (and lightly converted to) the type ``hint``."""
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        options = typing.get_args(hint)
+        if value is None and type(None) in options:
+            return None
+        errors = []
+        for option in options:
+            if option is type(None):
+                continue
+            try:
+                return _coerce(value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(errors[0] if errors else f"{where}: bad value {value!r}")
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{where}: expected a list, got {value!r}")
+        args = typing.get_args(hint)
+        if len(args) == 2 and args[1] is Ellipsis:
+            return tuple(_coerce(v, args[0], where) for v in value)
+        if len(args) != len(value):
+            raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
+        return tuple(_coerce(v, a, where) for v, a in zip(value, args, strict=True))
+    if typing.get_origin(hint) is typing.Literal:
+        if value not in typing.get_args(hint):
+            raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(hint)}")
+        return value
+    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
+        return float(value)
+    if hint is float and isinstance(value, str):  # YAML 1.1 reads "3e-5" as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if hint in (int, str, bool) and type(value) is hint:
+        return value
+    if hint is Any:
+        return value
+    raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def build(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
+    """An instance of the config dataclass ``cls`` from the nested mapping ``data``."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping, got {data!r}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise ConfigError(
+            f"unknown config key(s) {', '.join(f'{where}{k}' for k in unknown)}; "
+            f"known: {', '.join(f'{where}{k}' for k in fields)}"
+        )
+    hints = typing.get_type_hints(cls)
+    kwargs: dict[str, Any] = {}
+    for name, value in data.items():
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = build(hint, value, f"{where}{name}.")  # type: ignore[arg-type]
+        else:
+            kwargs[name] = _coerce(value, hint, f"{where}{name}")
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"{where or 'config'}: {err}") from err
+
+
+def load_config(
+    cls: type[C], preset: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
+) -> C:
+    """``cls`` defaults, then ``preset``, then ``--section.field value`` ``overrides``."""
+    data = _merge(dict(preset or {}), parse_overrides(overrides))
+    return build(cls, data)
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """The resolved config as plain data (tuples as lists): what a run saves."""
+    data = dataclasses.asdict(config)
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, list | tuple):
+            return [plain(v) for v in value]
+        return value
+
+    result: dict[str, Any] = plain(data)
+    return result
+
+
+def dump_yaml(config: Any, path: str | Path) -> Path:
+    """Write the resolved ``config`` as YAML to ``path``."""
+    path = Path(path)
+    path.write_text(yaml.safe_dump(config_to_dict(config), sort_keys=False), encoding="utf-8")
+    return path

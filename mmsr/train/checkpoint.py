@@ -1,0 +1,116 @@
+"""Atomic training checkpoints: the model folder plus everything an exact resume needs.
+
+A checkpoint is ``checkpoints/step_NNNNNN/`` holding ``model/`` (``mmsr.models.save_pretrained``:
+weights, tokenizer, image processor) and ``trainer.pt`` (optimizer, LR scheduler, python /
+numpy / torch RNG states, the step). It is written into a hidden temporary folder, every file
+is fsync'ed, and only then renamed into place, so a crash never leaves a half checkpoint that
+``latest_checkpoint`` would pick. Old checkpoints beyond ``keep`` are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mmsr.models.image_processor import ImageProcessor
+from mmsr.models.io import save_pretrained
+
+logger = logging.getLogger(__name__)
+
+TRAINER_FILE = "trainer.pt"
+_STEP_DIR = re.compile(r"^step_(\d{6,})$")
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy and torch (CPU, and CUDA when present) RNG states."""
+    state: dict[str, Any] = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*")):
+        if path.is_file():
+            with path.open("rb") as handle:
+                os.fsync(handle.fileno())
+    for path in [folder, *sorted(p for p in folder.rglob("*") if p.is_dir())]:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    *,
+    model: Any,
+    tokenizer: Any,
+    image_processor: ImageProcessor,
+    trainer_state: dict[str, Any],
+    keep: int = 2,
+) -> Path:
+    """Write checkpoint ``step`` under ``root`` atomically; returns its folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / f"step_{step:06d}"
+    tmp = root / f".tmp-step_{step:06d}"
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir()
+    save_pretrained(model, tokenizer, image_processor, tmp / "model")
+    torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / TRAINER_FILE)
+    _fsync_tree(tmp)
+    if final.exists():  # a re-run of the same step: the new one wins
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    fd = os.open(root, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    for old in list_checkpoints(root)[:-keep] if keep > 0 else []:
+        shutil.rmtree(old)
+    logger.info("checkpoint written: %s", final)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Complete checkpoints under ``root``, oldest first."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if _STEP_DIR.match(p.name) and (p / TRAINER_FILE).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("_")[1]))
+
+
+def latest_checkpoint(root: Path) -> Path | None:
+    """The newest complete checkpoint under ``root``, or None."""
+    found = list_checkpoints(root)
+    return found[-1] if found else None
+
+
+def load_trainer_state(checkpoint: Path) -> dict[str, Any]:
+    """The ``trainer.pt`` of a checkpoint (our own file: full unpickling is allowed)."""
+    state: dict[str, Any] = torch.load(checkpoint / TRAINER_FILE, weights_only=False)
+    return state

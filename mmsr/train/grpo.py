@@ -1,0 +1,382 @@
+"""GRPO training of a local policy with search (paper §2.2, DESIGN §6): ``train_grpo``.
+
+One step: take ``prompts_per_step`` questions in a seeded order, roll each out G times with the
+rollout engine (temperature sampling, one seed per rollout), score every trajectory with
+``mmsr.rewards.score_trajectory`` (accuracy × search penalty + format), normalise the rewards
+within each group, and update the policy with the PPO-clip loss plus β·KL to the frozen initial
+model, token-mean over the generated tokens, accumulated over micro-batches, with AdamW, gradient
+clipping and the LR schedule. Every N steps: an atomic checkpoint and a sample of trajectories.
+
+What it is not: model loading, the world and the search backends (``mmsr.train.grpo_setup``);
+the command line (``mmsr.train.grpo_cli``); the loss itself (``mmsr.train.loss``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mmsr.config import config_to_dict, dump_yaml
+from mmsr.data import open_image
+from mmsr.models.image_processor import ImageProcessor
+from mmsr.models.io import load_model
+from mmsr.policy.local_model import build_hf_policy
+from mmsr.rewards import score_trajectory
+from mmsr.rollout import RolloutEngine, RolloutLimits, RolloutTask, write_trajectories
+from mmsr.search.base import SearchBackends
+from mmsr.train.batch import TokenSequence, TrainBatch, collate, token_logprobs
+from mmsr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from mmsr.train.checkpoint import set_rng_state as restore_rng
+from mmsr.train.grpo_config import AlgoSection, GRPOConfig, OptimSection, RolloutSection
+from mmsr.train.loss import group_advantages, grpo_loss, zero_variance_share
+from mmsr.train.metrics import MetricsWriter, rollout_metrics
+from mmsr.types import Sample
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingDiverged(RuntimeError):
+    """The loss or the gradients stopped being finite; the last good checkpoint is kept."""
+
+
+@dataclass
+class GRPOParts:
+    """What the loop trains and with what: built from a config by ``grpo_setup.build_parts``."""
+
+    model: Any
+    """The policy (a Qwen2.5-VL model); trained in place."""
+    reference: Any | None
+    """A frozen copy of the initial policy for the KL term; None when ``kl_beta`` is 0."""
+    tokenizer: Any
+    image_processor: ImageProcessor
+    samples: list[Sample]
+    """The training questions (each with an image)."""
+    search: SearchBackends
+
+
+# --- small pure helpers ---
+
+
+def prompt_indices(n_samples: int, seed: int, step: int, count: int) -> list[int]:
+    """Indices of step ``step``'s questions (1-based steps): a fresh permutation per epoch.
+
+    A pure function of (seed, step), so the data position needs no saved state.
+    """
+    out = []
+    for position in range((step - 1) * count, step * count):
+        epoch, offset = divmod(position, n_samples)
+        order = list(range(n_samples))
+        random.Random(seed * 1_000_003 + epoch).shuffle(order)
+        out.append(order[offset])
+    return out
+
+
+def rollout_seeds(seed: int, step: int, n: int) -> list[int]:
+    """One sampling seed per rollout of a step (distinct across steps and rollouts)."""
+    rng = random.Random(seed * 7_919 + step)
+    return [rng.getrandbits(40) for _ in range(n)]
+
+
+def lr_factor(optim: OptimSection, total_steps: int) -> Callable[[int], float]:
+    """The LR multiplier after ``k`` scheduler steps: linear warm-up, then constant or cosine."""
+
+    def factor(k: int) -> float:
+        step = k + 1  # the multiplier used by optimiser step k + 1
+        if optim.warmup_steps and step <= optim.warmup_steps:
+            return step / optim.warmup_steps
+        if optim.schedule == "constant":
+            return 1.0
+        # the first step after warm-up uses lr, the last one min_lr_ratio * lr
+        span = max(total_steps - optim.warmup_steps - 1, 1)
+        progress = min((step - optim.warmup_steps - 1) / span, 1.0)
+        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (
+            1 + math.cos(math.pi * progress)
+        )
+
+    return factor
+
+
+def rollout_limits(section: RolloutSection) -> RolloutLimits:
+    return RolloutLimits(
+        max_turns=section.max_turns,
+        max_new_tokens=section.max_new_tokens,
+        max_total_tokens=section.max_total_tokens,
+        image_k=section.image_k,
+        text_k=section.text_k,
+    )
+
+
+def set_threads(threads: int) -> int:
+    """torch's intra-op threads: ``threads``, or every core this process may use when 0."""
+    n = threads or len(os.sched_getaffinity(0))
+    torch.set_num_threads(n)
+    return n
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+# --- the update ---
+
+
+def _to_device(batch: TrainBatch, device: torch.device) -> TrainBatch:
+    if device.type == "cpu":
+        return batch
+    moved = {
+        f.name: (v.to(device) if isinstance(v := getattr(batch, f.name), torch.Tensor) else v)
+        for f in dataclasses.fields(batch)
+    }
+    return TrainBatch(**moved)
+
+
+def update_policy(
+    model: Any,
+    reference: Any | None,
+    batches: Sequence[tuple[TrainBatch, torch.Tensor]],
+    optimizer: torch.optim.Optimizer,
+    algo: AlgoSection,
+    *,
+    suppressed_ids: Sequence[int],
+    temperature: float,
+    grad_clip: float,
+) -> dict[str, float]:
+    """``ppo_epochs`` optimiser steps over the micro-batches ``(batch, advantages (b,))``.
+
+    Each micro-batch's token-mean loss is weighted by its share of the step's trained tokens,
+    so the accumulated gradient is the token-mean over the whole step. Raises
+    ``TrainingDiverged`` before touching the weights when a loss or the gradient is not finite.
+    """
+    total_tokens = max(sum(b.trained_tokens for b, _ in batches), 1)
+    params = [p for p in model.parameters() if p.requires_grad]
+    ref_cache: dict[int, torch.Tensor] = {}
+    sums = {"loss/total": 0.0, "loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
+    sums["loss/ratio_mean"] = 0.0
+    grad_norm = torch.tensor(0.0)
+    for _ in range(algo.ppo_epochs):
+        optimizer.zero_grad(set_to_none=True)
+        for i, (batch, advantages) in enumerate(batches):
+            if reference is not None and algo.kl_beta > 0 and i not in ref_cache:
+                with torch.no_grad():
+                    ref_cache[i] = token_logprobs(
+                        reference, batch, suppressed_ids=suppressed_ids, temperature=temperature
+                    )
+            logp = token_logprobs(
+                model, batch, suppressed_ids=suppressed_ids, temperature=temperature
+            )
+            loss, stats = grpo_loss(
+                logp,
+                batch.old_logprobs,
+                ref_cache.get(i),
+                advantages,
+                batch.loss_mask,
+                clip_eps=algo.clip_eps,
+                kl_beta=algo.kl_beta,
+            )
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"the loss is {loss.item()} (micro-batch {i})")
+            weight = stats.trained_tokens / total_tokens
+            (loss * weight).backward()  # type: ignore[no-untyped-call]
+            for key, value in zip(
+                sums,
+                (stats.loss, stats.policy_loss, stats.kl, stats.clip_fraction, stats.ratio_mean),
+                strict=True,
+            ):
+                sums[key] += value * weight / algo.ppo_epochs
+        grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
+        if not torch.isfinite(grad_norm):
+            raise TrainingDiverged(f"the gradient norm is {grad_norm.item()}")
+        optimizer.step()
+    return {**sums, "loss/grad_norm": float(grad_norm), "loss/trained_tokens": float(total_tokens)}
+
+
+def _micro_batches(
+    sequences: Sequence[TokenSequence],
+    advantages: torch.Tensor,
+    size: int,
+    make_batch: Callable[[Sequence[TokenSequence]], TrainBatch],
+) -> list[tuple[TrainBatch, torch.Tensor]]:
+    return [
+        (make_batch(sequences[i : i + size]), advantages[i : i + size])
+        for i in range(0, len(sequences), size)
+    ]
+
+
+def restore_checkpoint(
+    checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any
+) -> int:
+    """Load weights, optimiser, scheduler and RNG states of ``checkpoint``; returns its step."""
+    state = load_trainer_state(checkpoint)
+    first = next(model.parameters())
+    # through transformers' loader: the file's key names are the checkpoint format's
+    saved, _, _ = load_model(checkpoint / "model", dtype=first.dtype, device=first.device)
+    model.load_state_dict(saved.state_dict())
+    del saved
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    restore_rng(state["rng"])
+    logger.info("resumed from %s (step %d)", checkpoint, state["step"])
+    return int(state["step"])
+
+
+# --- the loop ---
+
+
+def train_grpo(
+    cfg: GRPOConfig, parts: GRPOParts, out: Path, *, resume: bool = False
+) -> dict[str, float]:
+    """Run GRPO from step 1 (or after the newest checkpoint in ``out`` with ``resume``).
+
+    Writes ``out/config.yaml``, ``out/metrics.jsonl``, ``out/tensorboard/``,
+    ``out/checkpoints/step_N/`` and ``out/samples/step_N/``; returns the last step's metrics.
+    One function on purpose (longer than our usual 50 lines): the whole algorithm reads top to
+    bottom, the helpers above are the pure pieces.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    dump_yaml(cfg, out / "config.yaml")
+    set_threads(cfg.run.threads)
+    seed_everything(cfg.run.seed)
+    algo, model, group = cfg.algo, parts.model, cfg.algo.group_size
+    device = next(model.parameters()).device
+    policy, turn_encoder = build_hf_policy(
+        model, parts.tokenizer, parts.image_processor, temperature=cfg.rollout.temperature
+    )
+    engine = RolloutEngine(
+        policy,
+        image_search=parts.search.image,
+        text_search=parts.search.text,
+        encoder=turn_encoder,
+        limits=rollout_limits(cfg.rollout),
+    )
+    suppressed = sorted(turn_encoder.forbidden_ids)
+    optimizer = torch.optim.AdamW(
+        [p for p in model.parameters() if p.requires_grad],
+        lr=cfg.optim.lr,
+        betas=cfg.optim.betas,
+        weight_decay=cfg.optim.weight_decay,
+    )
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor(cfg.optim, cfg.run.steps))
+
+    def make_batch(chunk: Sequence[TokenSequence]) -> TrainBatch:
+        pad = int(parts.tokenizer.pad_token_id)
+        return _to_device(collate(chunk, model, parts.image_processor, pad), device)
+
+    # Resume: weights, optimiser, scheduler and RNG states from the newest checkpoint; the
+    # data position is a function of the step (prompt_indices), so nothing else is needed.
+    ckpt_root, start = out / "checkpoints", 0
+    if not resume and latest_checkpoint(ckpt_root) is not None:
+        raise ValueError(f"{out} already holds checkpoints: pass --resume, or another --out")
+    last_good = latest_checkpoint(ckpt_root) if resume else None
+    if resume and last_good is None:
+        logger.warning("--resume: no checkpoint in %s, starting from step 1", ckpt_root)
+    if last_good is not None:
+        start = restore_checkpoint(last_good, model, optimizer, scheduler)
+    writer = MetricsWriter(
+        out, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb, config=config_to_dict(cfg)
+    )
+    writer.truncate_after(start)
+    bar = tqdm(total=cfg.run.steps, initial=start, disable=not cfg.run.progress, unit="step")
+    metrics: dict[str, float] = {}
+    try:
+        for step in range(start + 1, cfg.run.steps + 1):
+            t_start = time.perf_counter()
+            # 1. G rollouts of each of the step's questions, each rollout with its own seed
+            picked = [
+                parts.samples[i]
+                for i in prompt_indices(
+                    len(parts.samples), cfg.run.seed, step, algo.prompts_per_step
+                )
+            ]
+            repeated = [s for s in picked for _ in range(group)]  # (P*G,), groups consecutive
+            tasks = [RolloutTask(s.id, s.question, open_image(s.image or b"")) for s in repeated]
+            model.eval()
+            trajectories = engine.run(tasks, rollout_seeds(cfg.run.seed, step, len(tasks)))
+            t_rollout = time.perf_counter()
+            # 2. rewards (accuracy × search penalty + format, DESIGN §2), group advantages
+            rewards = [
+                score_trajectory(
+                    t.assistant_texts,
+                    s.golds,
+                    mode=algo.reward_mode,
+                    search_penalty=algo.search_penalty,
+                    format_weight=algo.format_weight,
+                    question=s.question,
+                )
+                for t, s in zip(trajectories, repeated, strict=True)
+            ]
+            scores = torch.tensor([r.score for r in rewards])  # (P*G,)
+            advantages = group_advantages(scores, group)  # (P*G,)
+            # 3. the policy update on exactly the sampled ids (old log-probs from sampling)
+            model.train()
+            sequences = [
+                TokenSequence(t.token_ids, t.loss_mask, t.logprobs, t.images) for t in trajectories
+            ]
+            batches = _micro_batches(sequences, advantages, algo.micro_batch_size, make_batch)
+            try:
+                loss_metrics = update_policy(
+                    model,
+                    parts.reference,
+                    batches,
+                    optimizer,
+                    algo,
+                    suppressed_ids=suppressed,
+                    temperature=cfg.rollout.temperature,
+                    grad_clip=cfg.optim.grad_clip,
+                )
+            except TrainingDiverged as err:
+                kept = latest_checkpoint(ckpt_root)
+                raise TrainingDiverged(
+                    f"step {step}: {err}; stopped before updating the weights. Last good "
+                    f"checkpoint: {kept or 'none (no checkpoint was written yet)'}"
+                ) from None
+            scheduler.step()
+            t_end = time.perf_counter()
+            # 4. metrics, samples, checkpoint
+            metrics = {
+                **rollout_metrics(trajectories, rewards),
+                "reward/zero_variance_groups": zero_variance_share(scores, group),
+                **loss_metrics,
+                "optim/lr": float(scheduler.get_last_lr()[0]),
+                "perf/step_s": t_end - t_start,
+                "perf/rollout_s": t_rollout - t_start,
+                "perf/update_s": t_end - t_rollout,
+                "perf/rollouts_per_min": 60 * len(tasks) / (t_end - t_start),
+            }
+            writer.write(step, metrics)
+            bar.update(1)
+            bar.set_postfix(
+                reward=f"{metrics['reward/mean']:.3f}", search=f"{metrics['search/ratio']:.2f}"
+            )
+            if cfg.run.sample_every and step % cfg.run.sample_every == 0:
+                write_trajectories(trajectories, out / "samples" / f"step_{step:06d}")
+            if step == cfg.run.steps or (cfg.run.save_every and step % cfg.run.save_every == 0):
+                save_checkpoint(
+                    ckpt_root,
+                    step,
+                    model=model,
+                    tokenizer=parts.tokenizer,
+                    image_processor=parts.image_processor,
+                    trainer_state={
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                    },
+                    keep=cfg.run.keep_checkpoints,
+                )
+    finally:
+        bar.close()
+        writer.close()
+    return metrics

@@ -1,0 +1,179 @@
+"""The configuration of ``mmsr train grpo``: frozen dataclasses, one section per concern.
+
+Presets are YAML files in ``mmsr/train/presets/grpo/`` (``tiny-cpu``: the laptop run;
+``qwen2.5-vl-7b-1gpu``: the paper's values scaled to one GPU). ``load_grpo_config`` applies a
+preset and ``--section.field value`` overrides to the defaults below; see ``mmsr.config``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Literal
+
+from mmsr.config import ConfigError, load_config, read_yaml
+
+PRESET_PACKAGE = "mmsr.train"
+PRESET_DIR = "presets/grpo"
+
+
+@dataclass(frozen=True)
+class ModelSection:
+    path: str | None = None
+    """A model folder (``mmsr.models.save_pretrained`` or a real Qwen2.5-VL); None: random."""
+    preset: str = "tiny"
+    """Tiny model preset built from scratch when ``path`` is None (tests, measurements)."""
+    init_seed: int = 0
+    """Seed of the random weights when ``path`` is None."""
+    vocab_size: int = 2000
+    """BPE vocabulary of the tokenizer trained on the world's text when ``path`` is None."""
+    dtype: Literal["float32", "bfloat16"] = "float32"
+    """Weights' dtype for training (the reference model uses the same)."""
+    device: str = "cpu"
+    """Where the model lives."""
+
+
+@dataclass(frozen=True)
+class DataSection:
+    train: str = "runs/world/train.parquet"
+    """Training questions (FVQA-schema parquet, e.g. a world's train.parquet)."""
+    limit: int | None = None
+    """Use only the first N questions."""
+
+
+@dataclass(frozen=True)
+class SearchSection:
+    spec: str = "local:runs/index"
+    """The search tools: ``local:INDEX_DIR``, ``http:URL``, ``none`` or a .json/.toml config."""
+    cache: str | None = None
+    """SQLite file caching search results; None or "none": no cache (config files: their own)."""
+
+
+@dataclass(frozen=True)
+class RolloutSection:
+    max_turns: int = 3
+    """Assistant turns per rollout (DESIGN §1)."""
+    max_new_tokens: int = 64
+    """Longest assistant turn."""
+    max_total_tokens: int = 1024
+    """Longest whole rollout sequence."""
+    temperature: float = 1.0
+    """Sampling temperature (the loss uses the same)."""
+    image_k: int = 5
+    """Image hits per image search."""
+    text_k: int = 3
+    """Text hits per text search."""
+
+
+@dataclass(frozen=True)
+class AlgoSection:
+    prompts_per_step: int = 4
+    """Questions per step (the paper: 512)."""
+    group_size: int = 8
+    """Rollouts per question, G (the paper: 8)."""
+    micro_batch_size: int = 8
+    """Rollouts per forward/backward pass; gradients accumulate over the step's rollouts."""
+    ppo_epochs: int = 1
+    """Passes over each step's rollouts; 1 makes the ratio 1 (old log-probs from sampling)."""
+    clip_eps: float = 0.2
+    """PPO clip range ε."""
+    kl_beta: float = 0.001
+    """Weight of the k3 KL to the frozen initial model; 0 skips the reference."""
+    reward_mode: str = "em"
+    """Accuracy measure of the reward (``mmsr.rewards.REWARD_MODES``, not ``judge``)."""
+    search_penalty: float = 0.1
+    """Penalty on correct answers that searched (DESIGN §2)."""
+    format_weight: float = 0.1
+    """α, weight of the format reward."""
+
+
+@dataclass(frozen=True)
+class OptimSection:
+    lr: float = 1e-5
+    """Peak learning rate of AdamW."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    """AdamW betas."""
+    weight_decay: float = 0.0
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Largest global gradient norm."""
+    warmup_steps: int = 0
+    """Linear warm-up from 0 to ``lr``."""
+    schedule: Literal["constant", "cosine"] = "constant"
+    """After warm-up: constant, or cosine down to ``min_lr_ratio`` × lr at the last step."""
+    min_lr_ratio: float = 0.1
+    """Floor of the cosine schedule, relative to ``lr``."""
+
+
+@dataclass(frozen=True)
+class RunSection:
+    steps: int = 20
+    """Optimiser steps in the run (a resumed run continues up to this)."""
+    seed: int = 0
+    """Seeds the data order, the rollouts' sampling and torch."""
+    save_every: int = 10
+    """Checkpoint every N steps (and at the end); 0: only at the end."""
+    keep_checkpoints: int = 2
+    """Newest checkpoints kept on disk."""
+    sample_every: int = 5
+    """Write the step's trajectories every N steps; 0: never."""
+    threads: int = 0
+    """torch CPU threads; 0: every core this process may use."""
+    tensorboard: bool = True
+    """Write TensorBoard events beside metrics.jsonl."""
+    wandb: bool = False
+    """Also log to Weights & Biases (when it is installed)."""
+    progress: bool = True
+    """Show a progress bar."""
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    model: ModelSection = field(default_factory=ModelSection)
+    """The policy to train."""
+    data: DataSection = field(default_factory=DataSection)
+    """The training questions."""
+    search: SearchSection = field(default_factory=SearchSection)
+    """The search tools."""
+    rollout: RolloutSection = field(default_factory=RolloutSection)
+    """The protocol's limits and sampling."""
+    algo: AlgoSection = field(default_factory=AlgoSection)
+    """GRPO and the reward."""
+    optim: OptimSection = field(default_factory=OptimSection)
+    """Optimiser and schedule."""
+    run: RunSection = field(default_factory=RunSection)
+    """Length, seeds, checkpoints, logging."""
+
+    def __post_init__(self) -> None:
+        if self.algo.group_size < 2:
+            raise ValueError("algo.group_size must be at least 2 (advantages need a group)")
+        if min(self.algo.prompts_per_step, self.algo.micro_batch_size, self.run.steps) < 1:
+            raise ValueError("prompts_per_step, micro_batch_size and steps must be positive")
+        if self.algo.ppo_epochs < 1:
+            raise ValueError("algo.ppo_epochs must be at least 1")
+        if self.algo.reward_mode == "judge":
+            raise ValueError("algo.reward_mode 'judge' is not supported in training")
+
+
+def preset_names() -> list[str]:
+    """Names of the packaged presets."""
+    folder = resources.files(PRESET_PACKAGE).joinpath(PRESET_DIR)
+    return sorted(
+        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
+    )
+
+
+def load_grpo_config(preset: str | None = None, overrides: list[str] | None = None) -> GRPOConfig:
+    """A preset (a packaged name or a YAML file path) plus overrides, over the defaults."""
+    data = {}
+    if preset is not None:
+        if preset in preset_names():
+            ref = resources.files(PRESET_PACKAGE).joinpath(f"{PRESET_DIR}/{preset}.yaml")
+            with resources.as_file(ref) as path:
+                data = read_yaml(path)
+        elif Path(preset).is_file():
+            data = read_yaml(preset)
+        else:
+            raise ConfigError(f"unknown preset {preset!r}; packaged: {', '.join(preset_names())}")
+    return load_config(GRPOConfig, data, overrides or [])

@@ -1,0 +1,98 @@
+"""Everything ``train_grpo`` needs, built from a ``GRPOConfig``: model, reference, data, search.
+
+The model comes from ``model.path`` (the SFT warm start, or a real Qwen2.5-VL folder). Without
+a path a random tiny model is built, with a tokenizer trained on the training questions, the
+protocol's prompts and the world's vocabulary (``vocab.json`` beside the training file, every
+entry one atomic token, DESIGN §4); it is saved once as ``out/initial_model`` so that a resumed
+run and its KL reference start from exactly the same weights.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import torch
+
+from mmsr.data import load_samples
+from mmsr.models import PRESETS as MODEL_PRESETS
+from mmsr.models import build_tiny_model, load_model, save_pretrained, train_tokenizer
+from mmsr.models.image_processor import ImageProcessor
+from mmsr.protocol import default_prompt_set
+from mmsr.search.base import SearchBackends
+from mmsr.search.registry import build_search, search_config_from_spec
+from mmsr.train.grpo import GRPOParts
+from mmsr.train.grpo_config import GRPOConfig, ModelSection, SearchSection
+from mmsr.types import Sample
+
+logger = logging.getLogger(__name__)
+
+INITIAL_MODEL = "initial_model"
+
+
+def build_tools(section: SearchSection) -> SearchBackends:
+    """The search tools of ``section`` (``none``: no tools; a failed search is an observation)."""
+    config = search_config_from_spec(section.spec)
+    if not config:
+        return SearchBackends()
+    if section.cache not in (None, "none"):
+        config["cache"] = {"store": "sqlite", "path": section.cache}
+    return build_search(config)
+
+
+def tokenizer_texts(samples: list[Sample], vocab: list[str]) -> list[str]:
+    """What a scratch tokenizer learns from: the prompts, the questions, the vocabulary."""
+    prompts = default_prompt_set()
+    texts = [prompts.first_turn, prompts.after_image_search, prompts.after_text_search]
+    texts.append(prompts.search_failed)
+    texts += [s.question for s in samples] + [" ".join(s.golds) for s in samples]
+    texts += ["<reason> </reason><answer> </answer><search><img></search><text_search>"] * 20
+    return texts + vocab
+
+
+def scratch_model(
+    section: ModelSection, samples: list[Sample], vocab_file: Path, out: Path
+) -> Path:
+    """Build and save a random tiny model (once per run folder); returns its folder."""
+    folder = out / INITIAL_MODEL
+    if folder.is_dir():
+        return folder
+    vocab = json.loads(vocab_file.read_text(encoding="utf-8")) if vocab_file.is_file() else []
+    tokenizer = train_tokenizer(
+        tokenizer_texts(samples, vocab), vocab_size=section.vocab_size, atomic_tokens=vocab
+    )
+    model = build_tiny_model(section.preset, tokenizer, seed=section.init_seed)
+    processor = ImageProcessor(MODEL_PRESETS[section.preset].image_processor_config())
+    tmp = out / f".tmp-{INITIAL_MODEL}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(model, tokenizer, processor, tmp)
+    tmp.rename(folder)
+    logger.info("built a random %s model (no warm start) in %s", section.preset, folder)
+    return folder
+
+
+def build_parts(cfg: GRPOConfig, out: Path) -> GRPOParts:
+    """Load the data, the model (and its frozen reference) and the search tools of ``cfg``."""
+    samples = load_samples(cfg.data.train, limit=cfg.data.limit)
+    if not samples:
+        raise ValueError(f"{cfg.data.train}: no training questions")
+    out.mkdir(parents=True, exist_ok=True)
+    source = Path(cfg.model.path) if cfg.model.path else None
+    if source is None:
+        source = scratch_model(cfg.model, samples, Path(cfg.data.train).parent / "vocab.json", out)
+    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.model.dtype]
+    model, tokenizer, processor = load_model(source, dtype=dtype, device=cfg.model.device)
+    reference = None
+    if cfg.algo.kl_beta > 0:
+        reference = load_model(source, dtype=dtype, device=cfg.model.device)[0]
+        reference.requires_grad_(False)
+    return GRPOParts(
+        model=model,
+        reference=reference,
+        tokenizer=tokenizer,
+        image_processor=processor,
+        samples=samples,
+        search=build_tools(cfg.search),
+    )

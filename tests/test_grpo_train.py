@@ -1,0 +1,264 @@
+"""The GRPO loop on a micro Qwen2.5-VL built in-process, with scripted search tools.
+
+A random micro model never answers, so every real reward is 0 and every group has zero
+variance: nothing would be learnt. These tests therefore swap in a synthetic reward (the share
+of even token ids a rollout generated) so that groups differ and the update is real; the world
+CLI test at the end runs the real reward.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tiny_models
+import torch
+
+from mmsr.models import build_tiny_model
+from mmsr.rollout import Trajectory
+from mmsr.search.base import SearchBackends
+from mmsr.train import grpo
+from mmsr.train.checkpoint import latest_checkpoint, list_checkpoints
+from mmsr.train.grpo import GRPOParts, TrainingDiverged, train_grpo
+from mmsr.train.grpo_config import GRPOConfig, load_grpo_config
+from mmsr.types import ImageHit, RewardBreakdown, Sample, TextHit
+
+OVERRIDES = [
+    "--algo.prompts_per_step=2",
+    "--algo.group_size=3",
+    "--algo.micro_batch_size=4",
+    "--rollout.max_new_tokens=6",
+    "--rollout.max_turns=2",
+    "--optim.lr=1e-3",
+    "--optim.warmup_steps=0",
+    "--run.threads=1",
+    "--run.tensorboard=false",
+    "--run.progress=false",
+    "--run.sample_every=1",
+    "--run.save_every=1",
+]
+
+
+class Tools:
+    def search(self, query: Any, k: int, question: str | None = None) -> list[Any]:
+        if isinstance(query, str):
+            return [TextHit("Paris", "u", "Paris is the capital of France.")][:k]
+        return [ImageHit("Flag of France", "u", tiny_models.image((0, 0, 200)))][:k]
+
+
+def _png(color: tuple[int, int, int]) -> bytes:
+    buffer = io.BytesIO()
+    tiny_models.image(color).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def _samples() -> list[Sample]:
+    colors = [(200, 30, 30), (30, 200, 30), (30, 30, 200)]
+    return [
+        Sample(f"q{i}", "Which country's flag is this?", "France", image=_png(c))
+        for i, c in enumerate(colors)
+    ]
+
+
+def _parts(kl: bool = True) -> GRPOParts:
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model("micro", tok, seed=0)
+    reference = build_tiny_model("micro", tok, seed=0).requires_grad_(False) if kl else None
+    return GRPOParts(
+        model=model,
+        reference=reference,
+        tokenizer=tok,
+        image_processor=tiny_models.image_processor("micro"),
+        samples=_samples(),
+        search=SearchBackends(image=Tools(), text=Tools()),  # type: ignore[arg-type]
+    )
+
+
+def _even_share(turns: Sequence[str], golds: Any, **_: Any) -> RewardBreakdown:
+    text = "".join(turns)
+    score = sum(ord(c) % 2 == 0 for c in text) / max(len(text), 1)
+    return RewardBreakdown(score=score, accuracy=0.0, format_score=0.0, search_count=0, answer=None)
+
+
+@pytest.fixture
+def synthetic_reward(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(grpo, "score_trajectory", _even_share)
+
+
+def _config(*extra: str) -> GRPOConfig:
+    return load_grpo_config("tiny-cpu", [*OVERRIDES, *extra])
+
+
+def _params(model: Any) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _metrics(out: Path) -> list[dict[str, float]]:
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_steps_train_the_policy(tmp_path: Path, synthetic_reward: None) -> None:
+    parts = _parts()
+    before = _params(parts.model)
+    final = train_grpo(_config("--run.steps=2"), parts, tmp_path)
+    rows = _metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2]
+    for row in rows:
+        assert all(map(torch.isfinite, map(torch.tensor, row.values())))
+        assert row["reward/zero_variance_groups"] < 1.0  # the synthetic reward varies
+        assert row["loss/grad_norm"] > 0
+    assert final["perf/rollouts_per_min"] > 0
+    changed = [k for k, v in _params(parts.model).items() if not torch.equal(v, before[k])]
+    assert "model.language_model.layers.0.self_attn.q_proj.weight" in changed
+    # the reference stays the initial model
+    assert parts.reference is not None
+    for k, v in parts.reference.state_dict().items():
+        assert torch.equal(v, before[k]), k
+    # outputs: resolved config, checkpoints, sampled trajectories
+    assert load_grpo_config(str(tmp_path / "config.yaml")) == _config("--run.steps=2")
+    assert [p.name for p in list_checkpoints(tmp_path / "checkpoints")] == [
+        "step_000001",
+        "step_000002",
+    ]
+    sampled = (tmp_path / "samples" / "step_000002" / "trajectories.jsonl").read_text()
+    assert len(sampled.splitlines()) == 6
+    # a fresh run never mixes with an earlier run's checkpoints
+    with pytest.raises(ValueError, match="already holds checkpoints"):
+        train_grpo(_config("--run.steps=2"), parts, tmp_path)
+
+
+def test_masked_tokens_get_no_gradient(
+    tmp_path: Path, synthetic_reward: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[tuple[torch.Tensor, torch.Tensor]] = []
+    real = grpo.token_logprobs
+
+    def recording(model: Any, batch: Any, **kwargs: Any) -> torch.Tensor:
+        logp = real(model, batch, **kwargs)
+        if logp.requires_grad:
+            logp.retain_grad()
+            seen.append((logp, batch.loss_mask))
+        return logp
+
+    monkeypatch.setattr(grpo, "token_logprobs", recording)
+    train_grpo(_config("--run.steps=1", "--run.save_every=0"), _parts(), tmp_path)
+    assert seen
+    for logp, mask in seen:
+        assert logp.grad is not None
+        assert torch.count_nonzero(logp.grad[mask == 0]) == 0  # prompt, tool turns, padding
+        assert torch.count_nonzero(logp.grad[mask == 1]) > 0
+
+
+def test_resume_equals_uninterrupted(tmp_path: Path, synthetic_reward: None) -> None:
+    straight = _parts()
+    train_grpo(_config("--run.steps=2"), straight, tmp_path / "a")
+    first = _parts()
+    train_grpo(_config("--run.steps=1"), first, tmp_path / "b")
+    torch.manual_seed(1234)  # a new process would start from other RNG states
+    resumed = _parts()  # fresh weights: everything must come from the checkpoint
+    train_grpo(_config("--run.steps=2"), resumed, tmp_path / "b", resume=True)
+    expected, got = _params(straight.model), _params(resumed.model)
+    for key, value in expected.items():
+        assert torch.equal(value, got[key]), key
+    rows_a, rows_b = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    assert [r["step"] for r in rows_b] == [1, 2]
+    # seeded: two runs from the same config agree on every step-1 number but the timings
+    same = {k: v for k, v in rows_a[0].items() if not k.startswith("perf/")}
+    assert same == {k: v for k, v in rows_b[0].items() if not k.startswith("perf/")}
+    for key in ("reward/mean", "loss/total", "loss/grad_norm"):
+        assert rows_a[1][key] == rows_b[1][key], key
+
+
+def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(
+    tmp_path: Path, synthetic_reward: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    parts = _parts()
+    train_grpo(_config("--run.steps=1"), parts, tmp_path)
+    good = _params(parts.model)
+    real = grpo.grpo_loss
+
+    def poisoned(*args: Any, **kwargs: Any) -> Any:
+        loss, stats = real(*args, **kwargs)
+        return loss * float("nan"), stats
+
+    monkeypatch.setattr(grpo, "grpo_loss", poisoned)
+    with pytest.raises(TrainingDiverged, match=r"step 2: the loss is nan.*step_000001"):
+        train_grpo(_config("--run.steps=3"), parts, tmp_path, resume=True)
+    assert latest_checkpoint(tmp_path / "checkpoints") == tmp_path / "checkpoints/step_000001"
+    for key, value in _params(parts.model).items():
+        assert torch.equal(value, good[key]), key  # the weights were not touched
+
+
+def test_data_order_and_seeds_are_pure_functions_of_the_step() -> None:
+    # each epoch visits every question once; different epochs, different orders
+    order = [i for step in range(1, 7) for i in grpo.prompt_indices(5, 0, step, 2)]
+    assert sorted(order[:5]) == sorted(order[5:10]) == list(range(5))
+    assert grpo.prompt_indices(5, 0, 3, 2) == order[4:6]
+    assert grpo.rollout_seeds(0, 1, 4) != grpo.rollout_seeds(0, 2, 4)
+    assert len(set(grpo.rollout_seeds(0, 1, 64))) == 64
+
+
+@pytest.mark.parametrize(
+    ("schedule", "warmup", "expected"),
+    [
+        ("constant", 0, [1.0, 1.0, 1.0, 1.0]),  # flat
+        ("constant", 2, [0.5, 1.0, 1.0, 1.0]),  # linear warm-up over 2 steps
+        ("cosine", 0, [1.0, 0.775, 0.325, 0.1]),  # half cosine from 1 to 0.1 over 4 steps
+        ("cosine", 2, [0.5, 1.0, 1.0, 0.1]),  # warm-up, then cosine over the last 2 steps
+    ],
+)
+def test_lr_schedule(schedule: str, warmup: int, expected: list[float]) -> None:
+    cfg = _config(f"--optim.schedule={schedule}", f"--optim.warmup_steps={warmup}")
+    optim = dataclasses.replace(cfg.optim, min_lr_ratio=0.1)
+    factor = grpo.lr_factor(optim, total_steps=4)
+    assert [round(factor(k), 4) for k in range(4)] == pytest.approx(expected, abs=1e-4)
+
+
+def test_rollout_metrics_count_searches_and_ends(
+    tmp_path: Path, synthetic_reward: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    captured: list[Trajectory] = []
+    real = grpo.rollout_metrics
+
+    def capture(trajs: Sequence[Trajectory], rewards: Sequence[RewardBreakdown]) -> Any:
+        captured.extend(trajs)
+        return real(trajs, rewards)
+
+    monkeypatch.setattr(grpo, "rollout_metrics", capture)
+    metrics = train_grpo(_config("--run.steps=1", "--run.save_every=0"), _parts(), tmp_path)
+    ends = sum(v for k, v in metrics.items() if k.startswith("rollout/end/"))
+    assert ends == pytest.approx(1.0)
+    assert metrics["search/ratio"] == sum(t.searched for t in captured) / len(captured)
+    assert metrics["rollout/turns"] == sum(len(t.actions) for t in captured) / len(captured)
+
+
+def test_a_second_ppo_epoch_sees_a_ratio_away_from_one(
+    tmp_path: Path, synthetic_reward: None
+) -> None:
+    one = train_grpo(_config("--run.steps=1", "--run.save_every=0"), _parts(), tmp_path / "a")
+    two = train_grpo(
+        _config("--run.steps=1", "--run.save_every=0", "--algo.ppo_epochs=2"),
+        _parts(),
+        tmp_path / "b",
+    )
+    # epoch 1 is on-policy (ratio 1 up to sampling round-off); epoch 2 follows an update
+    assert one["loss/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert abs(two["loss/ratio_mean"] - 1.0) > 1e-4
+    assert torch.isfinite(torch.tensor(two["loss/total"]))
+
+
+def test_nan_gradient_stops_before_the_update(tmp_path: Path, synthetic_reward: None) -> None:
+    parts = _parts()
+    before = _params(parts.model)
+    weight = parts.model.model.language_model.norm.weight
+    weight.register_hook(lambda grad: grad * float("nan"))
+    with pytest.raises(TrainingDiverged, match=r"step 1: the gradient norm is nan.*none"):
+        train_grpo(_config("--run.steps=1"), parts, tmp_path)
+    for key, value in _params(parts.model).items():
+        assert torch.equal(value, before[key]), key
+    assert latest_checkpoint(tmp_path / "checkpoints") is None
