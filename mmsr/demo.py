@@ -51,8 +51,12 @@ class DemoConfig:
     """Evaluate on the first N test questions only (None: the whole test split)."""
     eval_batch_size: int = 48
     """Rollouts per policy call during evaluation."""
+    eval_max_new_tokens: int | None = None
+    """Longest assistant turn in evaluation (None: the eval command's default)."""
     methods: tuple[str, ...] = field(default=tuple(METHODS))
     """Which of the demo's methods to evaluate."""
+    small_world: bool = False
+    """Build the reduced world (for tests and quick looks)."""
 
 
 def run_cli(argv: Sequence[str]) -> None:
@@ -90,7 +94,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         raise ValueError(f"{cfg.warmstart}: no warm-start model (config.json missing)")
     out, timings = cfg.out, dict[str, float]()
     world, index, grpo = out / "world", out / "index", out / "grpo"
-    _stage("world", timings, ["world", "build", "--out", str(world), "--seed", str(cfg.seed)])
+    world_args = ["world", "build", "--out", str(world), "--seed", str(cfg.seed)]
+    _stage("world", timings, [*world_args, *(["--small"] if cfg.small_world else [])])
     _stage(
         "index", timings, ["index", "build", "--corpus", str(world / "corpus"), "--out", str(index)]
     )
@@ -113,6 +118,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
             *("--out", str(out / "eval" / name), "--benchmark", "world", "--seed", str(cfg.seed)),
             *("--batch-size", str(cfg.eval_batch_size)),
             *(["--limit", str(cfg.eval_limit)] if cfg.eval_limit else []),
+            *(
+                ["--max-new-tokens", str(cfg.eval_max_new_tokens)]
+                if cfg.eval_max_new_tokens
+                else []
+            ),
         ]
         _stage(f"eval/{name}", timings, argv)
     from mmsr.demo_report import write_demo_report

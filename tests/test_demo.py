@@ -1,0 +1,54 @@
+"""``mmsr demo`` end to end, reduced: a micro warm start, the small world, one GRPO step."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import tiny_models
+
+from mmsr.demo import METHODS, DemoConfig, run_demo
+from mmsr.models import build_tiny_model, save_pretrained
+
+SMALL_GRPO = (
+    *("--run.steps", "1", "--run.save_every", "1", "--run.tensorboard", "false"),
+    *("--algo.prompts_per_step", "2", "--algo.group_size", "2", "--algo.micro_batch_size", "4"),
+    *("--rollout.max_new_tokens", "12"),
+)
+
+
+def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
+    warmstart = tmp_path / "warmstart"
+    tok = tiny_models.tokenizer()
+    save_pretrained(
+        build_tiny_model("micro", tok, seed=0), tok, tiny_models.image_processor("micro"), warmstart
+    )
+    cfg = DemoConfig(
+        out=tmp_path / "demo",
+        seed=3,
+        warmstart=warmstart,
+        grpo_overrides=SMALL_GRPO,
+        eval_limit=4,
+        eval_max_new_tokens=12,
+        small_world=True,
+    )
+    summary = run_demo(cfg)
+    saved = json.loads((cfg.out / "summary.json").read_text(encoding="utf-8"))
+    assert set(saved["methods"]) == set(METHODS) == set(summary["methods"])
+    for row in saved["methods"].values():
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["search_ratio"] <= 1.0 and row["n"] == 4
+    # rag always searches; direct never does
+    assert saved["methods"]["rag"]["search_ratio"] == 1.0
+    assert saved["methods"]["direct"]["search_ratio"] == 0.0
+    assert saved["training"]["steps"] == 1 and saved["target"] is not None
+    report = (cfg.out / "report.md").read_text(encoding="utf-8")
+    for name in METHODS:
+        assert f"| {name} |" in report
+    html = (cfg.out / "report.html").read_text(encoding="utf-8")
+    assert html.count("data:image/png;base64,") == 2
+
+
+def test_missing_warmstart_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no warm-start model"):
+        run_demo(DemoConfig(out=tmp_path, warmstart=tmp_path / "nothing"))
