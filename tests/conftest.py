@@ -8,6 +8,7 @@ as it is in a user's clone.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -39,3 +40,11 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
         )
         assert done.returncode == 0, done.stderr[-2000:]
     return world, index
+
+
+@pytest.fixture(scope="session")
+def kit(small_world: tuple[Path, Path]) -> Any:
+    """The SFT teacher's view of ``small_world``."""
+    from mmsr.train.world_kit import WorldKit
+
+    return WorldKit.open(*small_world)

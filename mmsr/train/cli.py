@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 # One line per module; each defines ``register(train_subparsers) -> None``.
-TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = ("mmsr.train.grpo_cli",)
+TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = ("mmsr.train.sft_cli", "mmsr.train.grpo_cli")
 
 
 def register(subparsers: Any) -> None:

@@ -1,0 +1,326 @@
+"""Supervised warm start of the tiny policy on teacher conversations (DESIGN §5).
+
+``train_sft(config, world, index, out)`` trains a tokenizer on the world's text (every entity
+name and answer value one atomic token, from ``vocab.json``), builds the tiny model from its
+preset, and trains it on conversations drawn by ``mmsr.train.teacher.Teacher`` with the loss on
+assistant tokens only (``teacher_sequence`` masks; mean over trained tokens). AdamW, gradient
+clipping, linear warmup then cosine decay over the budget (steps, minutes of training time, or
+whichever ends first), gradient accumulation. Every ``eval_every_minutes`` it rolls out a few
+held-out world questions greedily with the real engine and local search and logs the format
+rate, accuracy and search ratio. At the end the weights are saved in bf16 (``load_model``
+reads them back as float32) with the resolved config beside them.
+
+With a minutes budget the number of steps depends on the machine's speed, so only a steps
+budget is exactly reproducible; the seed fixes the data stream and the initial weights.
+Not here: the conversations (``teacher``), the evaluation loop itself (``sft_eval``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+from transformers import PreTrainedTokenizerBase
+
+from mmsr.models import (
+    PRESETS,
+    ChatEncoder,
+    ImageProcessor,
+    build_tiny_model,
+    count_parameters,
+    load_model,
+    save_pretrained,
+    suppressed_token_ids,
+    token_id,
+    train_tokenizer,
+)
+from mmsr.models.tokenizer import ENDOFTEXT
+from mmsr.protocol import default_prompt_set
+from mmsr.train.batch import collate, teacher_sequence
+from mmsr.train.sft_eval import EvalConfig, evaluate_model, pick_questions
+from mmsr.train.teacher import Teacher, TeacherConfig
+from mmsr.train.world_kit import WorldKit
+from mmsr.types import Role
+
+logger = logging.getLogger(__name__)
+
+CONFIG_FILE = "sft_config.json"
+METRICS_FILE = "sft_metrics.json"
+ROLLOUTS_FILE = "sft_eval_rollouts.jsonl"
+
+
+@dataclass(frozen=True)
+class SFTConfig:
+    """Everything a warm-start run depends on (saved beside the checkpoint)."""
+
+    model_preset: str = "tiny"
+    """Model size preset of ``mmsr.models.PRESETS``."""
+    init_from: str = ""
+    """A saved model folder to continue from (its tokenizer is kept); empty: a fresh model."""
+    vocab_size: int = 6000
+    """BPE vocabulary before the atomic tokens are added."""
+    seed: int = 0
+    """Seeds the initial weights and the teacher's data stream."""
+    lr: float = 2e-3
+    """Peak learning rate."""
+    min_lr_ratio: float = 0.1
+    """The cosine decays to this share of the peak."""
+    warmup_steps: int = 20
+    """Linear warmup steps."""
+    weight_decay: float = 0.01
+    """AdamW weight decay."""
+    grad_clip: float = 1.0
+    """Largest global gradient norm."""
+    batch_size: int = 4
+    """Conversations per micro-batch (all of one teacher kind, so lengths are similar)."""
+    accumulation: int = 1
+    """Micro-batches per optimizer step."""
+    max_steps: int = 0
+    """Optimizer steps budget (0: none)."""
+    minutes: float = 45.0
+    """Training-time budget in minutes, evaluation excluded (0: none)."""
+    eval_every_minutes: float = 15.0
+    """Minutes of training between evaluations (0: only at the end)."""
+    final_questions: int = 0
+    """Questions of the final evaluation of the saved weights (0: the whole split)."""
+    eval: EvalConfig = field(default_factory=lambda: EvalConfig(questions=16))
+    """The periodic evaluation."""
+    teacher: TeacherConfig = field(default_factory=TeacherConfig)
+    """The teacher's mixture."""
+
+    def __post_init__(self) -> None:
+        if self.max_steps <= 0 and self.minutes <= 0:
+            raise ValueError("set a budget: max_steps or minutes")
+        if self.model_preset not in PRESETS:
+            raise ValueError(f"unknown model preset {self.model_preset!r}")
+
+
+SFT_PRESETS: dict[str, SFTConfig] = {
+    "tiny-cpu": SFTConfig(),
+    # a seconds-long run of the micro model for tests and smoke checks
+    "smoke": SFTConfig(
+        model_preset="micro",
+        vocab_size=600,
+        max_steps=4,
+        minutes=0.0,
+        warmup_steps=1,
+        batch_size=2,
+        eval=EvalConfig(questions=2, max_new_tokens=24),
+        final_questions=2,
+    ),
+}
+
+
+def world_texts(world: Path) -> Iterator[str]:
+    """The text a tokenizer of the world learns from: pages, questions, protocol, teacher."""
+    with (world / "corpus" / "pages.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            yield f"{row['title']}. {row['text']}"
+    prompts = default_prompt_set()
+    from mmsr.world.questions import TEMPLATES
+
+    protocol = [prompts.first_turn, prompts.after_image_search, prompts.after_text_search]
+    protocol += [text for t in TEMPLATES for text in t.texts]
+    protocol += ["The results show X. I need its capital.", "The results say the", "Question: "]
+    for _ in range(20):  # weigh the protocol's words as a model will see them
+        yield from protocol
+
+
+def build_tokenizer(world: Path, vocab_size: int) -> PreTrainedTokenizerBase:
+    atomic = json.loads((world / "vocab.json").read_text(encoding="utf-8"))
+    return train_tokenizer(world_texts(world), vocab_size=vocab_size, atomic_tokens=atomic)
+
+
+def lr_factor(step: int, progress: float, config: SFTConfig) -> float:
+    """Linear warmup over steps, then cosine from 1 to ``min_lr_ratio`` over the budget."""
+    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
+    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+    return warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
+
+
+def budget_progress(step: int, train_seconds: float, config: SFTConfig) -> float:
+    """Share of the budget used: the larger of the steps share and the minutes share."""
+    shares = []
+    if config.max_steps > 0:
+        shares.append(step / config.max_steps)
+    if config.minutes > 0:
+        shares.append(train_seconds / (60.0 * config.minutes))
+    return max(shares)
+
+
+def masked_logprobs(model: Any, batch: Any, suppressed: list[int]) -> torch.Tensor:
+    """(N,) log-probs of the N trained next tokens: ``token_logprobs`` at ``loss_mask == 1``.
+
+    The output head and the softmax run on the trained positions only (a few dozen per
+    conversation out of hundreds), which is most of a step's cost on CPU otherwise.
+    """
+    hidden = model.model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        position_ids=batch.position_ids,
+        pixel_values=batch.pixel_values,
+        image_grid_thw=batch.image_grid_thw,
+    )[0][:, :-1]  # (B, T-1, H): the states that predict input_ids[:, 1:]
+    where = batch.loss_mask.bool()  # (B, T-1)
+    logits = model.lm_head(hidden[where]).float()  # (N, V)
+    if suppressed:
+        logits = logits.index_fill(-1, torch.tensor(suppressed), float("-inf"))
+    targets = batch.input_ids[:, 1:][where]  # (N,)
+    return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
+
+
+def sft_loss(model: Any, batch: Any, suppressed: list[int]) -> torch.Tensor:
+    """Mean negative log-likelihood over the batch's trained (assistant) tokens."""
+    return -masked_logprobs(model, batch, suppressed).mean()
+
+
+@dataclass
+class _Run:
+    """The pieces of one run the loop and its evaluation share."""
+
+    config: SFTConfig
+    kit: WorldKit
+    tokenizer: Any
+    processor: ImageProcessor
+    model: Any
+    eval_samples: list[Any]
+    final_samples: list[Any]
+    history: list[dict[str, Any]] = field(default_factory=list)
+    last_rows: list[dict[str, Any]] = field(default_factory=list)
+
+    def evaluate(self, step: int, minutes: float, *, final: bool = False) -> dict[str, Any]:
+        metrics, self.last_rows = evaluate_model(
+            self.model,
+            self.tokenizer,
+            self.processor,
+            self.final_samples if final else self.eval_samples,
+            image_search=self.kit.image_search,
+            text_search=self.kit.text_search,
+            config=self.config.eval,
+        )
+        record = {"step": step, "train_minutes": round(minutes, 2), **metrics}
+        self.history.append(record)
+        logger.info("eval at step %d: %s", step, json.dumps(metrics))
+        return record
+
+
+def _setup(config: SFTConfig, world: Path, index: Path, eval_split: str) -> _Run:
+    from mmsr.data import load_samples
+
+    torch.manual_seed(config.seed)
+    random.seed(config.seed)
+    kit = WorldKit.open(world, index)
+    if config.init_from:
+        model, tokenizer, processor = load_model(config.init_from)
+        model.train(True)
+    else:
+        tokenizer = build_tokenizer(world, config.vocab_size)
+        model = build_tiny_model(config.model_preset, tokenizer, seed=config.seed)
+        processor = ImageProcessor(PRESETS[config.model_preset].image_processor_config())
+    logger.info("model %s: %d parameters", config.model_preset, count_parameters(model))
+    held_out = load_samples(world / f"{eval_split}.parquet")
+    eval_samples = pick_questions(held_out, config.eval.questions, config.seed)
+    final_samples = pick_questions(held_out, config.final_questions, config.seed)
+    return _Run(config, kit, tokenizer, processor, model, eval_samples, final_samples)
+
+
+def train_sft(
+    config: SFTConfig,
+    world: str | Path,
+    index: str | Path,
+    out: str | Path,
+    *,
+    eval_split: str = "test",
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train, evaluate periodically, save to ``out``; returns the final record."""
+    run = _setup(config, Path(world), Path(index), eval_split)
+    model, tokenizer = run.model, run.tokenizer
+    encoder = ChatEncoder(tokenizer, run.processor)
+    teacher = Teacher(run.kit, config.teacher, seed=config.seed)
+    suppressed = suppressed_token_ids(tokenizer)
+    pad_id = token_id(tokenizer, ENDOFTEXT)
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+    )
+    model.train(True)
+    step, train_seconds, next_eval, smooth = 0, 0.0, config.eval_every_minutes, 0.0
+    bar = tqdm(total=None, desc="sft", unit="step", disable=not progress)
+    while budget_progress(step, train_seconds, config) < 1.0:
+        start = time.perf_counter()
+        factor = lr_factor(step, budget_progress(step, train_seconds, config), config)
+        for group in optimizer.param_groups:
+            group["lr"] = config.lr * factor
+        optimizer.zero_grad(set_to_none=True)
+        total = 0.0
+        for _ in range(config.accumulation):
+            kind = teacher.kind()
+            seqs = [teacher_sequence(encoder, teacher.draw(kind)) for _ in range(config.batch_size)]
+            batch = collate(seqs, model, run.processor, pad_id)
+            loss = sft_loss(model, batch, suppressed) / config.accumulation
+            loss.backward()  # type: ignore[no-untyped-call]
+            total += float(loss.detach())
+        if not math.isfinite(total):
+            raise FloatingPointError(f"SFT loss became {total} at step {step}")
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+        optimizer.step()
+        step += 1
+        train_seconds += time.perf_counter() - start
+        smooth = total if step == 1 else 0.95 * smooth + 0.05 * total
+        bar.update(1)
+        bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{config.lr * factor:.1e}", kind=kind)
+        if next_eval > 0 and train_seconds >= 60.0 * next_eval:
+            record = run.evaluate(step, train_seconds / 60.0)
+            bar.write(_eval_line(record))
+            next_eval += config.eval_every_minutes
+    bar.close()
+    _save(run, Path(out))  # leaves the model with the saved (bf16-rounded) weights
+    logger.info("final evaluation on %d questions", len(run.final_samples))
+    final = run.evaluate(step, train_seconds / 60.0, final=True)
+    final.update(loss=smooth, teacher_skipped=teacher.skipped, eval_split=eval_split)
+    metrics = {"final": final, "history": run.history[:-1]}
+    (Path(out) / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    with (Path(out) / ROLLOUTS_FILE).open("w", encoding="utf-8") as handle:
+        for row in run.last_rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return final
+
+
+def _eval_line(record: dict[str, Any]) -> str:
+    parts = [f"step {record['step']}"]
+    for name in ("all", "search_free", "search_required"):
+        if name in record:
+            m = record[name]
+            acc, fmt, search = m["accuracy"], m["format"], m["search_ratio"]
+            parts.append(f"{name}: acc {acc:.2f} fmt {fmt:.2f} search {search:.2f}")
+    return " | ".join(parts)
+
+
+def _save(run: _Run, out: Path) -> None:
+    """bf16 weights (half the bytes; ``load_model`` casts back) and the resolved config."""
+    model = run.model.to(torch.bfloat16)
+    save_pretrained(model, run.tokenizer, run.processor, out)
+    run.model = model.to(torch.float32)
+    (out / CONFIG_FILE).write_text(json.dumps(asdict(run.config), indent=2) + "\n")
+
+
+def resolve_sft_config(preset: str, **overrides: Any) -> SFTConfig:
+    """A preset with top-level fields replaced (``None`` values are ignored)."""
+    if preset not in SFT_PRESETS:
+        raise ValueError(f"unknown SFT preset {preset!r}; expected one of {sorted(SFT_PRESETS)}")
+    return replace(SFT_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+
+
+def assistant_share(turns: list[Any]) -> float:
+    """Share of a conversation's turns written by the assistant (a sanity figure for logs)."""
+    return sum(t.role is Role.ASSISTANT for t in turns) / max(1, len(turns))

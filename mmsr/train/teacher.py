@@ -1,0 +1,335 @@
+"""Teacher conversations for the SFT warm start (DESIGN §5), rendered with the real protocol.
+
+Five kinds, each a list of ``Turn`` (user turns from ``mmsr.protocol.render``, assistant turns
+written here), drawn by a seeded ``Teacher``:
+
+- ``head``: a train question about a head entity. Answered directly (``<reason>`` names the
+  entity, then the fact) with probability ``head_direct``, else by the search path below — the
+  warm start leans towards searching, as a RAG-trained model does, so RL has searches to remove.
+- ``tail``: a train question about a tail entity: image search (the REAL hits of the local
+  index for the question's image) → for two hops a text search whose query names the entity
+  (REAL text hits) → the answer. When the index missed the entity in its top k, its own hit
+  replaces a seeded random one of the k (the teacher must point at the right page). A two-hop
+  question whose real text hits do not contain the value is skipped (the teacher never answers
+  what it cannot read).
+- ``head_drill``: a head entity in a FRESH query-style image, a random template, answered
+  directly: the "knowledge" the policy has (recognition in the query style, and the facts).
+- ``copy1``: a 1-hop copy drill over ANY entity (head or tail): image results of the entity
+  among random others (the entity first with probability ``copy_first``, else anywhere), answer
+  = that entity. Random lists make memorising impossible; the policy must copy.
+- ``copy2``: a 2-hop copy drill over any entity with facts: image results as in ``copy1``, a
+  text search naming the entity, then synthetic text hits in the pages' own wording whose fact
+  values are drawn at random (so the value must be copied, never recalled). The named
+  templates go straight to the text search.
+
+Not here: tokenisation and training (``mmsr.train.sft``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mmsr.data import open_image
+from mmsr.protocol import default_prompt_set
+from mmsr.protocol.prompts import PromptSet
+from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
+from mmsr.train.world_kit import WorldKit
+from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
+from mmsr.world.build import wiki_url
+from mmsr.world.entities import Entity
+from mmsr.world.questions import TEMPLATES, Template
+
+KINDS: tuple[str, ...] = ("head", "tail", "head_drill", "copy1", "copy2")
+
+# How a fact is named in a reason and in a text-search query.
+FACT_WORDS: dict[str, str] = {
+    "capital": "capital",
+    "currency": "currency",
+    "demonym": "demonym",
+    "subregion": "subregion",
+    "calling_code": "calling code",
+    "tld": "internet domain",
+    "genus": "genus",
+    "family": "family",
+    "order": "order",
+}
+# The page wording of each country fact (as ``mmsr.world.build.page_text`` writes it).
+FLAG_FACT_PHRASES: tuple[tuple[str, str], ...] = (
+    ("capital", "capital city {}"),
+    ("currency", "currency code {}"),
+    ("demonym", "its people are called {}"),
+    ("subregion", "it lies in {}"),
+    ("calling_code", "international calling code {}"),
+    ("tld", "internet domain {}"),
+)
+LIVING_FACTS: tuple[str, ...] = ("genus", "family", "order")
+
+UNKNOWN_IMAGE = "I cannot tell what the image shows, so I search with it."
+SEARCH_IMAGE = f"<reason>{UNKNOWN_IMAGE}</reason><search><img></search>"
+
+
+def say(reason: str, action: str) -> Turn:
+    return Turn(Role.ASSISTANT, f"<reason>{reason}</reason>{action}")
+
+
+def answer(value: str) -> str:
+    return f"<answer>{value}</answer>"
+
+
+def text_query(entity: Entity, fact: str) -> str:
+    return f"{entity.name} {FACT_WORDS[fact]}"
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question of a teacher conversation: its entity, fact (None: the name), text, image."""
+
+    entity: Entity
+    fact: str | None
+    named: bool
+    text: str
+    image: Any
+
+    @property
+    def value(self) -> str:
+        return self.entity.name if self.fact is None else self.entity.facts[self.fact]
+
+
+def direct(q: Question) -> list[Turn]:
+    """Answer from the policy's own knowledge: recognise, then recall the fact."""
+    name, value = q.entity.name, q.value
+    if q.fact is None:
+        reason = f"The image shows {name}."
+    else:
+        seen = f"This is {name}." if q.named else f"The image shows {name}."
+        reason = f"{seen} Its {FACT_WORDS[q.fact]} is {value}."
+    return [say(reason, answer(value))]
+
+
+def after_image(q: Question) -> Turn:
+    """The turn after image results that contain the entity."""
+    name = q.entity.name
+    if q.fact is None:
+        return say(f"The results show {name}.", answer(name))
+    need = f"The results show {name}. I need its {FACT_WORDS[q.fact]}."
+    return say(need, f"<text_search>{text_query(q.entity, q.fact)}</text_search>")
+
+
+def after_text(q: Question) -> Turn:
+    assert q.fact is not None
+    word = FACT_WORDS[q.fact]
+    return say(f"The results say the {word} of {q.entity.name} is {q.value}.", answer(q.value))
+
+
+def search_path(
+    q: Question,
+    image_hits: Sequence[ImageHit],
+    text_hits: Sequence[TextHit],
+    prompts: PromptSet,
+) -> list[Turn]:
+    """image search → (text search) → answer; a named question skips the image search."""
+    turns = [render_first_turn(q.text, q.image, prompts)]
+    if not q.named:
+        turns += [Turn(Role.ASSISTANT, SEARCH_IMAGE)]
+        turns += [render_image_results(image_hits, q.text, prompts), after_image(q)]
+    else:
+        assert q.fact is not None
+        word = FACT_WORDS[q.fact]
+        reason = f"I do not know the {word} of {q.entity.name}, so I search for it."
+        turns += [say(reason, f"<text_search>{text_query(q.entity, q.fact)}</text_search>")]
+    if q.fact is not None:
+        turns += [render_text_results(text_hits, q.text, prompts), after_text(q)]
+    return turns
+
+
+def with_entity(hits: Sequence[ImageHit], own: ImageHit, rng: random.Random) -> list[ImageHit]:
+    """``hits`` if they hold ``own``'s title, else ``hits`` with a random one replaced by it."""
+    out = list(hits)
+    if any(h.title == own.title for h in out):
+        return out
+    if not out:
+        return [own]
+    out[rng.randrange(len(out))] = own
+    return out
+
+
+def applicable(entity: Entity) -> list[Template]:
+    return [
+        t
+        for t in TEMPLATES
+        if entity.kind in t.kinds and (t.fact is None or t.fact in entity.facts)
+    ]
+
+
+def make_question(entity: Entity, template: Template, image: Any, rng: random.Random) -> Question:
+    text = rng.choice(template.texts)
+    if template.named:
+        text = text.format(name=entity.name)
+    return Question(entity, template.fact, template.named, text, image)
+
+
+def fact_sentence(entity: Entity, facts: dict[str, str]) -> str:
+    """One page sentence stating ``facts`` of ``entity`` in the world pages' own wording."""
+    if entity.kind == "flag":
+        parts = [phrase.format(facts[key]) for key, phrase in FLAG_FACT_PHRASES if key in facts]
+        return f"{entity.name} in brief: " + "; ".join(parts) + "."
+    parts = [f"the {key} {facts[key]}" for key in LIVING_FACTS if key in facts]
+    return f"{entity.name} belongs to " + ", ".join(parts) + "."
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """How the teacher mixes and shapes its conversations."""
+
+    weights: tuple[float, ...] = (0.15, 0.25, 0.2, 0.2, 0.2)
+    """Sampling weights of the kinds, in ``KINDS`` order."""
+    head_direct: float = 0.5
+    """Share of head train questions answered directly (the rest go the search path)."""
+    copy_first: float = 0.6
+    """Share of copy drills whose entity is the first image hit (real hits put it first most)."""
+    image_k: int = 5
+    """Image hits per result list (the rollout engine's default)."""
+    text_k: int = 5
+    """Text hits per result list (the rollout engine's default)."""
+    same_kind: float = 0.6
+    """Share of a drill's distractor hits drawn from the entity's own kind (as real hits are)."""
+
+    def __post_init__(self) -> None:
+        if len(self.weights) != len(KINDS) or min(self.weights) < 0 or sum(self.weights) <= 0:
+            raise ValueError(f"weights must be {len(KINDS)} non-negative numbers, not all 0")
+
+
+class Teacher:
+    """Draws teacher conversations of each kind; deterministic in its seed and call order."""
+
+    def __init__(
+        self,
+        kit: WorldKit,
+        config: TeacherConfig = TeacherConfig(),
+        *,
+        seed: int = 0,
+        prompts: PromptSet | None = None,
+    ) -> None:
+        self.kit, self.config = kit, config
+        self.prompts = prompts or default_prompt_set()
+        self.rng = random.Random(f"teacher:{seed}")
+        self.head = [s for s in kit.train if s.extra.get("knowledge") == "head"]
+        self.tail = [s for s in kit.train if s.extra.get("knowledge") == "tail"]
+        self.by_id = kit.by_id
+        self.head_entities = [e for e in kit.entities if e.knowledge == "head"]
+        self.fact_entities = [e for e in kit.entities if e.facts]
+        self.by_kind: dict[str, list[Entity]] = {}
+        for e in kit.entities:
+            self.by_kind.setdefault(e.kind, []).append(e)
+        self.pools: dict[str, list[str]] = {}
+        for e in kit.entities:
+            for key, value in e.facts.items():
+                self.pools.setdefault(key, []).append(value)
+        self.pools = {k: sorted(set(v)) for k, v in self.pools.items()}
+        self.skipped = 0
+        self._draws = 0
+
+    def kind(self) -> str:
+        return self.rng.choices(KINDS, weights=self.config.weights)[0]
+
+    def draw(self, kind: str) -> list[Turn]:
+        """One conversation of ``kind`` (see ``KINDS``)."""
+        self._draws += 1
+        for _ in range(100):
+            turns = getattr(self, f"_{kind}")()
+            if turns is not None:
+                return list(turns)
+            self.skipped += 1
+        raise RuntimeError(f"the teacher could not draw a {kind!r} conversation")
+
+    # --- train questions ---
+
+    def _sample_question(self, sample: Sample) -> Question:
+        entity = self.by_id[str(sample.extra["entity"])]
+        template = next(t for t in TEMPLATES if t.id == sample.extra["question_type"])
+        assert sample.image is not None, f"{sample.id} has no image"
+        return Question(
+            entity, template.fact, template.named, sample.question, open_image(sample.image)
+        )
+
+    def _searched(self, sample: Sample, q: Question) -> list[Turn] | None:
+        k = self.config
+        image_hits: list[ImageHit] = []
+        if not q.named:
+            real = self.kit.image_hits(sample, q.image, k.image_k)
+            own = self.kit.thumbnail_hit(q.entity)
+            seeded = random.Random(f"{sample.id}:place")  # the same placement every epoch
+            image_hits = with_entity(real, own, seeded)
+        text_hits: list[TextHit] = []
+        if q.fact is not None:
+            text_hits = self.kit.text_hits(text_query(q.entity, q.fact), q.text, k.text_k)
+            if not any(q.value in h.summary for h in text_hits):
+                return None
+        return search_path(q, image_hits, text_hits, self.prompts)
+
+    def _head(self) -> list[Turn] | None:
+        sample = self.rng.choice(self.head)
+        q = self._sample_question(sample)
+        if self.rng.random() < self.config.head_direct:
+            return [render_first_turn(q.text, q.image, self.prompts), *direct(q)]
+        return self._searched(sample, q)
+
+    def _tail(self) -> list[Turn] | None:
+        sample = self.rng.choice(self.tail)
+        return self._searched(sample, self._sample_question(sample))
+
+    # --- drills ---
+
+    def _fresh_question(self, entity: Entity, templates: Sequence[Template]) -> Question:
+        image = self.kit.query_image(entity, f"{self._draws}:{self.rng.randrange(10**9)}")
+        return make_question(entity, self.rng.choice(list(templates)), image, self.rng)
+
+    def _head_drill(self) -> list[Turn]:
+        entity = self.rng.choice(self.head_entities)
+        q = self._fresh_question(entity, applicable(entity))
+        return [render_first_turn(q.text, q.image, self.prompts), *direct(q)]
+
+    def _distractors(self, entity: Entity, n: int) -> list[Entity]:
+        out: list[Entity] = []
+        while len(out) < n:
+            same = self.rng.random() < self.config.same_kind and len(self.by_kind[entity.kind]) > 1
+            pool = self.by_kind[entity.kind] if same else self.kit.entities
+            other = self.rng.choice(pool)
+            if other.id != entity.id and other not in out:
+                out.append(other)
+        return out
+
+    def _drill_hits(self, entity: Entity) -> list[ImageHit]:
+        k = self.config.image_k
+        entities = self._distractors(entity, k - 1)
+        at = 0 if self.rng.random() < self.config.copy_first else self.rng.randrange(k)
+        entities.insert(at, entity)
+        return [self.kit.thumbnail_hit(e) for e in entities]
+
+    def _copy1(self) -> list[Turn]:
+        entity = self.rng.choice(self.kit.entities)
+        naming = [t for t in applicable(entity) if t.fact is None]
+        q = self._fresh_question(entity, naming)
+        return search_path(q, self._drill_hits(entity), [], self.prompts)
+
+    def _random_facts(self, entity: Entity) -> dict[str, str]:
+        return {key: self.rng.choice(self.pools[key]) for key in entity.facts}
+
+    def _text_hit(self, entity: Entity, facts: dict[str, str]) -> TextHit:
+        summary = fact_sentence(entity, facts)
+        return TextHit(entity.name, wiki_url(entity.name), summary)
+
+    def _copy2(self) -> list[Turn]:
+        entity = self.rng.choice(self.fact_entities)
+        facts = self._random_facts(entity)
+        templates = [t for t in applicable(entity) if t.fact is not None]
+        q = self._fresh_question(entity, templates)
+        drilled = Entity(entity.id, entity.name, entity.kind, entity.aliases, facts)
+        q = Question(drilled, q.fact, q.named, q.text, q.image)
+        others = [e for e in self._distractors(entity, 2 * self.config.text_k) if e.facts]
+        hits = [self._text_hit(e, self._random_facts(e)) for e in others[: self.config.text_k - 1]]
+        hits.insert(self.rng.randrange(len(hits) + 1), self._text_hit(entity, facts))
+        return search_path(q, self._drill_hits(entity), hits, self.prompts)

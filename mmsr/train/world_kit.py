@@ -1,0 +1,125 @@
+"""What the SFT teacher needs from a built world: entities, pictures, searches, fact pools.
+
+``WorldKit.open(world, index)`` reads a world written by ``mmsr world build`` and the local
+index built over its corpus: the labelled entities (re-derived with the world's own seed, so
+head/tail labels match the parquet files), a ``QueryDrawer`` for fresh query-style images, the
+index's thumbnails by entity id (so drills show exactly the thumbnails the image search
+returns), the world's train questions, and the local search tools. Real image hits are cached
+per question id (each search runs the EfficientNet encoder once).
+
+Not here: the conversations themselves (``mmsr.train.teacher``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmsr.data import load_samples, open_image
+from mmsr.search.base import ImageSearchBackend, TextSearchBackend
+from mmsr.search.registry import build_search
+from mmsr.types import ImageHit, Sample, TextHit
+from mmsr.world.build import BuildConfig, QueryDrawer, load_world, wiki_url
+from mmsr.world.entities import Entity
+from mmsr.world.sources import find_noto_font
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorldKit:
+    """A built world and its index, opened for making teacher conversations."""
+
+    entities: list[Entity]
+    """Every entity of the world, labelled head or tail."""
+    drawer: QueryDrawer
+    """Draws query-style images (Noto, augmented) of any entity, keyed by a string."""
+    thumbnails: dict[str, Any]
+    """Entity id → the thumbnail (PIL) the index returns for that entity's page."""
+    train: list[Sample]
+    """The world's train questions (the teacher never reads the test split)."""
+    image_search: ImageSearchBackend
+    """The local image search."""
+    text_search: TextSearchBackend
+    """The local text search."""
+    _image_hits: dict[str, list[ImageHit]] = field(default_factory=dict)
+    _text_hits: dict[str, list[TextHit]] = field(default_factory=dict)
+
+    @classmethod
+    def open(cls, world: str | Path, index: str | Path) -> WorldKit:
+        world, index = Path(world), Path(index)
+        stats = json.loads((world / "stats.json").read_text(encoding="utf-8"))
+        config = BuildConfig(out=world, seed=int(stats["seed"]), small=bool(stats["small"]))
+        entities, _ = load_world(config)
+        _check_labels(entities, world / "entities.jsonl")
+        drawer = QueryDrawer(find_noto_font(None), config.image_size, config.seed)
+        search = build_search({"backend": "local", "index": str(index)})
+        if search.image is None or search.text is None:
+            raise ValueError(f"{index} lacks an image or a text index")
+        kit = cls(
+            entities=entities,
+            drawer=drawer,
+            thumbnails=_thumbnails(index),
+            train=load_samples(world / "train.parquet"),
+            image_search=search.image,
+            text_search=search.text,
+        )
+        missing = [e.id for e in entities if e.id not in kit.thumbnails]
+        if missing:
+            raise ValueError(
+                f"the index has no thumbnail for {len(missing)} entities: {missing[:5]}"
+            )
+        return kit
+
+    @property
+    def by_id(self) -> dict[str, Entity]:
+        return {e.id: e for e in self.entities}
+
+    def thumbnail_hit(self, entity: Entity) -> ImageHit:
+        """The image hit the index would return for ``entity``'s page."""
+        return ImageHit(entity.name, wiki_url(entity.name), self.thumbnails[entity.id])
+
+    def query_image(self, entity: Entity, key: str) -> Any:
+        """A fresh query-style picture of ``entity`` (deterministic in the world seed and key)."""
+        return open_image(self.drawer.draw(entity, f"sft:{key}"))
+
+    def image_hits(self, sample: Sample, image: Any, k: int) -> list[ImageHit]:
+        """Real image-search hits for a train question's image (cached)."""
+        if sample.id not in self._image_hits:
+            self._image_hits[sample.id] = list(self.image_search.search(image, k))
+        return self._image_hits[sample.id]
+
+    def text_hits(self, query: str, question: str, k: int) -> list[TextHit]:
+        """Real text-search hits (cached by query and question)."""
+        key = f"{query}\x00{question}"
+        if key not in self._text_hits:
+            self._text_hits[key] = list(self.text_search.search(query, k, question=question))
+        return self._text_hits[key]
+
+
+def _thumbnails(index: Path) -> dict[str, Any]:
+    from PIL import Image
+
+    out: dict[str, Any] = {}
+    with (index / "images.jsonl").open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            with Image.open(index / row["thumbnail"]) as thumb:
+                thumb.load()
+                out[row["id"]] = thumb.copy()
+    return out
+
+
+def _check_labels(entities: list[Entity], path: Path) -> None:
+    """The re-derived head/tail labels must be those the world was written with."""
+    written = {}
+    with path.open(encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            written[row["id"]] = row["knowledge"]
+    derived = {e.id: e.knowledge for e in entities}
+    if derived != written:
+        raise ValueError(f"{path} does not match the world re-derived from its seed; rebuild it")

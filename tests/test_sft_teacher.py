@@ -1,0 +1,124 @@
+"""The SFT teacher on a small world: well-formed conversations on every path, and drills that
+cover every entity and cannot be memorised."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+
+from mmsr.protocol import IMAGE_PLACEHOLDER
+from mmsr.protocol.actions import parse_action
+from mmsr.rewards import score_trajectory
+from mmsr.train.teacher import KINDS, Teacher, TeacherConfig, with_entity
+from mmsr.train.world_kit import WorldKit
+from mmsr.types import Answer, ImageHit, ImageSearch, Role, TextSearch, Turn
+
+
+def _assistant(turns: list[Turn]) -> list[str]:
+    return [t.text for t in turns if t.role is Role.ASSISTANT]
+
+
+def _final_answer(turns: list[Turn]) -> str:
+    action = parse_action(_assistant(turns)[-1])
+    assert isinstance(action, Answer), _assistant(turns)
+    return action.text
+
+
+def _results_text(turns: list[Turn]) -> str:
+    return "\n".join(t.text for t in turns if t.role is Role.USER and "<information>" in t.text)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_is_well_formed(kit: WorldKit, kind: str) -> None:
+    teacher = Teacher(kit, seed=1)
+    for _ in range(12):
+        turns = teacher.draw(kind)
+        texts = _assistant(turns)
+        # format 1 under the real reward, whatever the path
+        assert score_trajectory(texts, [_final_answer(turns)]).format_score == 1.0, texts
+        # roles alternate user/assistant and end on an assistant turn
+        assert [t.role for t in turns] == [Role.USER, Role.ASSISTANT] * (len(turns) // 2)
+        for turn in turns:
+            assert turn.text.count(IMAGE_PLACEHOLDER) == len(turn.images)
+        if len(texts) > 1:  # an answer after a search is copied from what the search returned
+            assert _final_answer(turns) in _results_text(turns)
+
+
+def test_head_and_tail_paths_are_all_taken(kit: WorldKit) -> None:
+    teacher = Teacher(kit, TeacherConfig(head_direct=0.5), seed=2)
+    shapes: Counter[str] = Counter()
+    for kind in ("head", "tail"):
+        for _ in range(60):
+            actions = [type(parse_action(t)).__name__ for t in _assistant(teacher.draw(kind))]
+            shapes[f"{kind}:{'>'.join(actions)}"] += 1
+    assert shapes["head:Answer"] > 0  # head answered directly …
+    assert shapes["head:ImageSearch>Answer"] + shapes["head:ImageSearch>TextSearch>Answer"] > 0
+    assert shapes["tail:ImageSearch>Answer"] > 0  # … and the tail's three search paths
+    assert shapes["tail:ImageSearch>TextSearch>Answer"] > 0
+    assert shapes["tail:TextSearch>Answer"] > 0
+    assert not any(key.startswith("tail:Answer") for key in shapes)  # tail always searches
+
+
+def test_text_queries_name_the_entity(kit: WorldKit) -> None:
+    teacher = Teacher(kit, seed=3)
+    names = {e.name for e in kit.entities}
+    for _ in range(30):
+        for text in _assistant(teacher.draw("copy2")):
+            action = parse_action(text)
+            if isinstance(action, TextSearch):
+                assert any(action.query.startswith(name) for name in names), action.query
+
+
+def test_copy_drills_cover_every_entity_head_and_tail(kit: WorldKit) -> None:
+    teacher = Teacher(kit, seed=4)
+    answers = Counter(_final_answer(teacher.draw("copy1")) for _ in range(600))
+    names = {e.name for e in kit.entities}
+    assert set(answers) == names
+    assert {e.knowledge for e in kit.entities} == {"head", "tail"}
+
+
+def test_two_hop_drill_values_are_random_so_they_must_be_copied(kit: WorldKit) -> None:
+    teacher = Teacher(kit, seed=5)
+    flag = next(e for e in kit.entities if e.kind == "flag")
+    teacher.fact_entities = [flag]  # always the same entity
+    answers = {_final_answer(teacher.draw("copy2")) for _ in range(20)}
+    assert len(answers) > 3  # not one memorisable value per (entity, fact)
+
+
+def test_head_drills_use_fresh_images_of_head_entities(kit: WorldKit) -> None:
+    teacher = Teacher(kit, seed=6)
+    head = {e.name for e in kit.entities if e.knowledge == "head"}
+    images = []
+    for _ in range(10):
+        turns = teacher.draw("head_drill")
+        assert len(turns) == 2 and isinstance(parse_action(turns[1].text), Answer)
+        assert any(name in turns[1].text for name in head)
+        images.append(turns[0].images[0].tobytes())
+    assert len(set(images)) == len(images)
+
+
+def test_with_entity_places_a_missed_entity_once() -> None:
+    import random
+
+    hits = [ImageHit(f"t{i}", f"u{i}", None) for i in range(5)]
+    own = ImageHit("own", "u", None)
+    placed = with_entity(hits, own, random.Random(0))
+    assert [h.title for h in placed].count("own") == 1 and len(placed) == 5
+    found = [*hits[:4], own]
+    assert with_entity(found, own, random.Random(0)) == found  # a hit already there is kept
+
+
+def test_the_teacher_is_seeded(kit: WorldKit) -> None:
+    def texts(seed: int) -> list[str]:
+        teacher = Teacher(kit, seed=seed)
+        return [t.text for _ in range(8) for t in teacher.draw(teacher.kind())]
+
+    assert texts(11) == texts(11)
+    assert texts(11) != texts(12)
+
+
+def test_image_search_turn_is_the_protocol_action() -> None:
+    from mmsr.train.teacher import SEARCH_IMAGE
+
+    assert isinstance(parse_action(SEARCH_IMAGE), ImageSearch)
