@@ -35,11 +35,11 @@ from mmsr.protocol.prompts import (
     default_prompt_set,
     read_prompt_file,
 )
-from mmsr.protocol.render import RenderLimits, neutralize
+from mmsr.protocol.render import RenderLimits, image_hit_lines, neutralize, text_hit_lines
 from mmsr.rollout.engine import RolloutEngine, RolloutLimits, RolloutTask, TurnEncoder
 from mmsr.rollout.trajectory import ToolCall, Trajectory
 from mmsr.search.base import SearchBackends, SearchError
-from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
+from mmsr.types import Role, Sample, Turn
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 INFORMATION_SLOT = "{information}"
@@ -101,28 +101,6 @@ def _method_prompts(method: str, **roles: str) -> PromptSet:
 # --- prefetched searches, rendered into the first user turn ---
 
 
-def _image_lines(hits: Sequence[ImageHit], limits: RenderLimits) -> tuple[list[str], list[Any]]:
-    lines: list[str] = []
-    images: list[Any] = []
-    for i, hit in enumerate(hits[: limits.max_image_hits], start=1):
-        title = neutralize(hit.title, limits.max_title_chars) or "(untitled)"
-        if hit.thumbnail is None:
-            lines.append(f"{i}. {title}")
-        else:
-            lines.append(f"{i}. {IMAGE_PLACEHOLDER} {title}")
-            images.append(hit.thumbnail)
-    return lines or ["No results."], images
-
-
-def _text_lines(hits: Sequence[TextHit], limits: RenderLimits) -> list[str]:
-    lines = []
-    for i, hit in enumerate(hits[: limits.max_text_hits], start=1):
-        url = neutralize(hit.url, limits.max_url_chars) or "(no url)"
-        summary = neutralize(hit.summary, limits.max_summary_chars) or "(no summary)"
-        lines.append(f"{i}. {url}\n{summary}")
-    return lines or ["No results."]
-
-
 @dataclass
 class _Prefetch:
     """The searches made for one item: rendered sections, thumbnails, calls, top image title."""
@@ -155,7 +133,7 @@ def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
     if call.error is not None:
         out.sections.append(f"The image search failed: {neutralize(call.error, 300)}")
         return
-    lines, thumbs = _image_lines(hits, ctx.render_limits)
+    lines, thumbs = image_hit_lines(hits, ctx.render_limits)
     out.sections.append("Image search results:\n" + "\n".join(lines))
     out.images.extend(thumbs)
     out.top_title = hits[0].title if hits else None
@@ -173,7 +151,7 @@ def _text_search(item: EvalItem, query: str, ctx: MethodContext, out: _Prefetch)
     if call.error is not None:
         out.sections.append(f"The web search for {shown!r} failed: {neutralize(call.error, 300)}")
         return
-    lines = _text_lines(hits, ctx.render_limits)
+    lines = text_hit_lines(hits, ctx.render_limits)
     out.sections.append(f"Web search results for {shown!r}:\n" + "\n".join(lines))
 
 

@@ -28,11 +28,13 @@ from mmsr.protocol.prompts import (
 )
 from mmsr.protocol.render import (
     RenderLimits,
+    image_hit_lines,
     neutralize,
     render_first_turn,
     render_image_results,
     render_search_error,
     render_text_results,
+    text_hit_lines,
 )
 
 __all__ = [
@@ -52,6 +54,7 @@ __all__ = [
     "contains_search",
     "default_prompt_set",
     "extract_answer",
+    "image_hit_lines",
     "load_prompt_set",
     "neutralize",
     "parse_action",
@@ -59,5 +62,6 @@ __all__ = [
     "render_image_results",
     "render_search_error",
     "render_text_results",
+    "text_hit_lines",
     "well_formed_kind",
 ]

@@ -93,16 +93,13 @@ def _follow_up(body: str, question: str, instruction: str, limits: RenderLimits)
     )
 
 
-def render_image_results(
-    hits: Sequence[ImageHit],
-    question: str,
-    prompts: PromptSet,
-    limits: RenderLimits = RenderLimits(),
-) -> Turn:
-    """The user turn after an image search: numbered (thumbnail, title) lines, in hit order.
+def image_hit_lines(
+    hits: Sequence[ImageHit], limits: RenderLimits = RenderLimits()
+) -> tuple[list[str], list[Any]]:
+    """Numbered ``<image> title`` lines of image hits, in hit order, and their thumbnails.
 
     Hits without a thumbnail are listed by title alone, so placeholders and images always
-    match one to one.
+    match one to one. No hits give the single line "No results.".
     """
     lines: list[str] = []
     images: list[Any] = []
@@ -113,8 +110,28 @@ def render_image_results(
         else:
             lines.append(f"{i}. {IMAGE_PLACEHOLDER} {title}")
             images.append(hit.thumbnail)
-    body = "\n".join(lines) if lines else "No results."
-    text = _follow_up(body, question, prompts.after_image_search, limits)
+    return lines or ["No results."], images
+
+
+def text_hit_lines(hits: Sequence[TextHit], limits: RenderLimits = RenderLimits()) -> list[str]:
+    """Numbered ``url`` + summary entries of text hits, in hit order ("No results." if none)."""
+    entries = []
+    for i, hit in enumerate(hits[: limits.max_text_hits], start=1):
+        url = neutralize(hit.url, limits.max_url_chars) or "(no url)"
+        summary = neutralize(hit.summary, limits.max_summary_chars) or "(no summary)"
+        entries.append(f"{i}. {url}\n{summary}")
+    return entries or ["No results."]
+
+
+def render_image_results(
+    hits: Sequence[ImageHit],
+    question: str,
+    prompts: PromptSet,
+    limits: RenderLimits = RenderLimits(),
+) -> Turn:
+    """The user turn after an image search: numbered (thumbnail, title) lines, in hit order."""
+    lines, images = image_hit_lines(hits, limits)
+    text = _follow_up("\n".join(lines), question, prompts.after_image_search, limits)
     return Turn(Role.USER, text, tuple(images))
 
 
@@ -125,14 +142,8 @@ def render_text_results(
     limits: RenderLimits = RenderLimits(),
 ) -> Turn:
     """The user turn after a text search: numbered (url, summary) entries, in hit order."""
-    entries = []
-    for i, hit in enumerate(hits[: limits.max_text_hits], start=1):
-        url = neutralize(hit.url, limits.max_url_chars) or "(no url)"
-        summary = neutralize(hit.summary, limits.max_summary_chars) or "(no summary)"
-        entries.append(f"{i}. {url}\n{summary}")
-    body = "\n".join(entries) if entries else "No results."
-    text = _follow_up(body, question, prompts.after_text_search, limits)
-    return Turn(Role.USER, text)
+    body = "\n".join(text_hit_lines(hits, limits))
+    return Turn(Role.USER, _follow_up(body, question, prompts.after_text_search, limits))
 
 
 def render_search_error(
