@@ -14,8 +14,9 @@ import pytest
 import torch
 from PIL import Image
 
+from mmsr.models import rope_position_ids
 from mmsr.policy import GenerationRequest
-from mmsr.policy.hf import HFPolicy, SpecialIds, mrope_position_ids
+from mmsr.policy.hf import HFPolicy, SpecialIds
 from mmsr.rollout import EndReason, RolloutEngine, RolloutTask
 from mmsr.types import ImageHit, Turn
 
@@ -26,7 +27,6 @@ IMAGE, VIDEO, V_START, V_END = 60, 61, 62, 63
 SPECIAL = SpecialIds(
     pad=PAD,
     end_of_turn=frozenset({IM_END}),
-    image=IMAGE,
     suppressed=frozenset({IMAGE, VIDEO, V_START, V_END}),
 )
 SIDE = 56  # 56 px → 4×4 patches → 4 visual tokens after the 2×2 merge
@@ -110,7 +110,7 @@ def _replay_logprobs(
     """Log-probs of each token given the ones before it, from one forward pass."""
     input_ids = torch.tensor([list(ids)])
     pixel_values, grid = Vision()(images) if images else (None, None)
-    positions = mrope_position_ids(model, input_ids, None, grid)
+    positions = rope_position_ids(model, input_ids, grid)
     with torch.no_grad():
         logits = model(
             input_ids=input_ids,

@@ -3,10 +3,10 @@
 Batched and left-padded, one prefill over each conversation so far (all its images) and then a
 KV cache. M-RoPE positions are computed explicitly with the model's own ``get_rope_index`` for
 the prefill and continued as text positions while decoding, so they equal the positions of the
-whole sequence computed after the fact (``mrope_position_ids``): the training forward pass sees
-exactly what sampling saw. Each sample has its own seeded generator; vision and placeholder
-tokens are never sampled. Log-probs are recorded under the sampling distribution (``temperature``
-applied; greedy records the plain log-softmax).
+whole sequence computed after the fact (``mmsr.models.rope_position_ids``): the training
+forward pass sees exactly what sampling saw. Each sample has its own seeded generator; vision
+and placeholder tokens are never sampled. Log-probs are recorded under the sampling
+distribution (``temperature`` applied; greedy records the plain log-softmax).
 """
 
 from __future__ import annotations
@@ -39,20 +39,8 @@ class SpecialIds:
     pad: int
     end_of_turn: frozenset[int]
     """Ids that end a turn (e.g. <|im_end|>, <|endoftext|>); kept in the sampled ids."""
-    image: int
-    """The image placeholder id (<|image_pad|>)."""
     suppressed: frozenset[int]
     """Ids never sampled (vision start/end, image and video placeholders)."""
-
-
-def mrope_position_ids(
-    model: Any,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor | None,
-    image_grid_thw: torch.Tensor | None,
-) -> torch.Tensor:
-    """3-D M-RoPE position ids ``(3, B, T)`` of a batch, over all its images (model's own code)."""
-    return rope_position_ids(model, input_ids, image_grid_thw, attention_mask)
 
 
 class HFPolicy:
@@ -99,8 +87,8 @@ class HFPolicy:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if images:
             inputs["pixel_values"], inputs["image_grid_thw"] = self.vision(images)
-        inputs["position_ids"] = mrope_position_ids(
-            self.model, input_ids, attention_mask, inputs.get("image_grid_thw")
+        inputs["position_ids"] = rope_position_ids(
+            self.model, input_ids, inputs.get("image_grid_thw"), attention_mask
         )
         return inputs
 

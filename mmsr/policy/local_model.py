@@ -21,7 +21,6 @@ from mmsr.models.tokenizer import (
     DEFAULT_SYSTEM_PROMPT,
     ENDOFTEXT,
     IM_END,
-    IMAGE_PAD,
     suppressed_token_ids,
     token_id,
 )
@@ -68,7 +67,6 @@ def build_hf_policy(
     special = SpecialIds(
         pad=token_id(tokenizer, ENDOFTEXT),
         end_of_turn=frozenset({token_id(tokenizer, IM_END), token_id(tokenizer, ENDOFTEXT)}),
-        image=token_id(tokenizer, IMAGE_PAD),
         suppressed=suppressed,
     )
 
