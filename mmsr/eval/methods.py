@@ -39,7 +39,7 @@ from mmsr.protocol.render import RenderLimits, image_hit_lines, neutralize, text
 from mmsr.rollout.engine import RolloutEngine, RolloutLimits, RolloutTask, TurnEncoder
 from mmsr.rollout.trajectory import ToolCall, Trajectory
 from mmsr.search.base import SearchBackends, SearchError
-from mmsr.types import Role, Sample, Turn
+from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
 
 PROMPT_DIR = Path(__file__).parent / "prompts"
 INFORMATION_SLOT = "{information}"
@@ -133,8 +133,8 @@ def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
     if call.error is not None:
         out.sections.append(f"The image search failed: {neutralize(call.error, 300)}")
         return
-    lines, thumbs = image_hit_lines(hits, ctx.render_limits)
-    out.sections.append("Image search results:\n" + "\n".join(lines))
+    section, thumbs = image_section(hits, ctx.render_limits)
+    out.sections.append(section)
     out.images.extend(thumbs)
     out.top_title = hits[0].title if hits else None
 
@@ -151,8 +151,52 @@ def _text_search(item: EvalItem, query: str, ctx: MethodContext, out: _Prefetch)
     if call.error is not None:
         out.sections.append(f"The web search for {shown!r} failed: {neutralize(call.error, 300)}")
         return
-    lines = text_hit_lines(hits, ctx.render_limits)
-    out.sections.append(f"Web search results for {shown!r}:\n" + "\n".join(lines))
+    out.sections.append(text_section(query, hits, ctx.render_limits))
+
+
+def image_section(hits: Sequence[ImageHit], limits: RenderLimits) -> tuple[str, list[Any]]:
+    """A prefetched image search as a section of the first turn, and its thumbnails."""
+    lines, thumbs = image_hit_lines(hits, limits)
+    return "Image search results:\n" + "\n".join(lines), thumbs
+
+
+def text_section(query: str, hits: Sequence[TextHit], limits: RenderLimits) -> str:
+    """A prefetched text search as a section of the first turn."""
+    shown = neutralize(query, limits.max_question_chars)
+    return f"Web search results for {shown!r}:\n" + "\n".join(text_hit_lines(hits, limits))
+
+
+def prefetched_first_turn(
+    method: Literal["rag", "oracle"],
+    question: str,
+    image: Any,
+    sections: Sequence[str],
+    thumbnails: Sequence[Any],
+    limits: RenderLimits = RenderLimits(),
+) -> Turn:
+    """The first user turn of ``rag`` / ``oracle`` with already rendered result sections.
+
+    The SFT teacher writes its ``rag`` and ``oracle`` conversations with this, so the warm start
+    sees those methods' prompts exactly as the evaluation renders them.
+    """
+    got = _Prefetch(list(sections), list(thumbnails))
+    item = EvalItem("teacher", question, image, None, None)
+    return _first_turn(_prompt(method, "first_turn"), item, got, limits)
+
+
+def direct_first_turn(question: str, image: Any, limits: RenderLimits = RenderLimits()) -> Turn:
+    """The first user turn of ``direct`` (and of ``oracle`` for a question that needs nothing)."""
+    item = EvalItem("teacher", question, image, None, None)
+    return _direct_first_turn(item, limits)
+
+
+def method_prompt_set(method: Literal["direct", "rag", "oracle"]) -> PromptSet:
+    """The prompt set a method's rollouts run with (its follow-up turns)."""
+    if method == "rag":
+        return _method_prompts("rag", after_text_search="after_text_search")
+    if method == "direct":
+        return _method_prompts("direct", first_turn="first_turn")
+    return default_prompt_set()
 
 
 def _first_turn(template: str, item: EvalItem, got: _Prefetch, limits: RenderLimits) -> Turn:
@@ -219,8 +263,8 @@ def _plain_task(item: EvalItem, ctx: MethodContext) -> RolloutTask:
     return RolloutTask(item.id, item.question, item.image)
 
 
-def _direct_first_turn(item: EvalItem, ctx: MethodContext) -> Turn:
-    safe = neutralize(item.question, ctx.render_limits.max_question_chars)
+def _direct_first_turn(item: EvalItem, limits: RenderLimits) -> Turn:
+    safe = neutralize(item.question, limits.max_question_chars)
     return Turn(
         Role.USER, _prompt("direct", "first_turn").replace(QUESTION_SLOT, safe), (item.image,)
     )
@@ -235,7 +279,7 @@ def _prepare_rag(item: EvalItem, ctx: MethodContext) -> RolloutTask:
 
 def _prepare_oracle(item: EvalItem, ctx: MethodContext) -> RolloutTask:
     if item.need == "none":
-        first = _direct_first_turn(item, ctx)
+        first = _direct_first_turn(item, ctx.render_limits)
         return RolloutTask(item.id, item.question, item.image, first)
     got = _Prefetch()
     if item.need in ("image", "both"):

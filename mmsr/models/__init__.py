@@ -38,6 +38,7 @@ from mmsr.models.positions import mm_token_type_ids, rope_position_ids
 from mmsr.models.tokenizer import (
     CHAT_TEMPLATE,
     SPECIAL_TOKENS,
+    added_atomic_ids,
     atomic_token_ids,
     special_token_ids,
     suppressed_token_ids,
@@ -57,6 +58,7 @@ __all__ = [
     "ImageProcessorConfig",
     "ProcessedImage",
     "TinyVLConfig",
+    "added_atomic_ids",
     "atomic_token_ids",
     "build_tiny_model",
     "count_parameters",

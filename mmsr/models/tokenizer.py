@@ -237,3 +237,8 @@ def atomic_token_ids(tokenizer: PreTrainedTokenizerBase, names: Sequence[str]) -
             raise ValueError(f"{name!r} is not an atomic token (encodes to {len(encoded)} ids)")
         ids.append(int(encoded[0]))
     return ids
+
+
+def added_atomic_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
+    """Sorted ids of every atomic token ``train_tokenizer`` added (the non-special added ones)."""
+    return sorted(int(i) for i, t in tokenizer.added_tokens_decoder.items() if not t.special)

@@ -35,6 +35,7 @@ from mmsr.models import (
     PRESETS,
     ChatEncoder,
     ImageProcessor,
+    added_atomic_ids,
     build_tiny_model,
     count_parameters,
     load_model,
@@ -45,6 +46,7 @@ from mmsr.models import (
 )
 from mmsr.models.tokenizer import ENDOFTEXT
 from mmsr.protocol import default_prompt_set
+from mmsr.train.atomic import freeze_rows, param_groups, set_random_codes
 from mmsr.train.batch import collate, teacher_sequence
 from mmsr.train.sft_eval import EvalConfig, evaluate_model, pick_questions
 from mmsr.train.teacher import Teacher, TeacherConfig
@@ -70,8 +72,8 @@ class SFTConfig:
     """BPE vocabulary before the atomic tokens are added."""
     seed: int = 0
     """Seeds the initial weights and the teacher's data stream."""
-    lr: float = 2e-3
-    """Peak learning rate."""
+    lr: float = 5e-4
+    """Peak learning rate (at 2e-3 the copying never set in; at 5e-4 within 250 primer steps)."""
     min_lr_ratio: float = 0.1
     """The cosine decays to this share of the peak."""
     warmup_steps: int = 20
@@ -82,6 +84,16 @@ class SFTConfig:
     """Largest global gradient norm."""
     batch_size: int = 4
     """Conversations per micro-batch (all of one teacher kind, so lengths are similar)."""
+    primer_steps: int = 600
+    """The first optimizer steps draw only the short primer kinds (``teacher.PRIMER_KINDS``)."""
+    primer_batch_size: int = 32
+    """Conversations per micro-batch of a primer kind (they are short)."""
+    atomic_std: float = 0.12
+    """Std of the fixed random codes of the atomic tokens (``mmsr.train.atomic``); 0: keep."""
+    atomic_shared: float = 1.0
+    """Length of the direction all atomic codes share (``atomic.set_random_codes``)."""
+    freeze_atomic: bool = True
+    """Keep the atomic tokens' embedding rows fixed (``mmsr.train.atomic``)."""
     accumulation: int = 1
     """Micro-batches per optimizer step."""
     max_steps: int = 0
@@ -114,6 +126,8 @@ SFT_PRESETS: dict[str, SFTConfig] = {
         minutes=0.0,
         warmup_steps=1,
         batch_size=2,
+        primer_steps=1,
+        primer_batch_size=2,
         eval=EvalConfig(questions=2, max_new_tokens=24),
         final_questions=2,
     ),
@@ -227,6 +241,16 @@ def _setup(config: SFTConfig, world: Path, index: Path, eval_split: str) -> _Run
         tokenizer = build_tokenizer(world, config.vocab_size)
         model = build_tiny_model(config.model_preset, tokenizer, seed=config.seed)
         processor = ImageProcessor(PRESETS[config.model_preset].image_processor_config())
+        if config.atomic_std > 0:
+            set_random_codes(
+                model,
+                added_atomic_ids(tokenizer),
+                config.atomic_std,
+                config.seed,
+                shared=config.atomic_shared,
+            )
+    if config.freeze_atomic:
+        freeze_rows(model, added_atomic_ids(tokenizer))
     logger.info("model %s: %d parameters", config.model_preset, count_parameters(model))
     held_out = load_samples(world / f"{eval_split}.parquet")
     eval_samples = pick_questions(held_out, config.eval.questions, config.seed)
@@ -251,10 +275,13 @@ def train_sft(
     suppressed = suppressed_token_ids(tokenizer)
     pad_id = token_id(tokenizer, ENDOFTEXT)
     optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.95)
+        param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95)
     )
     model.train(True)
     step, train_seconds, next_eval, smooth = 0, 0.0, config.eval_every_minutes, 0.0
+    atomic = torch.zeros(len(tokenizer), dtype=torch.bool)
+    atomic[added_atomic_ids(tokenizer)] = True
+    copy_nll: dict[str, float] = {}  # smoothed NLL of the atomic targets (names, values) per kind
     bar = tqdm(total=None, desc="sft", unit="step", disable=not progress)
     while budget_progress(step, train_seconds, config) < 1.0:
         start = time.perf_counter()
@@ -264,10 +291,17 @@ def train_sft(
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(config.accumulation):
-            kind = teacher.kind()
-            seqs = [teacher_sequence(encoder, teacher.draw(kind)) for _ in range(config.batch_size)]
+            priming = step < config.primer_steps
+            kind = teacher.primer_kind(step / config.primer_steps) if priming else teacher.kind()
+            size = config.primer_batch_size if priming else config.batch_size
+            seqs = [teacher_sequence(encoder, teacher.draw(kind)) for _ in range(size)]
             batch = collate(seqs, model, run.processor, pad_id)
-            loss = sft_loss(model, batch, suppressed) / config.accumulation
+            logprobs = masked_logprobs(model, batch, suppressed)
+            loss = -logprobs.mean() / config.accumulation
+            on_atomic = atomic[batch.input_ids[:, 1:][batch.loss_mask.bool()]]
+            if bool(on_atomic.any()):
+                nll = float(-logprobs.detach()[on_atomic].mean())
+                copy_nll[kind] = 0.9 * copy_nll.get(kind, nll) + 0.1 * nll
             loss.backward()  # type: ignore[no-untyped-call]
             total += float(loss.detach())
         if not math.isfinite(total):
@@ -278,7 +312,12 @@ def train_sft(
         train_seconds += time.perf_counter() - start
         smooth = total if step == 1 else 0.95 * smooth + 0.05 * total
         bar.update(1)
-        bar.set_postfix(loss=f"{smooth:.3f}", lr=f"{config.lr * factor:.1e}", kind=kind)
+        bar.set_postfix(
+            loss=f"{smooth:.3f}",
+            lr=f"{config.lr * factor:.1e}",
+            kind=kind,
+            names=f"{copy_nll.get(kind, float('nan')):.2f}",
+        )
         if next_eval > 0 and train_seconds >= 60.0 * next_eval:
             record = run.evaluate(step, train_seconds / 60.0)
             bar.write(_eval_line(record))
@@ -288,6 +327,7 @@ def train_sft(
     logger.info("final evaluation on %d questions", len(run.final_samples))
     final = run.evaluate(step, train_seconds / 60.0, final=True)
     final.update(loss=smooth, teacher_skipped=teacher.skipped, eval_split=eval_split)
+    final["atomic_target_nll"] = {k: round(v, 3) for k, v in sorted(copy_nll.items())}
     metrics = {"final": final, "history": run.history[:-1]}
     (Path(out) / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     with (Path(out) / ROLLOUTS_FILE).open("w", encoding="utf-8") as handle:

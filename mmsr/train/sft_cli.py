@@ -18,6 +18,7 @@ from mmsr.train.sft_eval import EvalConfig
 
 def register(subparsers: Any) -> None:
     from mmsr.train.sft import SFT_PRESETS
+    from mmsr.train.teacher import KINDS
 
     sft = subparsers.add_parser("sft", help="supervised warm start on teacher conversations")
     sft.add_argument("--world", type=Path, required=True, help="a world built by 'mmsr world'")
@@ -31,7 +32,13 @@ def register(subparsers: Any) -> None:
     sft.add_argument("--batch-size", type=int, default=None, help="conversations per batch")
     sft.add_argument("--init", default=None, help="continue from this saved model folder")
     sft.add_argument(
-        "--weights", default=None, help="teacher mixture: five comma-separated weights (KINDS)"
+        "--primer-steps", type=int, default=None, help="first steps on the primer kinds only"
+    )
+    sft.add_argument("--eval-every", type=float, default=None, help="minutes between evaluations")
+    sft.add_argument(
+        "--weights",
+        default=None,
+        help=f"teacher mixture: {len(KINDS)} comma-separated weights ({', '.join(KINDS)})",
     )
     sft.add_argument("--quiet", action="store_true", help="no progress bar")
     sft.set_defaults(func=_train)
@@ -57,11 +64,15 @@ def _train(args: argparse.Namespace) -> int:
         lr=args.lr,
         batch_size=args.batch_size,
         init_from=args.init,
+        primer_steps=args.primer_steps,
+        eval_every_minutes=args.eval_every,
     )
     if args.weights is not None:
+        from mmsr.train.teacher import KINDS
+
         weights = tuple(float(w) for w in args.weights.split(","))
-        if len(weights) != 5:
-            raise SystemExit("--weights takes five numbers, one per teacher kind")
+        if len(weights) != len(KINDS):
+            raise SystemExit(f"--weights takes {len(KINDS)} numbers, one per teacher kind")
         teacher = replace(config.teacher, weights=weights)
         config = replace(config, teacher=teacher)
     if args.steps is not None and args.minutes is None:

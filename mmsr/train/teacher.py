@@ -21,6 +21,19 @@ written here), drawn by a seeded ``Teacher``:
   text search naming the entity, then synthetic text hits in the pages' own wording whose fact
   values are drawn at random (so the value must be copied, never recalled). The named
   templates go straight to the text search.
+- ``prime1`` / ``prime2``: the copy drills stripped to their copying: they open with the
+  image results (no instructions, no images, no first turn), the entity always the first
+  image hit, lists of 1 to k hits (``prime2``: the entity's
+  text hit first with probability ``copy_first``). A tiny random model learns to copy in a few
+  hundred steps of these short, dense conversations and not in thousands of steps of the full
+  ones (measured; see ``mmsr.train.sft``), so a run starts with them.
+- ``rag`` / ``oracle`` / ``direct``: train questions in the evaluation methods' own formats
+  (``mmsr.eval.methods``), so those baselines measure what the warm start knows rather than
+  whether a tiny model can read a prompt it never saw. ``rag``: the prefetched image results,
+  a text query naming the entity (the name itself for a naming question), its real text hits,
+  the answer; ``oracle``: the searches the question's ``search_need`` labels made for it, the
+  answer; ``direct``: a head question answered from knowledge (the teacher has no answer to a
+  tail question without search, so none is drawn).
 
 Not here: tokenisation and training (``mmsr.train.sft``).
 """
@@ -33,16 +46,40 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmsr.data import open_image
-from mmsr.protocol import default_prompt_set
-from mmsr.protocol.prompts import PromptSet
-from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
+from mmsr.eval.methods import (
+    direct_first_turn,
+    image_section,
+    method_prompt_set,
+    prefetched_first_turn,
+    text_section,
+)
+from mmsr.protocol import IMAGE_PLACEHOLDER, default_prompt_set
+from mmsr.protocol.prompts import QUESTION_SLOT, PromptSet
+from mmsr.protocol.render import (
+    RenderLimits,
+    render_first_turn,
+    render_image_results,
+    render_text_results,
+)
 from mmsr.train.world_kit import WorldKit
 from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
 from mmsr.world.build import wiki_url
 from mmsr.world.entities import Entity
 from mmsr.world.questions import TEMPLATES, Template
 
-KINDS: tuple[str, ...] = ("head", "tail", "head_drill", "copy1", "copy2")
+KINDS: tuple[str, ...] = (
+    "head",
+    "tail",
+    "head_drill",
+    "copy1",
+    "copy2",
+    "prime1",
+    "prime2",
+    "rag",
+    "oracle",
+    "direct",
+)
+PRIMER_KINDS: tuple[str, ...] = ("prime1", "prime2")
 
 # How a fact is named in a reason and in a text-search query.
 FACT_WORDS: dict[str, str] = {
@@ -67,6 +104,17 @@ FLAG_FACT_PHRASES: tuple[tuple[str, str], ...] = (
 )
 LIVING_FACTS: tuple[str, ...] = ("genus", "family", "order")
 
+RENDER_LIMITS = RenderLimits()
+
+# The primers' prompt texts: nothing but the results and the question.
+BARE_PROMPTS = PromptSet(
+    first_turn=f"{IMAGE_PLACEHOLDER}Question: {QUESTION_SLOT}",
+    after_image_search="",
+    after_text_search="",
+    search_failed="",
+    name="bare",
+)
+
 UNKNOWN_IMAGE = "I cannot tell what the image shows, so I search with it."
 SEARCH_IMAGE = f"<reason>{UNKNOWN_IMAGE}</reason><search><img></search>"
 
@@ -77,6 +125,10 @@ def say(reason: str, action: str) -> Turn:
 
 def answer(value: str) -> str:
     return f"<answer>{value}</answer>"
+
+
+def query_action(query: str) -> str:
+    return f"<text_search>{query}</text_search>"
 
 
 def text_query(entity: Entity, fact: str) -> str:
@@ -184,7 +236,7 @@ def fact_sentence(entity: Entity, facts: dict[str, str]) -> str:
 class TeacherConfig:
     """How the teacher mixes and shapes its conversations."""
 
-    weights: tuple[float, ...] = (0.15, 0.25, 0.2, 0.2, 0.2)
+    weights: tuple[float, ...] = (0.15, 0.2, 0.15, 0.15, 0.15, 0.1, 0.1, 0.0, 0.0, 0.0)
     """Sampling weights of the kinds, in ``KINDS`` order."""
     head_direct: float = 0.5
     """Share of head train questions answered directly (the rest go the search path)."""
@@ -234,6 +286,14 @@ class Teacher:
 
     def kind(self) -> str:
         return self.rng.choices(KINDS, weights=self.config.weights)[0]
+
+    def primer_kind(self, progress: float) -> str:
+        """``prime1`` over the first half of the primer steps (``progress`` < 0.5), then both.
+
+        Copying sets in on the 1-hop primer alone after ≈ 250 steps of 32 and later when the
+        longer 2-hop primer is mixed in from the start.
+        """
+        return "prime1" if progress < 0.5 else self.rng.choice(PRIMER_KINDS)
 
     def draw(self, kind: str) -> list[Turn]:
         """One conversation of ``kind`` (see ``KINDS``)."""
@@ -333,3 +393,102 @@ class Teacher:
         hits = [self._text_hit(e, self._random_facts(e)) for e in others[: self.config.text_k - 1]]
         hits.insert(self.rng.randrange(len(hits) + 1), self._text_hit(entity, facts))
         return search_path(q, self._drill_hits(entity), hits, self.prompts)
+
+    # --- primers ---
+
+    def _prime_question(self, entity: Entity, fact: bool) -> Question:
+        templates = [t for t in applicable(entity) if (t.fact is not None) == fact]
+        q = make_question(entity, self.rng.choice(templates), None, self.rng)
+        return Question(entity, q.fact, False, q.text, None)
+
+    def _prime_image_hits(self, entity: Entity) -> list[ImageHit]:
+        others = self._distractors(entity, self.rng.randrange(self.config.image_k))
+        return [ImageHit(e.name, wiki_url(e.name)) for e in [entity, *others]]
+
+    def _primed(self, q: Question, text_hits: Sequence[TextHit]) -> list[Turn]:
+        turns = [
+            render_image_results(self._prime_image_hits(q.entity), q.text, BARE_PROMPTS),
+            after_image(q),
+        ]
+        if q.fact is not None:
+            turns += [render_text_results(text_hits, q.text, BARE_PROMPTS), after_text(q)]
+        return turns
+
+    def _prime1(self) -> list[Turn]:
+        entity = self.rng.choice(self.kit.entities)
+        return self._primed(self._prime_question(entity, fact=False), [])
+
+    def _prime2(self) -> list[Turn]:
+        entity = self.rng.choice(self.fact_entities)
+        facts = self._random_facts(entity)
+        q = self._prime_question(entity, fact=True)
+        q = Question(
+            Entity(entity.id, entity.name, entity.kind, entity.aliases, facts),
+            q.fact,
+            False,
+            q.text,
+            None,
+        )
+        n = self.rng.randrange(self.config.text_k)
+        others = [e for e in self._distractors(entity, 2 * self.config.text_k) if e.facts][:n]
+        hits = [self._text_hit(e, self._random_facts(e)) for e in others]
+        at = 0 if self.rng.random() < self.config.copy_first else self.rng.randrange(len(hits) + 1)
+        hits.insert(at, self._text_hit(entity, facts))
+        return self._primed(q, hits)
+
+    # --- the evaluation methods' formats ---
+
+    def _real_hits(self, sample: Sample, q: Question) -> list[ImageHit]:
+        real = self.kit.image_hits(sample, q.image, self.config.image_k)
+        own = self.kit.thumbnail_hit(q.entity)
+        return with_entity(real, own, random.Random(f"{sample.id}:place"))
+
+    def _readable_text_hits(self, q: Question, query: str) -> list[TextHit] | None:
+        """Real text hits for ``query``; None when a fact question's value is not in them."""
+        hits = self.kit.text_hits(query, q.text, self.config.text_k)
+        if q.fact is not None and not any(q.value in h.summary for h in hits):
+            return None
+        return hits
+
+    def _rag(self) -> list[Turn] | None:
+        sample = self.rng.choice(self.kit.train)
+        q = self._sample_question(sample)
+        query = q.entity.name if q.fact is None else text_query(q.entity, q.fact)
+        text_hits = self._readable_text_hits(q, query)
+        if text_hits is None:
+            return None
+        section, thumbs = image_section(self._real_hits(sample, q), RENDER_LIMITS)
+        first = prefetched_first_turn("rag", q.text, q.image, [section], thumbs)
+        name = q.entity.name
+        if q.fact is None:
+            ask = say(f"The results show {name}. I search for it to be sure.", query_action(query))
+            last = say(f"The results confirm {name}.", answer(name))
+        else:
+            ask, last = after_image(q), after_text(q)
+        follow = render_text_results(text_hits, q.text, method_prompt_set("rag"))
+        return [first, ask, follow, last]
+
+    def _oracle(self) -> list[Turn] | None:
+        sample = self.rng.choice(self.kit.train)
+        q = self._sample_question(sample)
+        need = str(sample.extra.get("search_need"))
+        if need == "none":
+            return [direct_first_turn(q.text, q.image), *direct(q)]
+        sections: list[str] = []
+        thumbs: list[Any] = []
+        if need in ("image", "both"):
+            section, thumbs = image_section(self._real_hits(sample, q), RENDER_LIMITS)
+            sections.append(section)
+        if need in ("text", "both"):
+            text_hits = self._readable_text_hits(q, q.entity.name)
+            if text_hits is None:
+                return None
+            sections.append(text_section(q.entity.name, text_hits, RENDER_LIMITS))
+        first = prefetched_first_turn("oracle", q.text, q.image, sections, thumbs)
+        if q.fact is None:
+            return [first, say(f"The results show {q.entity.name}.", answer(q.entity.name))]
+        return [first, after_text(q)]
+
+    def _direct(self) -> list[Turn]:
+        q = self._sample_question(self.rng.choice(self.head))
+        return [direct_first_turn(q.text, q.image), *direct(q)]
