@@ -45,9 +45,12 @@ class DemoConfig:
     """The SFT warm-start model folder."""
     grpo_preset: str = "tiny-cpu"
     """GRPO preset; the demo points it at the world, the index and the warm start."""
-    grpo_overrides: tuple[str, ...] = ("--run.steps", "8", "--run.save_every", "4")
+    grpo_overrides: tuple[str, ...] = (
+        *("--run.steps", "8", "--run.save_every", "4", "--optim.lr", "1e-4"),
+    )
     """``--section.field value`` overrides for GRPO: the laptop step budget (the preset's 30
-    steps take about 13 minutes on 2 cores, past the demo's 15-minute budget)."""
+    steps take about 13 minutes on 2 cores, past the demo's 15-minute budget) and a learning
+    rate that moves a 5 M-parameter policy within it (the preset's 2e-5 barely does in 8 steps)."""
     eval_limit: int | None = None
     """Evaluate on the first N test questions only (None: the whole test split)."""
     eval_batch_size: int = 48
@@ -89,11 +92,29 @@ def _latest_model(run: Path) -> Path:
     return steps[-1] / "model"
 
 
+def keep_previous_run(out: Path) -> Path | None:
+    """Move an earlier demo's training run and evaluations out of the way (never delete them).
+
+    They go to ``out/previous/<UTC time>/``; a rerun then trains and evaluates afresh (the
+    evaluations resume from what they find, so old rollouts must not be left in place).
+    """
+    stale = [out / name for name in ("grpo", "eval") if (out / name).exists()]
+    if not stale:
+        return None
+    keep = out / "previous" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    keep.mkdir(parents=True, exist_ok=True)
+    for path in stale:
+        path.rename(keep / path.name)
+    logger.info("kept the previous demo run in %s", keep)
+    return keep
+
+
 def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     """Run every stage (see the module docstring); returns the summary."""
     if not (cfg.warmstart / "config.json").is_file():
         raise ValueError(f"{cfg.warmstart}: no warm-start model (config.json missing)")
     out, timings = cfg.out, dict[str, float]()
+    keep_previous_run(out)
     world, index, grpo = out / "world", out / "index", out / "grpo"
     world_args = ["world", "build", "--out", str(world), "--seed", str(cfg.seed)]
     _stage("world", timings, [*world_args, *(["--small"] if cfg.small_world else [])])
@@ -146,8 +167,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
 
 def _cmd_demo(args: Any) -> int:
     overrides = DemoConfig.grpo_overrides
-    if args.steps is not None:
-        overrides = ("--run.steps", str(args.steps), "--run.save_every", str(args.steps))
+    if args.steps is not None:  # later overrides win
+        overrides = (
+            *overrides,
+            "--run.steps",
+            str(args.steps),
+            "--run.save_every",
+            str(args.steps),
+        )
     cfg = DemoConfig(
         out=args.out,
         seed=args.seed,

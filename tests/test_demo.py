@@ -52,3 +52,18 @@ def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
 def test_missing_warmstart_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no warm-start model"):
         run_demo(DemoConfig(out=tmp_path, warmstart=tmp_path / "nothing"))
+
+
+def test_a_rerun_keeps_the_previous_run_aside(tmp_path: Path) -> None:
+    from mmsr.demo import keep_previous_run
+
+    assert keep_previous_run(tmp_path) is None  # nothing to keep
+    (tmp_path / "grpo" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "eval" / "rag").mkdir(parents=True)
+    (tmp_path / "eval" / "rag" / "rollouts.jsonl").write_text("{}\n")
+    (tmp_path / "world").mkdir()
+    kept = keep_previous_run(tmp_path)
+    assert kept is not None and kept.parent == tmp_path / "previous"
+    assert not (tmp_path / "grpo").exists() and not (tmp_path / "eval").exists()
+    assert (kept / "eval" / "rag" / "rollouts.jsonl").read_text() == "{}\n"
+    assert (kept / "grpo" / "checkpoints").is_dir() and (tmp_path / "world").is_dir()
