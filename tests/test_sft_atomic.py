@@ -5,9 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+import tiny_models
 import torch
 
-import tiny_models
 from mmsr.models import added_atomic_ids, build_tiny_model, train_tokenizer
 from mmsr.policy.local_model import build_hf_policy
 from mmsr.train.atomic import embedding_weight, freeze_rows, param_groups, set_random_codes
