@@ -154,13 +154,15 @@ def _text_search(item: EvalItem, query: str, ctx: MethodContext, out: _Prefetch)
     out.sections.append(text_section(query, hits, ctx.render_limits))
 
 
-def image_section(hits: Sequence[ImageHit], limits: RenderLimits) -> tuple[str, list[Any]]:
+def image_section(
+    hits: Sequence[ImageHit], limits: RenderLimits = RenderLimits()
+) -> tuple[str, list[Any]]:
     """A prefetched image search as a section of the first turn, and its thumbnails."""
     lines, thumbs = image_hit_lines(hits, limits)
     return "Image search results:\n" + "\n".join(lines), thumbs
 
 
-def text_section(query: str, hits: Sequence[TextHit], limits: RenderLimits) -> str:
+def text_section(query: str, hits: Sequence[TextHit], limits: RenderLimits = RenderLimits()) -> str:
     """A prefetched text search as a section of the first turn."""
     shown = neutralize(query, limits.max_question_chars)
     return f"Web search results for {shown!r}:\n" + "\n".join(text_hit_lines(hits, limits))
@@ -298,7 +300,7 @@ METHODS: dict[str, Method] = {
     "direct": Method(
         "direct",
         "answer in one turn from own knowledge, no tools",
-        prompts=lambda ctx: _method_prompts("direct", first_turn="first_turn"),
+        prompts=lambda ctx: method_prompt_set("direct"),
         limits=_answer_only,
         prepare=_plain_task,
         uses_tools=False,
@@ -306,7 +308,7 @@ METHODS: dict[str, Method] = {
     "rag": Method(
         "rag",
         "image search made first, then one text query by the model, then the answer",
-        prompts=lambda ctx: _method_prompts("rag", after_text_search="after_text_search"),
+        prompts=lambda ctx: method_prompt_set("rag"),
         # the prefetched image search uses up the one image search; one text search is left
         limits=lambda lim: dataclasses.replace(
             lim, max_turns=2, max_image_searches=1, max_text_searches=1
@@ -323,7 +325,7 @@ METHODS: dict[str, Method] = {
     "oracle": Method(
         "oracle",
         "the searches the question needs (search_need label) made for the model; one turn",
-        prompts=lambda ctx: default_prompt_set(),
+        prompts=lambda ctx: method_prompt_set("oracle"),
         limits=_answer_only,
         prepare=_prepare_oracle,
         needs_labels=True,

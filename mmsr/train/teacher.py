@@ -23,8 +23,8 @@ written here), drawn by a seeded ``Teacher``:
   templates go straight to the text search.
 - ``prime1`` / ``prime2``: the copy drills stripped to their copying: they open with the
   image results (no instructions, no images, no first turn), the entity always the first
-  image hit, lists of 1 to k hits (``prime2``: the entity's
-  text hit first with probability ``copy_first``). A tiny random model learns to copy in a few
+  image hit, lists of 1 to k hits (``prime2``: the entity's text hit first with probability
+  ``copy_first``). A tiny random model learns to copy in a few
   hundred steps of these short, dense conversations and not in thousands of steps of the full
   ones (measured; see ``mmsr.train.sft``), so a run starts with them.
 - ``rag`` / ``oracle`` / ``direct``: train questions in the evaluation methods' own formats
@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from mmsr.data import open_image
@@ -55,12 +55,7 @@ from mmsr.eval.methods import (
 )
 from mmsr.protocol import IMAGE_PLACEHOLDER, default_prompt_set
 from mmsr.protocol.prompts import QUESTION_SLOT, PromptSet
-from mmsr.protocol.render import (
-    RenderLimits,
-    render_first_turn,
-    render_image_results,
-    render_text_results,
-)
+from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
 from mmsr.train.world_kit import WorldKit
 from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
 from mmsr.world.build import wiki_url
@@ -103,8 +98,6 @@ FLAG_FACT_PHRASES: tuple[tuple[str, str], ...] = (
     ("tld", "internet domain {}"),
 )
 LIVING_FACTS: tuple[str, ...] = ("genus", "family", "order")
-
-RENDER_LIMITS = RenderLimits()
 
 # The primers' prompt texts: nothing but the results and the question.
 BARE_PROMPTS = PromptSet(
@@ -315,19 +308,28 @@ class Teacher:
             entity, template.fact, template.named, sample.question, open_image(sample.image)
         )
 
+    def _real_hits(self, sample: Sample, q: Question) -> list[ImageHit]:
+        """The index's real image hits for a train question, with its entity among them."""
+        real = self.kit.image_hits(sample, q.image, self.config.image_k)
+        own = self.kit.thumbnail_hit(q.entity)
+        seeded = random.Random(f"{sample.id}:place")  # the same placement every epoch
+        return with_entity(real, own, seeded)
+
+    def _readable_text_hits(self, q: Question, query: str) -> list[TextHit] | None:
+        """Real text hits for ``query``; None when a fact question's value is not in them."""
+        hits = self.kit.text_hits(query, q.text, self.config.text_k)
+        if q.fact is not None and not any(q.value in h.summary for h in hits):
+            return None
+        return hits
+
     def _searched(self, sample: Sample, q: Question) -> list[Turn] | None:
-        k = self.config
-        image_hits: list[ImageHit] = []
-        if not q.named:
-            real = self.kit.image_hits(sample, q.image, k.image_k)
-            own = self.kit.thumbnail_hit(q.entity)
-            seeded = random.Random(f"{sample.id}:place")  # the same placement every epoch
-            image_hits = with_entity(real, own, seeded)
+        image_hits = [] if q.named else self._real_hits(sample, q)
         text_hits: list[TextHit] = []
         if q.fact is not None:
-            text_hits = self.kit.text_hits(text_query(q.entity, q.fact), q.text, k.text_k)
-            if not any(q.value in h.summary for h in text_hits):
+            found = self._readable_text_hits(q, text_query(q.entity, q.fact))
+            if found is None:
                 return None
+            text_hits = found
         return search_path(q, image_hits, text_hits, self.prompts)
 
     def _head(self) -> list[Turn] | None:
@@ -387,8 +389,7 @@ class Teacher:
         facts = self._random_facts(entity)
         templates = [t for t in applicable(entity) if t.fact is not None]
         q = self._fresh_question(entity, templates)
-        drilled = Entity(entity.id, entity.name, entity.kind, entity.aliases, facts)
-        q = Question(drilled, q.fact, q.named, q.text, q.image)
+        q = replace(q, entity=replace(entity, facts=facts))
         others = [e for e in self._distractors(entity, 2 * self.config.text_k) if e.facts]
         hits = [self._text_hit(e, self._random_facts(e)) for e in others[: self.config.text_k - 1]]
         hits.insert(self.rng.randrange(len(hits) + 1), self._text_hit(entity, facts))
@@ -399,7 +400,7 @@ class Teacher:
     def _prime_question(self, entity: Entity, fact: bool) -> Question:
         templates = [t for t in applicable(entity) if (t.fact is not None) == fact]
         q = make_question(entity, self.rng.choice(templates), None, self.rng)
-        return Question(entity, q.fact, False, q.text, None)
+        return replace(q, named=False)  # a primer always shows the image results
 
     def _prime_image_hits(self, entity: Entity) -> list[ImageHit]:
         others = self._distractors(entity, self.rng.randrange(self.config.image_k))
@@ -421,14 +422,7 @@ class Teacher:
     def _prime2(self) -> list[Turn]:
         entity = self.rng.choice(self.fact_entities)
         facts = self._random_facts(entity)
-        q = self._prime_question(entity, fact=True)
-        q = Question(
-            Entity(entity.id, entity.name, entity.kind, entity.aliases, facts),
-            q.fact,
-            False,
-            q.text,
-            None,
-        )
+        q = replace(self._prime_question(entity, fact=True), entity=replace(entity, facts=facts))
         n = self.rng.randrange(self.config.text_k)
         others = [e for e in self._distractors(entity, 2 * self.config.text_k) if e.facts][:n]
         hits = [self._text_hit(e, self._random_facts(e)) for e in others]
@@ -438,18 +432,6 @@ class Teacher:
 
     # --- the evaluation methods' formats ---
 
-    def _real_hits(self, sample: Sample, q: Question) -> list[ImageHit]:
-        real = self.kit.image_hits(sample, q.image, self.config.image_k)
-        own = self.kit.thumbnail_hit(q.entity)
-        return with_entity(real, own, random.Random(f"{sample.id}:place"))
-
-    def _readable_text_hits(self, q: Question, query: str) -> list[TextHit] | None:
-        """Real text hits for ``query``; None when a fact question's value is not in them."""
-        hits = self.kit.text_hits(query, q.text, self.config.text_k)
-        if q.fact is not None and not any(q.value in h.summary for h in hits):
-            return None
-        return hits
-
     def _rag(self) -> list[Turn] | None:
         sample = self.rng.choice(self.kit.train)
         q = self._sample_question(sample)
@@ -457,7 +439,7 @@ class Teacher:
         text_hits = self._readable_text_hits(q, query)
         if text_hits is None:
             return None
-        section, thumbs = image_section(self._real_hits(sample, q), RENDER_LIMITS)
+        section, thumbs = image_section(self._real_hits(sample, q))
         first = prefetched_first_turn("rag", q.text, q.image, [section], thumbs)
         name = q.entity.name
         if q.fact is None:
@@ -477,13 +459,13 @@ class Teacher:
         sections: list[str] = []
         thumbs: list[Any] = []
         if need in ("image", "both"):
-            section, thumbs = image_section(self._real_hits(sample, q), RENDER_LIMITS)
+            section, thumbs = image_section(self._real_hits(sample, q))
             sections.append(section)
         if need in ("text", "both"):
             text_hits = self._readable_text_hits(q, q.entity.name)
             if text_hits is None:
                 return None
-            sections.append(text_section(q.entity.name, text_hits, RENDER_LIMITS))
+            sections.append(text_section(q.entity.name, text_hits))
         first = prefetched_first_turn("oracle", q.text, q.image, sections, thumbs)
         if q.fact is None:
             return [first, say(f"The results show {q.entity.name}.", answer(q.entity.name))]
