@@ -49,7 +49,7 @@ from mmsr.protocol import default_prompt_set
 from mmsr.train.atomic import freeze_rows, param_groups, set_random_codes
 from mmsr.train.batch import collate, teacher_sequence
 from mmsr.train.sft_eval import EvalConfig, evaluate_model, pick_questions
-from mmsr.train.teacher import Teacher, TeacherConfig
+from mmsr.train.teacher import SHORT_KINDS, Teacher, TeacherConfig
 from mmsr.train.world_kit import WorldKit
 from mmsr.types import Role
 
@@ -293,7 +293,7 @@ def train_sft(
         for _ in range(config.accumulation):
             priming = step < config.primer_steps
             kind = teacher.primer_kind(step / config.primer_steps) if priming else teacher.kind()
-            size = config.primer_batch_size if priming else config.batch_size
+            size = config.primer_batch_size if kind in SHORT_KINDS else config.batch_size
             seqs = [teacher_sequence(encoder, teacher.draw(kind)) for _ in range(size)]
             batch = collate(seqs, model, run.processor, pad_id)
             logprobs = masked_logprobs(model, batch, suppressed)

@@ -38,7 +38,8 @@ def register(subparsers: Any) -> None:
     sft.add_argument(
         "--weights",
         default=None,
-        help=f"teacher mixture: {len(KINDS)} comma-separated weights ({', '.join(KINDS)})",
+        help=f"teacher mixture: name=weight pairs, e.g. know=0.4,tail=0.2 (others 0), or "
+        f"{len(KINDS)} numbers in this order: {', '.join(KINDS)}",
     )
     sft.add_argument("--quiet", action="store_true", help="no progress bar")
     sft.set_defaults(func=_train)
@@ -68,11 +69,12 @@ def _train(args: argparse.Namespace) -> int:
         eval_every_minutes=args.eval_every,
     )
     if args.weights is not None:
-        from mmsr.train.teacher import KINDS
+        from mmsr.train.teacher import parse_weights
 
-        weights = tuple(float(w) for w in args.weights.split(","))
-        if len(weights) != len(KINDS):
-            raise SystemExit(f"--weights takes {len(KINDS)} numbers, one per teacher kind")
+        try:
+            weights = parse_weights(args.weights)
+        except ValueError as err:
+            raise SystemExit(str(err)) from None
         teacher = replace(config.teacher, weights=weights)
         config = replace(config, teacher=teacher)
     if args.steps is not None and args.minutes is None:

@@ -27,6 +27,8 @@ written here), drawn by a seeded ``Teacher``:
   ``copy_first``). A tiny random model learns to copy in a few
   hundred steps of these short, dense conversations and not in thousands of steps of the full
   ones (measured; see ``mmsr.train.sft``), so a run starts with them.
+- ``know``: ``head_drill`` without the instructions (the bare question under the image), short
+  enough to be drawn in large batches: the head entities' recognition, fast.
 - ``rag`` / ``oracle`` / ``direct``: train questions in the evaluation methods' own formats
   (``mmsr.eval.methods``), so those baselines measure what the warm start knows rather than
   whether a tiny model can read a prompt it never saw. ``rag``: the prefetched image results,
@@ -73,8 +75,11 @@ KINDS: tuple[str, ...] = (
     "rag",
     "oracle",
     "direct",
+    "know",
 )
 PRIMER_KINDS: tuple[str, ...] = ("prime1", "prime2")
+SHORT_KINDS: tuple[str, ...] = (*PRIMER_KINDS, "know")
+"""Kinds short enough to be drawn in batches of ``SFTConfig.primer_batch_size``."""
 
 # How a fact is named in a reason and in a text-search query.
 FACT_WORDS: dict[str, str] = {
@@ -229,7 +234,7 @@ def fact_sentence(entity: Entity, facts: dict[str, str]) -> str:
 class TeacherConfig:
     """How the teacher mixes and shapes its conversations."""
 
-    weights: tuple[float, ...] = (0.15, 0.2, 0.15, 0.15, 0.15, 0.1, 0.1, 0.0, 0.0, 0.0)
+    weights: tuple[float, ...] = (0.15, 0.2, 0.15, 0.15, 0.15, 0.1, 0.1, 0.0, 0.0, 0.0, 0.0)
     """Sampling weights of the kinds, in ``KINDS`` order."""
     head_direct: float = 0.5
     """Share of head train questions answered directly (the rest go the search path)."""
@@ -245,6 +250,28 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         if len(self.weights) != len(KINDS) or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ValueError(f"weights must be {len(KINDS)} non-negative numbers, not all 0")
+
+
+def parse_weights(text: str) -> tuple[float, ...]:
+    """``"know=0.4,tail=0.2"`` (kinds not named get 0) or one number per kind in ``KINDS`` order."""
+    parts = [p.strip() for p in text.split(",") if p.strip()]
+    try:
+        if all("=" in p for p in parts):
+            named = {k.strip(): float(v) for k, v in (p.split("=", 1) for p in parts)}
+            unknown = sorted(set(named) - set(KINDS))
+            if unknown:
+                raise ValueError(f"unknown teacher kinds {unknown}; known: {', '.join(KINDS)}")
+            weights = tuple(named.get(k, 0.0) for k in KINDS)
+        elif len(parts) == len(KINDS):
+            weights = tuple(float(p) for p in parts)
+        else:
+            raise ValueError(
+                f"give name=weight pairs or {len(KINDS)} numbers ({', '.join(KINDS)})"
+            )
+    except ValueError as err:
+        raise ValueError(f"teacher weights {text!r}: {err}") from None
+    TeacherConfig(weights=weights)  # validates
+    return weights
 
 
 class Teacher:
@@ -470,6 +497,17 @@ class Teacher:
         if q.fact is None:
             return [first, say(f"The results show {q.entity.name}.", answer(q.entity.name))]
         return [first, after_text(q)]
+
+    def _know(self) -> list[Turn]:
+        """A head entity in a fresh query-style image, the bare question, the direct answer.
+
+        The head drill without the protocol's instructions: ≈ 50 tokens instead of ≈ 300, so
+        it is drawn in large batches and the recognition of the head entities (the vision
+        tower learns it from scratch) gets many more images per minute.
+        """
+        entity = self.rng.choice(self.head_entities)
+        q = self._fresh_question(entity, applicable(entity))
+        return [render_first_turn(q.text, q.image, BARE_PROMPTS), *direct(q)]
 
     def _direct(self) -> list[Turn]:
         q = self._sample_question(self.rng.choice(self.head))
