@@ -156,13 +156,25 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
-    print(f"\n{'method':<22} {'accuracy':>9} {'search ratio':>13}")
+    nan = float("nan")
+    print(f"\n{'method':<22} {'accuracy':>9} {'search ratio':>13} {'SR free':>8} "
+          f"{'SR required':>12} {'precision':>10} {'recall':>7}")  # fmt: skip
     for name, row in summary["methods"].items():
-        print(f"{name:<22} {100 * row['accuracy']:>8.1f}% {100 * row['search_ratio']:>12.1f}%")
+        print(
+            f"{name:<22} {100 * row['accuracy']:>8.1f}% {100 * row['search_ratio']:>12.1f}% "
+            f"{100 * row.get('search_ratio/search_free', nan):>7.1f}% "
+            f"{100 * row.get('search_ratio/search_required', nan):>11.1f}% "
+            f"{row.get('search_precision', nan):>10.2f} {row.get('search_recall', nan):>7.2f}"
+        )
     target = summary.get("target")
     if target is not None:
         print(f"\ntarget (on_demand_rl ≥ rag accuracy, ≤ 0.7 × rag search ratio): "
               f"{'met' if target['met'] else 'not met'}")  # fmt: skip
+    decision = summary.get("decision")
+    if decision is not None:
+        failed = [k for k, v in decision.items() if k != "met" and not v]
+        verdict = "met" if decision["met"] else "not met; short of " + ", ".join(failed)
+        print(f"search decision (issue #11 criteria): {verdict}")
 
 
 def _cmd_demo(args: Any) -> int:

@@ -18,6 +18,8 @@ from typing import Any
 # The paper's headline, in miniature (issue #7): on-demand search after RL answers at least
 # as well as the fixed RAG workflow while searching at most 70 % as often.
 TARGET_SEARCH_FACTOR = 0.7
+# Per-class search ratios in the GRPO metrics (measured from the labels, never shown to the policy).
+NEED_KEYS = ("search/ratio/search_free", "search/ratio/search_required")
 
 
 def method_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -62,6 +64,32 @@ def target_check(methods: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
     }
 
 
+def decision_check(methods: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
+    """Issue #11's bar: RL searches when it needs to, answers directly otherwise, and gains.
+
+    Search ratio on search-required ≥ 0.85 and on search-free ≤ 0.25, search precision ≥ 0.8
+    and recall ≥ 0.85; accuracy ≥ the warm start's and ≥ rag's + 3 points; search ratio ≤ 0.7 ×
+    rag's. Each criterion is reported; ``met`` is all of them.
+    """
+    needed = ("rag", "on_demand_rl", "on_demand_warmstart")
+    if any(name not in methods for name in needed):
+        return None
+    rag, rl, warm = (methods[name] for name in needed)
+    nan = float("nan")
+    checks = {
+        "search_ratio_search_required_at_least_0.85": rl.get("search_ratio/search_required", nan)
+        >= 0.85,
+        "search_ratio_search_free_at_most_0.25": rl.get("search_ratio/search_free", nan) <= 0.25,
+        "search_precision_at_least_0.8": rl.get("search_precision", nan) >= 0.8,
+        "search_recall_at_least_0.85": rl.get("search_recall", nan) >= 0.85,
+        "accuracy_at_least_warmstart": rl["accuracy"] >= warm["accuracy"],
+        "accuracy_at_least_rag_plus_3_points": rl["accuracy"] >= rag["accuracy"] + 0.03,
+        "search_ratio_at_most_0.7_rag": rl["search_ratio"]
+        <= TARGET_SEARCH_FACTOR * rag["search_ratio"],
+    }
+    return {**checks, "met": all(checks.values())}
+
+
 def _png(fig: Any) -> str:
     buffer = io.BytesIO()
     fig.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
@@ -89,6 +117,20 @@ def _plots(methods: dict[str, dict[str, Any]], training: list[dict[str, float]])
         ax.set_title("Training: reward and search ratio")
         plots["Training: reward and search ratio over steps"] = _png(fig)
         plt.close(fig)
+        per_need = [k for k in NEED_KEYS if any(k in row for row in training)]
+        if per_need:
+            fig, ax = plt.subplots(figsize=(6, 3.5))
+            for key in per_need:
+                values = [row.get(key, float("nan")) for row in training]
+                ax.plot(steps, values, marker=".", label=key.removeprefix("search/ratio/"))
+            ax.set_xlabel("GRPO step")
+            ax.set_ylabel("search ratio of the sampled rollouts")
+            ax.set_ylim(-0.05, 1.05)
+            ax.grid(alpha=0.3)
+            ax.legend()
+            ax.set_title("Training: search ratio per need class")
+            plots["Training: search ratio per need class over steps"] = _png(fig)
+            plt.close(fig)
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, row in methods.items():
         ax.scatter(100 * row["search_ratio"], 100 * row["accuracy"], s=60)
@@ -116,8 +158,9 @@ def _markdown(methods: dict[str, dict[str, Any]], summary: dict[str, Any]) -> st
         "of questions with at least one search).",
         "",
         "| method | accuracy | search ratio | search calls / allowed "
-        "| acc. search-free | acc. search-required |",
-        "|---|---:|---:|---:|---:|---:|",
+        "| acc. search-free | acc. search-required | SR search-free | SR search-required "
+        "| search precision | search recall |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, row in methods.items():
         cells = [
@@ -126,6 +169,10 @@ def _markdown(methods: dict[str, dict[str, Any]], summary: dict[str, Any]) -> st
             f"{100 * row['search_call_ratio']:.1f}",
             f"{100 * row.get('accuracy/search_free', float('nan')):.1f}",
             f"{100 * row.get('accuracy/search_required', float('nan')):.1f}",
+            f"{100 * row.get('search_ratio/search_free', float('nan')):.1f}",
+            f"{100 * row.get('search_ratio/search_required', float('nan')):.1f}",
+            f"{row.get('search_precision', float('nan')):.2f}",
+            f"{row.get('search_recall', float('nan')):.2f}",
         ]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     target = summary.get("target")
@@ -134,6 +181,16 @@ def _markdown(methods: dict[str, dict[str, Any]], summary: dict[str, Any]) -> st
         lines += [
             "",
             f"Target (on_demand_rl accuracy ≥ rag, search ratio ≤ 0.7 × rag): **{verdict}**.",
+        ]
+    decision = summary.get("decision")
+    if decision is not None:
+        verdict = "met" if decision["met"] else "not met"
+        failed = [k for k, v in decision.items() if k != "met" and not v]
+        lines += [
+            "",
+            f"Search decision (issue #11: SR search-required ≥ 0.85, search-free ≤ 0.25, "
+            f"precision ≥ 0.8, recall ≥ 0.85, accuracy ≥ warm start and ≥ rag + 3): "
+            f"**{verdict}**" + (f" (short of: {', '.join(failed)})." if failed else "."),
         ]
     training = summary.get("training", {})
     if training:
@@ -159,6 +216,7 @@ def write_demo_report(
     summary: dict[str, Any] = {
         "methods": methods,
         "target": target_check(methods),
+        "decision": decision_check(methods),
         "timings": timings,
     }
     if training:

@@ -46,7 +46,37 @@ def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
     for name in METHODS:
         assert f"| {name} |" in report
     html = (cfg.out / "report.html").read_text(encoding="utf-8")
-    assert html.count("data:image/png;base64,") == 2
+    # reward + search ratio, search ratio per need class, accuracy vs search ratio
+    assert html.count("data:image/png;base64,") == 3
+    assert "SR search-free" in report and "search precision" in report
+    decision = saved["decision"]
+    assert decision is not None and set(decision) >= {"met", "search_recall_at_least_0.85"}
+
+
+def test_decision_check_reports_each_criterion() -> None:
+    from mmsr.demo_report import decision_check
+
+    def row(acc: float, sr: float, free: float, req: float, p: float, r: float) -> dict:
+        return {
+            "accuracy": acc,
+            "search_ratio": sr,
+            "search_ratio/search_free": free,
+            "search_ratio/search_required": req,
+            "search_precision": p,
+            "search_recall": r,
+        }
+
+    rag = row(0.20, 1.0, 1.0, 1.0, 0.65, 1.0)
+    warm = row(0.22, 1.0, 1.0, 1.0, 0.65, 1.0)
+    good = row(0.30, 0.62, 0.10, 0.90, 0.94, 0.90)
+    ok = decision_check({"rag": rag, "on_demand_warmstart": warm, "on_demand_rl": good})
+    assert ok is not None and ok["met"]
+    # searching on half of everything, independently of need: precision = base rate
+    blind = row(0.30, 0.5, 0.5, 0.5, 0.65, 0.5)
+    bad = decision_check({"rag": rag, "on_demand_warmstart": warm, "on_demand_rl": blind})
+    assert bad is not None and not bad["met"]
+    assert not bad["search_ratio_search_free_at_most_0.25"] and bad["search_ratio_at_most_0.7_rag"]
+    assert decision_check({"rag": rag}) is None
 
 
 def test_missing_warmstart_is_a_clear_error(tmp_path: Path) -> None:

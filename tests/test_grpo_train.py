@@ -225,9 +225,16 @@ def test_rollout_metrics_count_searches_and_ends(
     captured: list[Trajectory] = []
     real = grpo.rollout_metrics
 
-    def capture(trajs: Sequence[Trajectory], rewards: Sequence[RewardBreakdown]) -> Any:
+    categories: list[str] = []
+    scored: list[RewardBreakdown] = []
+
+    def capture(
+        trajs: Sequence[Trajectory], rewards: Sequence[RewardBreakdown], cats: Sequence[str]
+    ) -> Any:
         captured.extend(trajs)
-        return real(trajs, rewards)
+        categories.extend(cats)
+        scored.extend(rewards)
+        return real(trajs, rewards, cats)
 
     monkeypatch.setattr(grpo, "rollout_metrics", capture)
     metrics = train_grpo(_config("--run.steps=1", "--run.save_every=0"), _parts(), tmp_path)
@@ -235,6 +242,15 @@ def test_rollout_metrics_count_searches_and_ends(
     assert ends == pytest.approx(1.0)
     assert metrics["search/ratio"] == sum(t.searched for t in captured) / len(captured)
     assert metrics["rollout/turns"] == sum(len(t.actions) for t in captured) / len(captured)
+    for category in set(categories) - {""}:  # per need class, from the labels (measurement only)
+        picked = [t for t, c in zip(captured, categories, strict=True) if c == category]
+        expected = sum(t.searched for t in picked) / len(picked)
+        assert metrics[f"search/ratio/{category}"] == pytest.approx(expected)
+    labels = ["search_free" if i % 2 else "search_required" for i in range(len(captured))]
+    split = real(captured, scored, labels)
+    for label in set(labels):
+        picked = [t for t, c in zip(captured, labels, strict=True) if c == label]
+        assert split[f"search/ratio/{label}"] == sum(t.searched for t in picked) / len(picked)
 
 
 def test_a_second_ppo_epoch_sees_a_ratio_away_from_one(

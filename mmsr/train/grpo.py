@@ -347,7 +347,7 @@ def train_grpo(
             t_end = time.perf_counter()
             # 4. metrics, samples, checkpoint
             metrics = {
-                **rollout_metrics(trajectories, rewards),
+                **rollout_metrics(trajectories, rewards, [s.category or "" for s in repeated]),
                 "reward/zero_variance_groups": zero_variance_share(scores, group),
                 **loss_metrics,
                 "optim/lr": float(scheduler.get_last_lr()[0]),

@@ -26,9 +26,15 @@ def _mean(values: Sequence[float]) -> float:
 
 
 def rollout_metrics(
-    trajectories: Sequence[Trajectory], rewards: Sequence[RewardBreakdown]
+    trajectories: Sequence[Trajectory],
+    rewards: Sequence[RewardBreakdown],
+    categories: Sequence[str] | None = None,
 ) -> dict[str, float]:
-    """Means over a step's rollouts; ``search/ratio`` is the share that searched at all."""
+    """Means over a step's rollouts; ``search/ratio`` is the share that searched at all.
+
+    ``categories`` (one per rollout, e.g. ``search_free`` / ``search_required``) add
+    ``search/ratio/<category>``: measurement only, the policy and the reward never see them.
+    """
     n = len(trajectories)
     calls = [c for t in trajectories for c in t.tool_calls]
     scores = [r.score for r in rewards]
@@ -50,6 +56,9 @@ def rollout_metrics(
     for reason in EndReason:
         share = _mean([float(t.end_reason is reason) for t in trajectories])
         metrics[f"rollout/end/{reason.value}"] = share
+    for category in sorted({c for c in categories or () if c}):
+        picked = [t for t, c in zip(trajectories, categories or (), strict=True) if c == category]
+        metrics[f"search/ratio/{category}"] = _mean([float(t.searched) for t in picked])
     return metrics
 
 

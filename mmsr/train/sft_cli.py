@@ -41,6 +41,12 @@ def register(subparsers: Any) -> None:
         help=f"teacher mixture: name=weight pairs, e.g. know=0.4,tail=0.2 (others 0), or "
         f"{len(KINDS)} numbers in this order: {', '.join(KINDS)}",
     )
+    sft.add_argument(
+        "--head-direct",
+        type=float,
+        default=None,
+        help="share of head train questions answered directly (the rest search)",
+    )
     sft.add_argument("--quiet", action="store_true", help="no progress bar")
     sft.set_defaults(func=_train)
 
@@ -76,6 +82,11 @@ def _train(args: argparse.Namespace) -> int:
         except ValueError as err:
             raise SystemExit(str(err)) from None
         teacher = replace(config.teacher, weights=weights)
+        config = replace(config, teacher=teacher)
+    if args.head_direct is not None:
+        if not 0.0 <= args.head_direct <= 1.0:
+            raise SystemExit("--head-direct takes a share between 0 and 1")
+        teacher = replace(config.teacher, head_direct=args.head_direct)
         config = replace(config, teacher=teacher)
     if args.steps is not None and args.minutes is None:
         config = resolve_sft_config(args.preset, **{**_top(config), "minutes": 0.0})

@@ -265,9 +265,7 @@ def parse_weights(text: str) -> tuple[float, ...]:
         elif len(parts) == len(KINDS):
             weights = tuple(float(p) for p in parts)
         else:
-            raise ValueError(
-                f"give name=weight pairs or {len(KINDS)} numbers ({', '.join(KINDS)})"
-            )
+            raise ValueError(f"give name=weight pairs or {len(KINDS)} numbers ({', '.join(KINDS)})")
     except ValueError as err:
         raise ValueError(f"teacher weights {text!r}: {err}") from None
     TeacherConfig(weights=weights)  # validates
