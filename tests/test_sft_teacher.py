@@ -122,3 +122,16 @@ def test_image_search_turn_is_the_protocol_action() -> None:
     from mmsr.train.teacher import SEARCH_IMAGE
 
     assert isinstance(parse_action(SEARCH_IMAGE), ImageSearch)
+
+
+def test_weights_by_name_or_in_order() -> None:
+    from mmsr.train.teacher import parse_weights
+
+    named = parse_weights("know=0.5, tail=0.25")
+    assert len(named) == len(KINDS) and sum(named) == 0.75
+    assert named[KINDS.index("know")] == 0.5 and named[KINDS.index("head")] == 0.0
+    ordered = ",".join(str(i + 1) for i in range(len(KINDS)))
+    assert parse_weights(ordered) == tuple(float(i + 1) for i in range(len(KINDS)))
+    for bad in ("kno=1", "0.1,0.2", "know=x", "know=0", "know=-1,tail=2"):
+        with pytest.raises(ValueError, match=r"teacher weights|weights must"):
+            parse_weights(bad)
