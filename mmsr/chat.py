@@ -25,7 +25,15 @@ MAX_RETRY_AFTER_S = 60.0
 
 
 class ChatError(RuntimeError):
-    """The chat API gave no usable reply (after retries). The message holds no secret."""
+    """The chat API gave no usable reply (after retries). The message holds no secret.
+
+    ``retryable`` is True when the API was unreachable or overloaded (retries ran out: a later
+    run may succeed), False when it refused this request (4xx) or answered nonsense to it.
+    """
+
+    def __init__(self, message: str, *, retryable: bool = False) -> None:
+        super().__init__(message)
+        self.retryable = retryable
 
 
 @dataclass(frozen=True)
@@ -100,7 +108,9 @@ class ChatClient:
                     raise ChatError(f"chat API answered HTTP {response.status_code}")
                 problem, wait = f"HTTP {response.status_code}", _retry_after(response)
             if attempt == self.max_retries:
-                raise ChatError(f"chat API failed after {attempt + 1} attempts: {problem}")
+                raise ChatError(
+                    f"chat API failed after {attempt + 1} attempts: {problem}", retryable=True
+                )
             delay = (
                 wait if wait is not None else self.backoff_s * 2**attempt * (0.5 + random.random())
             )
@@ -112,7 +122,7 @@ class ChatClient:
 def _json_object(response: httpx.Response) -> dict[str, Any]:
     try:
         data = response.json()
-    except ValueError as err:
+    except (ValueError, RecursionError) as err:
         raise ChatError("malformed chat reply: not JSON") from err
     if not isinstance(data, dict):
         raise ChatError("malformed chat reply: not a JSON object")

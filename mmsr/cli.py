@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+import re
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +29,33 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmsr.search.local.cli",
     "mmsr.eval.cli",
 )
+
+
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+
+class _MaskUserinfo(logging.Filter):
+    """Masks the user:password part of urls in every log line (httpx logs whole urls)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = record.getMessage()
+        masked = _USERINFO.sub("//***@", text)
+        if masked != text:
+            record.msg, record.args = masked, None
+        return True
+
+
+def configure_logging(verbose: bool) -> None:
+    """Log lines on stderr; httpx's per-request INFO lines only with ``-v``, and never with a
+    password from a url (``--policy openai:http://user:pw@host/v1``)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_MaskUserinfo())
+    if not verbose:
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,10 +79,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
+    configure_logging(args.verbose)
     func = getattr(args, "func", None)
     if func is None:
         parser.print_help()

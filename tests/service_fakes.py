@@ -1,5 +1,5 @@
 """Small deterministic backends for the service tests, and a script that serves them with
-uvicorn: ``python tests/service_fakes.py PORT MAX_CONCURRENCY MAX_QUEUE``.
+uvicorn: ``python tests/service_fakes.py PORT MAX_CONCURRENCY MAX_QUEUE [HEAD_S BODY_S]``.
 
 The token comes from ``MMSR_SEARCH_TOKEN`` as in production.
 """
@@ -61,11 +61,17 @@ def free_port() -> int:
 
 
 @contextmanager
-def uvicorn_service(max_concurrency: int = 4, max_queue: int = 16) -> Iterator[str]:
+def uvicorn_service(
+    max_concurrency: int = 4,
+    max_queue: int = 16,
+    header_timeout_s: float = 10.0,
+    body_timeout_s: float = 30.0,
+) -> Iterator[str]:
     """Starts this file as a uvicorn process on 127.0.0.1 and yields its root url."""
     port = free_port()
     env = {**os.environ, "MMSR_SEARCH_TOKEN": TOKEN}
-    args = [sys.executable, str(Path(__file__)), str(port), str(max_concurrency), str(max_queue)]
+    limits = [max_concurrency, max_queue, header_timeout_s, body_timeout_s]
+    args = [sys.executable, str(Path(__file__)), str(port), *map(str, limits)]
     proc = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     root = f"http://127.0.0.1:{port}"
     try:
@@ -89,7 +95,14 @@ def main() -> None:
     from mmsr.search.service import ServiceConfig, serve
 
     port, concurrency, queue = (int(a) for a in sys.argv[1:4])
-    config = ServiceConfig(max_concurrency=concurrency, max_queue=queue, max_body_bytes=200_000)
+    head_s, body_s = (float(a) for a in sys.argv[4:6])
+    config = ServiceConfig(
+        max_concurrency=concurrency,
+        max_queue=queue,
+        max_body_bytes=200_000,
+        header_timeout_s=head_s,
+        body_timeout_s=body_s,
+    )
     serve(
         fake_backends(),
         host="127.0.0.1",

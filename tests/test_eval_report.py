@@ -174,3 +174,25 @@ def test_split_endpoint(spec: str, model: str | None, expected: tuple[str, str] 
             split_endpoint(spec, model, "--policy")
     else:
         assert split_endpoint(spec, model, "--policy") == expected
+
+
+def test_failures_table_shows_failed_calls_and_successful_search_ratio(tmp_path: Path) -> None:
+    failing = _run(
+        tmp_path,
+        "f",
+        "rag",
+        "fvqa",
+        0.4,
+        1.0,
+        failed_questions=2,
+        failed_image_calls=3,
+        failed_text_calls=1,
+        search_ratio_successful=0.855,
+    )
+    old = _run(tmp_path, "o", "direct", "fvqa", 0.2, 0.0)  # metrics.json from before
+    runs = [load_run(failing), load_run(old)]
+    md = markdown(build_table(runs, "accuracy_em"), "accuracy_em", runs)
+    assert "| model-x | rag | fvqa | 2 | 3 | 1 | 85.5 |" in md
+    assert "| model-x | direct | fvqa | – | – | – | – |" in md
+    paths = write_report([failing, old], tmp_path / "report")
+    assert "<h2>Failures</h2>" in paths[2].read_text(encoding="utf-8")

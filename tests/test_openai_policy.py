@@ -83,17 +83,19 @@ def test_retries_honour_retry_after_then_succeed() -> None:
 
 
 @pytest.mark.parametrize(
-    ("status", "payload", "message"),
+    ("status", "payload", "message", "retryable"),
     [
-        (500, b'{"error": "boom"}', "failed after 3 attempts: HTTP 500"),  # retried, then fails
-        (400, b'{"error": "bad"}', "HTTP 400"),  # not retried
-        (200, b"not json", "not JSON"),  # malformed body
-        (200, b'{"choices": []}', "malformed chat reply"),  # no choice
-        (200, b'{"choices": [{"message": {"content": 5}}]}', "content is not text"),  # wrong type
+        (500, b'{"error": "boom"}', "failed after 3 attempts: HTTP 500", True),  # retried
+        (400, b'{"error": "bad"}', "HTTP 400", False),  # not retried
+        (200, b"not json", "not JSON", False),  # malformed body
+        (200, b'{"choices": []}', "malformed chat reply", False),  # no choice
+        (200, b'{"choices": [{"message": {"content": 5}}]}', "content is not text", False),
+        # JSON nested deeper than the decoder goes (a RecursionError inside)
+        (200, b"[" * 100_000 + b"]" * 100_000, "not JSON", False),
     ],
 )
 def test_failures_raise_without_the_key(
-    api_key: str, status: int, payload: bytes, message: str
+    api_key: str, status: int, payload: bytes, message: str, retryable: bool
 ) -> None:
     def handler(*_: Any) -> Any:
         return status, {"Content-Type": "application/json"}, payload
@@ -101,8 +103,16 @@ def test_failures_raise_without_the_key(
     with loopback_server(handler) as url:
         client = ChatClient(url, "m", api_key_env="MMSR_TEST_KEY", max_retries=2, backoff_s=0.01)
         with pytest.raises(ChatError, match=message) as info:
-            OpenAIPolicy(client).generate([_request()])
-    assert api_key not in str(info.value)
+            client.complete([{"role": "user", "content": "hi"}])
+        assert info.value.retryable is retryable
+        assert api_key not in str(info.value)
+        if retryable:  # the API is away: the run stops (and resumes later)
+            with pytest.raises(ChatError, match=message):
+                OpenAIPolicy(client).generate([_request()])
+        else:  # the API refused this prompt: only this question fails
+            (gen,) = OpenAIPolicy(client).generate([_request()])
+            assert gen.text == "" and gen.error is not None and message in gen.error
+            assert api_key not in gen.error
 
 
 def test_timeout_is_retried_then_fails() -> None:

@@ -110,6 +110,11 @@ def test_slow_page_times_out(fake: tuple[FakeWeb, World]) -> None:
         ("0.0.0.0", False),
         ("224.0.0.1", False),
         ("240.0.0.1", False),
+        # IPv6 tunnels that embed an IPv4 address: 6to4 of 169.254.169.254 and of a public
+        # address (refused all the same: the relay decides where it goes), and Teredo
+        ("2002:a9fe:a9fe::1", False),
+        ("2002:5db8:d70e::1", False),
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", False),
     ],
 )
 def test_address_policy(address: str, allowed: bool) -> None:
@@ -143,6 +148,8 @@ def test_loopback_allowance_is_only_for_loopback() -> None:
         ("ftp://localhost/x", "scheme"),
         ("gopher://127.0.0.1:70/", "scheme"),
         ("http:///nohost", "without a host"),
+        # an octal IPv4 host (httpx cannot parse it; it used to escape as InvalidURL)
+        ("http://0177.0.0.1:{port}/page/a", "malformed"),
     ],
 )
 def test_ssrf_guard_refuses_by_default(fake: tuple[FakeWeb, World], url: str, match: str) -> None:

@@ -61,7 +61,9 @@ def jsonl_rows(path: Path) -> Generator[RawRow, None, None]:
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as err:
-                yield RawRow(index, None, f"not valid JSON ({err.msg} at column {err.colno})")
+                # some messages end in "at" ("Unterminated string starting at"): one "at" only
+                what = err.msg.removesuffix(" at")
+                yield RawRow(index, None, f"not valid JSON ({what} at column {err.colno})")
                 continue
             if not isinstance(record, dict):
                 yield RawRow(index, None, f"expected a JSON object, got {type(record).__name__}")

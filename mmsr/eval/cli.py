@@ -63,6 +63,11 @@ def register(subparsers: Any) -> None:
     run.add_argument("--prompts", type=Path, default=None, help="prompt set folder (on-demand)")
     run.add_argument("--reward-mode", default="em", choices=["em", "subem", "f1"])
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run again the questions a previous run recorded as failed",
+    )
     run.set_defaults(func=_eval)
 
     report = subparsers.add_parser("report", help="Table-1-style report of eval run folders")
@@ -233,14 +238,25 @@ def _samples(args: argparse.Namespace) -> list[Any]:
 
 
 def _live_stats(lines: list[dict[str, Any]]) -> dict[str, str]:
-    """Accuracy (judge where judged, else the reward's) and search ratio, for the bar."""
+    """Accuracy (judge where judged, else the reward's), search ratio (all and successful
+    calls), failed tool calls and failed questions, for the bar."""
     n = len(lines) or 1
     correct = sum(
         bool(line["judge"]) if line["judge"] is not None else line["reward"]["accuracy"] > 0
         for line in lines
     )
     searched = sum(line["image_calls"] + line["text_calls"] > 0 for line in lines)
-    return {"acc": f"{correct / n:.3f}", "search": f"{searched / n:.3f}"}
+    calls = [c for line in lines for c in line.get("tool_calls") or []]
+    ok_searched = sum(
+        any(c.get("error") is None for c in line.get("tool_calls") or []) for line in lines
+    )
+    return {
+        "acc": f"{correct / n:.3f}",
+        "search": f"{searched / n:.3f}",
+        "search_ok": f"{ok_searched / n:.3f}",
+        "failed_calls": str(sum(c.get("error") is not None for c in calls)),
+        "failed_q": str(sum(line.get("error") is not None for line in lines)),
+    }
 
 
 def benchmark_name(args: argparse.Namespace, samples: list[Any]) -> str:
@@ -267,6 +283,7 @@ def run_info(
         "reward_mean": sum(rewards) / len(rewards) if rewards else 0.0,
         "judge": args.judge.rpartition("#")[2] if args.judge else None,
         "judge_unusable": sum(line.get("judge_error") is not None for line in lines),
+        "failed_questions": sum(line.get("error") is not None for line in lines),
     }
 
 
@@ -342,13 +359,20 @@ def _eval(args: argparse.Namespace) -> int:
         reward_mode=args.reward_mode,
         judge=build_judge(args),
         on_batch=on_batch,
+        retry_failed=args.retry_failed,
     )
     bar.close()
     lines = [line for line in lines if line["id"] in wanted]
     overall = _write_metrics(args, lines, samples, ctx)["overall"]
+    crashes = ctx.tool_failures.snapshot()
+    if crashes:
+        logger.warning("tool calls that raised unexpectedly (each a failed call): %s", crashes)
     print(
-        f"{args.method} on {args.data.name}: {len(lines)} questions, "
-        f"EM {overall['accuracy_em']:.3f}, search ratio {overall['search_ratio']:.3f} "
+        f"{args.method} on {args.data.name}: {len(lines)} questions "
+        f"({overall['failed_questions']} failed), EM {overall['accuracy_em']:.3f}, "
+        f"search ratio {overall['search_ratio']:.3f} "
+        f"({overall['search_ratio_successful']:.3f} successful; failed calls: "
+        f"{overall['failed_image_calls']} image, {overall['failed_text_calls']} text) "
         f"-> {args.out / 'metrics.json'}"
     )
     return 0

@@ -37,6 +37,7 @@ from mmsr.protocol.prompts import (
 )
 from mmsr.protocol.render import RenderLimits, image_hit_lines, neutralize, text_hit_lines
 from mmsr.rollout.engine import RolloutEngine, RolloutLimits, RolloutTask, TurnEncoder
+from mmsr.rollout.failures import ToolFailures, call_tool
 from mmsr.rollout.trajectory import ToolCall, Trajectory
 from mmsr.search.base import SearchBackends, SearchError
 from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
@@ -85,6 +86,8 @@ class MethodContext:
     """The on-demand prompt set (default: mmsr's)."""
     tool_workers: int = 16
     """Threads for the searches of a batch."""
+    tool_failures: ToolFailures = dataclasses.field(default_factory=ToolFailures)
+    """Counts of unexpected tool exceptions over the whole run (each a failed call)."""
 
 
 @functools.cache
@@ -112,13 +115,13 @@ class _Prefetch:
 
 
 def _timed(
-    tool: Literal["image", "text"], query: str | None, run: Callable[[], list[Any]]
+    tool: Literal["image", "text"],
+    query: str | None,
+    run: Callable[[], list[Any]],
+    failures: ToolFailures,
 ) -> tuple[list[Any], ToolCall]:
     start = time.perf_counter()
-    try:
-        hits, error = run(), None
-    except SearchError as err:
-        hits, error = [], str(err) or type(err).__name__
+    hits, error = call_tool(tool, run, failures)
     return hits, ToolCall(-1, tool, query, len(hits), error, time.perf_counter() - start)
 
 
@@ -128,7 +131,7 @@ def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
             raise SearchError("image search is not available", tool="image")
         return ctx.search.image.search(item.image, ctx.limits.image_k)
 
-    hits, call = _timed("image", None, run)
+    hits, call = _timed("image", None, run, ctx.tool_failures)
     out.calls.append(call)
     if call.error is not None:
         out.sections.append(f"The image search failed: {neutralize(call.error, 300)}")
@@ -145,7 +148,7 @@ def _text_search(item: EvalItem, query: str, ctx: MethodContext, out: _Prefetch)
             raise SearchError("text search is not available", tool="text")
         return ctx.search.text.search(query, ctx.limits.text_k, question=item.question)
 
-    hits, call = _timed("text", query, run)
+    hits, call = _timed("text", query, run, ctx.tool_failures)
     out.calls.append(call)
     shown = neutralize(query, ctx.render_limits.max_question_chars)
     if call.error is not None:
@@ -257,6 +260,7 @@ class Method:
             render_limits=ctx.render_limits,
             encoder=ctx.encoder,
             tool_workers=ctx.tool_workers,
+            tool_failures=ctx.tool_failures,
         )
         return engine.run(tasks, seeds)
 

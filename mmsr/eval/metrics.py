@@ -5,7 +5,10 @@ search ratio under both of the paper's definitions — the share of rollouts tha
 (``search_ratio``) and the search calls made divided by the calls allowed (``search_call_ratio``);
 which tools were used; the same per category and per need label; and, where need labels exist,
 the precision and recall of the decision to search (did it search on the questions that needed
-it?). Pure functions over ``EvalRecord``s.
+it?). Failures are shown beside them: failed image and text calls, failed questions (the policy
+could not answer them at all, e.g. a chat API refused the prompt) and both search ratios again
+counting successful calls only (``*_successful``). A failed question counts against accuracy:
+it has no answer, so it is wrong, and ``n`` includes it. Pure functions over ``EvalRecord``s.
 """
 
 from __future__ import annotations
@@ -37,6 +40,11 @@ class EvalRecord:
     judge_correct: bool | None = None
     """The judge's verdict; ``None`` when not judged or when the judge's reply was unusable."""
     end_reason: str = ""
+    failed_image_calls: int = 0
+    """Image calls that failed (their error became the model's observation)."""
+    failed_text_calls: int = 0
+    failed: bool = False
+    """The question failed as a whole (the policy's error is in its trajectory line)."""
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -65,6 +73,13 @@ def summarize(records: Sequence[EvalRecord], *, allowed_calls: int = 3) -> dict[
     """Headline metrics of a group of records (see the module docstring)."""
     searched = [r.image_calls + r.text_calls > 0 for r in records]
     calls = sum(r.image_calls + r.text_calls for r in records)
+    failed_image = sum(r.failed_image_calls for r in records)
+    failed_text = sum(r.failed_text_calls for r in records)
+    ok_searched = [
+        r.image_calls + r.text_calls - r.failed_image_calls - r.failed_text_calls > 0
+        for r in records
+    ]
+    allowed = allowed_calls * len(records)
     judged = [r.judge_correct for r in records if r.judge_correct is not None]
     out: dict[str, Any] = {
         "n": len(records),
@@ -72,7 +87,14 @@ def summarize(records: Sequence[EvalRecord], *, allowed_calls: int = 3) -> dict[
         "accuracy_subem": _accuracy(records, substring_match),
         "accuracy_f1": _accuracy(records, token_f1),
         "search_ratio": _mean([float(s) for s in searched]),
-        "search_call_ratio": calls / (allowed_calls * len(records)) if records else 0.0,
+        "search_call_ratio": calls / allowed if records else 0.0,
+        "search_ratio_successful": _mean([float(s) for s in ok_searched]),
+        "search_call_ratio_successful": (
+            (calls - failed_image - failed_text) / allowed if records else 0.0
+        ),
+        "failed_image_calls": failed_image,
+        "failed_text_calls": failed_text,
+        "failed_questions": sum(r.failed for r in records),
         **_tool_shares(records),
         "mean_turns": _mean([float(r.turns) for r in records]),
         "mean_tokens": _mean([float(r.tokens) for r in records]),

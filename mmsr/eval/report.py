@@ -2,10 +2,12 @@
 
 Rows are (policy, method), columns are each benchmark's accuracy and search ratio (the share
 of questions with any search), then their averages over the row's benchmarks — the layout of
-the paper's Table 1. All numbers are percentages with one decimal, read from each run's
-``metrics.json``; one accuracy measure (``--metric``) is used for every cell so that runs
-compare. The HTML page is one self-contained file: plots (accuracy vs search ratio; accuracy
-per category and per search need) are PNGs embedded as base64. Matplotlib is imported only
+the paper's Table 1. A second table shows each run's failures: failed questions, failed image
+and text calls, and the search ratio counting successful calls only. All numbers are
+percentages with one decimal, read from each run's ``metrics.json``; one accuracy measure
+(``--metric``) is used for every cell so that runs compare. The HTML page is one
+self-contained file: plots (accuracy vs search ratio; accuracy per category and per search
+need) are PNGs embedded as base64. Matplotlib is imported only
 here, with the Agg backend.
 """
 
@@ -126,7 +128,21 @@ def table_rows(table: Table) -> list[list[str]]:
     return lines
 
 
-def markdown(table: Table, key: str) -> str:
+def failure_rows(runs: Sequence[RunSummary]) -> list[list[str]]:
+    """Header and one row per run: what failed, and the search ratio of successful calls."""
+    rows = [["policy", "method", "benchmark", "failed q", "failed image", "failed text", "SR ok"]]
+    for r in runs:
+        o = r.metrics["overall"]
+        ok = o.get("search_ratio_successful")
+        rows.append(
+            [r.policy, r.method, r.benchmark]
+            + [str(o.get(k, "–")) for k in ("failed_questions", "failed_image_calls")]
+            + [str(o.get("failed_text_calls", "–")), _fmt(None if ok is None else 100 * ok)]
+        )
+    return rows
+
+
+def markdown(table: Table, key: str, runs: Sequence[RunSummary] = ()) -> str:
     lines = table_rows(table)
     out = [
         "# Evaluation report",
@@ -138,6 +154,11 @@ def markdown(table: Table, key: str) -> str:
         "|" + "|".join("---" if i < 2 else "---:" for i in range(len(lines[0]))) + "|",
     ]
     out += ["| " + " | ".join(cells) + " |" for cells in lines[1:]]
+    if runs:
+        failures = failure_rows(runs)
+        out += ["", "## Failures", "", "SR ok: search ratio counting successful calls only.", ""]
+        out += ["| " + " | ".join(failures[0]) + " |", "|---|---|---|---:|---:|---:|---:|"]
+        out += ["| " + " | ".join(cells) + " |" for cells in failures[1:]]
     return "\n".join(out) + "\n"
 
 
@@ -260,12 +281,21 @@ def html_page(table: Table, key: str, runs: Sequence[RunSummary], plots: dict[st
         "td{text-align:right}td:nth-child(-n+2){text-align:left}img{max-width:100%}"
     )
     figures = "".join(_img(title, png) for title, png in plots.items())
+    failures = failure_rows(runs)
+    failure_table = (
+        "<h2>Failures</h2><table>"
+        + "".join(
+            "<tr>" + "".join(f"<{t}>{html.escape(c)}</{t}>" for c in row) + "</tr>"
+            for t, row in [("th", failures[0])] + [("td", r) for r in failures[1:]]
+        )
+        + "</table>"
+    )
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>mmsr evaluation report"
         f"</title><style>{style}</style></head><body><h1>Evaluation report</h1>"
         f"<p>Accuracy: <code>{html.escape(key)}</code>; SR: search ratio (share of questions "
         f"with any search). Percentages; averages over each row's benchmarks.</p>"
-        f"{_html_table(table)}{figures}<h2>Runs</h2><ul>{sources}</ul></body></html>\n"
+        f"{_html_table(table)}{failure_table}{figures}<h2>Runs</h2><ul>{sources}</ul></body></html>\n"
     )
 
 
@@ -277,7 +307,7 @@ def write_report(run_dirs: Sequence[Path], out: Path, *, metric: str = "auto") -
     key = pick_metric(runs, metric)
     table = build_table(runs, key)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "report.md").write_text(markdown(table, key), encoding="utf-8")
+    (out / "report.md").write_text(markdown(table, key, runs), encoding="utf-8")
     with (out / "results.csv").open("w", newline="", encoding="utf-8") as f:
         csv.writer(f).writerows(table_rows(table))
     plots = {"Accuracy vs search ratio": scatter_png(runs, key)}

@@ -4,8 +4,11 @@
 method, scores each trajectory (reward breakdown, optional judge verdict) and appends the
 batch's lines, flushed and fsynced, so a crash loses at most the batch in flight. A line cut
 short by a crash is dropped (and the file truncated back to the last whole line) on the next
-read; finished lines are never rewritten. ``eval_records`` turns the lines into the
-``EvalRecord``s the metrics read. No progress bar here: the CLI passes ``on_batch``.
+read; finished lines are never rewritten, except that ``retry_failed`` first drops the lines
+of failed questions (``error`` set: the policy could not answer them) in one atomic rewrite,
+so that they run again. A failed question is a finished line like any other: a run goes on
+past it and finishes. ``eval_records`` turns the lines into the ``EvalRecord``s the metrics
+read. No progress bar here: the CLI passes ``on_batch``.
 """
 
 from __future__ import annotations
@@ -124,9 +127,30 @@ def eval_records(lines: Iterable[dict[str, Any]]) -> list[EvalRecord]:
             need=line.get("need"),
             judge_correct=line.get("judge"),
             end_reason=str(line.get("end_reason", "")),
+            failed_image_calls=_failed_calls(line, "image"),
+            failed_text_calls=_failed_calls(line, "text"),
+            failed=line.get("error") is not None,
         )
         for line in lines
     ]
+
+
+def _failed_calls(line: dict[str, Any], tool: str) -> int:
+    calls = line.get("tool_calls") or []
+    return sum(c.get("tool") == tool and c.get("error") is not None for c in calls)
+
+
+def drop_failed(path: Path) -> int:
+    """Removes the lines of failed questions from ``path`` atomically; how many went."""
+    lines = read_finished(path)
+    kept = [line for line in lines if line.get("error") is None]
+    if len(kept) == len(lines):
+        return 0
+    tmp = path.with_suffix(".retry.tmp")
+    tmp.unlink(missing_ok=True)
+    append_lines(tmp, kept)
+    os.replace(tmp, path)
+    return len(lines) - len(kept)
 
 
 def evaluate(
@@ -141,9 +165,12 @@ def evaluate(
     reward_mode: str = "em",
     judge: AnswerJudge | None = None,
     on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+    retry_failed: bool = False,
 ) -> list[dict[str, Any]]:
     """Evaluate the samples not yet finished in ``out``; returns every finished line."""
     path = out / TRAJECTORIES
+    if retry_failed and (dropped := drop_failed(path)):
+        logger.info("%s: retrying %d failed questions", out, dropped)
     done = read_finished(path)
     finished = {str(line["id"]) for line in done}
     pending = [s for s in samples if s.id not in finished]

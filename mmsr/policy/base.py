@@ -46,6 +46,9 @@ class Generation:
     """Log-probability of each sampled id under the sampling distribution."""
     finish_reason: FinishReason = "stop"
     """``length`` when the turn was cut at ``max_new_tokens``."""
+    error: str | None = None
+    """Set (with an empty text) when the policy could not continue this conversation for a
+    reason of its own (e.g. a chat API refused the prompt); the rollout records it and ends."""
 
 
 class Policy(Protocol):

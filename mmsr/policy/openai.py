@@ -3,7 +3,9 @@
 For vLLM serving Qwen2.5-VL or the released MMSearch-R1-7B, or a hosted model. Images go as
 PNG data URLs at their placeholders; the requests of a batch run concurrently. Retries and key
 handling live in ``mmsr.chat.ChatClient``. Greedy (temperature 0) by default, as evaluation
-needs.
+needs. A request the API refuses (a non-retryable ``ChatError``, e.g. a prompt too long for the
+model) becomes a ``Generation`` with an ``error``: that question fails, the batch goes on. An
+API that stays unreachable still raises (the run stops and can be resumed).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mmsr.chat import ChatClient
+from mmsr.chat import ChatClient, ChatError
 from mmsr.policy.base import FinishReason, Generation, GenerationRequest
 from mmsr.protocol.prompts import IMAGE_PLACEHOLDER
 from mmsr.types import Turn
@@ -78,6 +80,11 @@ class OpenAIPolicy:
         }
         if request.seed is not None:
             params["seed"] = request.seed
-        reply = self.client.complete(to_messages(request.turns, self.system), **params)
+        try:
+            reply = self.client.complete(to_messages(request.turns, self.system), **params)
+        except ChatError as err:
+            if err.retryable:
+                raise
+            return Generation(text="", error=str(err))
         reason: FinishReason = "length" if reply.finish_reason == "length" else "stop"
         return Generation(text=reply.text, finish_reason=reason)

@@ -3,7 +3,9 @@
 One explicit state machine per trajectory: GENERATE → parse → (ANSWER: done) | (SEARCH: run the
 tool, render the results as the next user turn, GENERATE again) | (anything else: done). The
 generations of all live trajectories are batched into one policy call per turn, and the tool
-calls of a turn run concurrently in a thread pool, so their waits overlap.
+calls of a turn run concurrently in a thread pool, so their waits overlap. A tool failure of
+any kind is an observation (``mmsr.rollout.failures``); a policy ``Generation`` with an
+``error`` (a chat API that refused this prompt) ends that rollout alone as ``policy_error``.
 
 For token-level policies the engine also keeps each trajectory's token ids: the ids of the
 injected user turns come from a ``TurnEncoder`` (mask 0) and the ids the policy sampled are
@@ -28,6 +30,7 @@ from mmsr.protocol.render import (
     render_search_error,
     render_text_results,
 )
+from mmsr.rollout.failures import ToolFailures, call_tool
 from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory
 from mmsr.search.base import ImageSearchBackend, SearchError, TextSearchBackend
 from mmsr.types import Action, Answer, ImageSearch, Invalid, Role, TextSearch, Turn
@@ -95,6 +98,7 @@ class _State:
     image_searches: int = 0
     text_searches: int = 0
     end_reason: EndReason | None = None
+    error: str | None = None
     token_ids: list[int] = field(default_factory=list)
     loss_mask: list[int] = field(default_factory=list)
     logprobs: list[float] = field(default_factory=list)
@@ -118,6 +122,7 @@ class _State:
             token_ids=tuple(self.token_ids),
             loss_mask=tuple(self.loss_mask),
             logprobs=tuple(self.logprobs),
+            error=self.error,
         )
 
 
@@ -135,6 +140,7 @@ class RolloutEngine:
         render_limits: RenderLimits = RenderLimits(),
         encoder: TurnEncoder | None = None,
         tool_workers: int = 16,
+        tool_failures: ToolFailures | None = None,
     ) -> None:
         if policy.token_level and encoder is None:
             raise ValueError("a token-level policy needs a TurnEncoder")
@@ -146,6 +152,8 @@ class RolloutEngine:
         self.render_limits = render_limits
         self.encoder = encoder if policy.token_level else None
         self.tool_workers = tool_workers
+        self.tool_failures = tool_failures or ToolFailures()
+        """Unexpected exceptions of the tools (each became a failed tool call)."""
 
     def run(
         self, tasks: Sequence[RolloutTask], seeds: Sequence[int | None] | None = None
@@ -202,6 +210,9 @@ class RolloutEngine:
 
     def _advance(self, state: _State, gen: Generation) -> bool:
         """Record a generated turn and decide what follows; True when a search must run."""
+        if gen.error is not None:  # no turn was generated: the rollout ends, nothing recorded
+            state.error, state.end_reason = gen.error, EndReason.POLICY_ERROR
+            return False
         state.turns.append(Turn(Role.ASSISTANT, gen.text))
         if self.encoder is not None:
             state.add_tokens(gen.token_ids, generated=True, logprobs=gen.logprobs)
@@ -236,34 +247,33 @@ class RolloutEngine:
         """Run the search the last action asked for; a failure becomes the observation."""
         action = state.actions[-1]
         question = state.task.question
-        turn_index = len(state.actions) - 1
         start = time.perf_counter()
         tool: Any = "image" if isinstance(action, ImageSearch) else "text"
         query = action.query if isinstance(action, TextSearch) else None
-        try:
-            if isinstance(action, ImageSearch):
-                state.image_searches += 1
-                if self.image_search is None:
-                    raise SearchError("image search is not available", tool="image")
-                image_hits = self.image_search.search(state.task.image, self.limits.image_k)
-                turn = render_image_results(image_hits, question, self.prompts, self.render_limits)
-                n_hits = len(image_hits)
-            else:
-                assert query is not None
-                state.text_searches += 1
-                if self.text_search is None:
-                    raise SearchError("text search is not available", tool="text")
-                text_hits = self.text_search.search(query, self.limits.text_k, question=question)
-                turn = render_text_results(text_hits, question, self.prompts, self.render_limits)
-                n_hits = len(text_hits)
-            error = None
-        except SearchError as err:
-            error = str(err) or type(err).__name__
+        if tool == "image":
+            state.image_searches += 1
+        else:
+            state.text_searches += 1
+        hits, error = call_tool(tool, lambda: self._hits(state, query), self.tool_failures)
+        if error is not None:
             turn = render_search_error(tool, error, question, self.prompts, self.render_limits)
-            n_hits = 0
+        elif tool == "image":
+            turn = render_image_results(hits, question, self.prompts, self.render_limits)
+        else:
+            turn = render_text_results(hits, question, self.prompts, self.render_limits)
         latency = time.perf_counter() - start
-        state.tool_calls.append(ToolCall(turn_index, tool, query, n_hits, error, latency))
+        turn_index = len(state.actions) - 1
+        state.tool_calls.append(ToolCall(turn_index, tool, query, len(hits), error, latency))
         return turn
+
+    def _hits(self, state: _State, query: str | None) -> list[Any]:
+        if query is None:
+            if self.image_search is None:
+                raise SearchError("image search is not available", tool="image")
+            return self.image_search.search(state.task.image, self.limits.image_k)
+        if self.text_search is None:
+            raise SearchError("text search is not available", tool="text")
+        return self.text_search.search(query, self.limits.text_k, question=state.task.question)
 
     def _add_user_turn(self, state: _State, turn: Turn) -> None:
         if self.encoder is not None:

@@ -27,6 +27,8 @@ class EndReason(enum.StrEnum):
     SEARCH_LIMIT = "search_limit"
     SEARCH_IN_LAST_TURN = "search_in_last_turn"
     CONTEXT_FULL = "context_full"
+    POLICY_ERROR = "policy_error"
+    """The policy could not continue this conversation (``Trajectory.error`` says why)."""
 
 
 @dataclass(frozen=True)
@@ -55,6 +57,8 @@ class Trajectory:
     token_ids: tuple[int, ...] = ()
     loss_mask: tuple[int, ...] = ()
     logprobs: tuple[float, ...] = ()
+    error: str | None = None
+    """Why the policy failed on this question (``end_reason`` is ``policy_error``)."""
 
     @property
     def assistant_texts(self) -> list[str]:
@@ -102,6 +106,7 @@ def trajectory_record(traj: Trajectory, image_dir: Path | None = None) -> dict[s
         "images": image_names,
         "n_tokens": len(traj.token_ids),
         "n_trained_tokens": sum(traj.loss_mask),
+        "error": traj.error,
     }
 
 

@@ -65,7 +65,7 @@ def _detail(response: httpx.Response) -> str | None:
     """The service's own error message (safe by construction), shortened."""
     try:
         body = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     detail = body.get("detail") if isinstance(body, dict) else None
     return detail[:300] if isinstance(detail, str) else None

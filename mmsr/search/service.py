@@ -4,9 +4,13 @@ Endpoints: ``POST /text_search``, ``POST /image_search``, ``POST /retrieve`` (th
 retriever's request and answer shapes), ``GET /health`` (no auth, for load balancers) and
 ``GET /stats``. A gate in front of the app checks the bearer token (env ``MMSR_SEARCH_TOKEN``,
 constant-time compare: 401 without, 403 wrong) and the body size (413) before any body is
-parsed; malformed requests are 4xx, never 5xx. Backends are synchronous and run in worker
-threads, at most ``max_concurrency`` at once with ``max_queue`` waiting; beyond that a
-request gets 503 at once. A ``SearchError`` is a 502 with its (safe) message.
+parsed, and gives the body a deadline (408); malformed requests are 4xx, never 5xx: a 422
+names the fields and what is wrong with them but never echoes the input (it may hold lone
+surrogates or numbers JSON cannot write), and every answer is written as ASCII JSON. A
+request head must arrive within ``header_timeout_s`` (``mmsr.search.service_timeouts``).
+Backends are synchronous and run in worker threads, at most ``max_concurrency`` at once with
+``max_queue`` waiting; beyond that a request gets 503 at once (counted apart: its instant
+answer is not a search latency). A ``SearchError`` is a 502 with its (safe) message.
 
 FastAPI and uvicorn are imported here only: ``import mmsr.search`` does not load them.
 """
@@ -14,6 +18,7 @@ FastAPI and uvicorn are imported here only: ``import mmsr.search`` does not load
 from __future__ import annotations
 
 import hmac
+import json
 import logging
 import time
 from collections import deque
@@ -22,8 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import anyio
-from fastapi import FastAPI, HTTPException
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmsr.search import service_api as api
@@ -49,6 +56,27 @@ class ServiceConfig:
     """Let ``image_url`` point at 127.0.0.1 (tests only; the SSRF guard stays on otherwise)."""
     image_fetch_timeout_s: float = 10.0
     """Timeout for downloading an ``image_url`` for backends that need pixels."""
+    header_timeout_s: float = 10.0
+    """Deadline for a request head (from connecting, or from the previous response)."""
+    body_timeout_s: float = 30.0
+    """Deadline for reading a request body; slower is 408."""
+
+
+class SafeJSONResponse(JSONResponse):
+    """JSON as ASCII: a lone surrogate or odd character from a request or a backend is escaped
+    instead of failing the encoder (which would be a 500)."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode("ascii")
+
+
+def validation_detail(err: RequestValidationError) -> list[dict[str, Any]]:
+    """Where and what, for each problem of a request; never the input itself."""
+    out = []
+    for problem in err.errors()[:20]:
+        loc = [part if isinstance(part, int) else str(part)[:100] for part in problem["loc"]]
+        out.append({"loc": loc, "msg": str(problem.get("msg", "invalid"))[:300]})
+    return out
 
 
 async def _reply(send: Send, status: int, body: bytes, headers: list[tuple[bytes, bytes]]) -> None:
@@ -60,8 +88,15 @@ async def _reply(send: Send, status: int, body: bytes, headers: list[tuple[bytes
 class Gate:
     """ASGI middleware: bearer auth and a bounded body, before the app sees the request."""
 
-    def __init__(self, app: ASGIApp, *, token: str | None, max_body_bytes: int) -> None:
-        self.app, self.max_body_bytes = app, max_body_bytes
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        token: str | None,
+        max_body_bytes: int,
+        body_timeout_s: float = 30.0,
+    ) -> None:
+        self.app, self.max_body_bytes, self.body_timeout_s = app, max_body_bytes, body_timeout_s
         self.token = None if token is None else token.encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -74,7 +109,12 @@ class Gate:
             if denied is not None:
                 await _reply(send, *denied)
                 return
-        body = await self._read_body(headers, receive)
+        try:
+            with anyio.fail_after(self.body_timeout_s):
+                body = await self._read_body(headers, receive)
+        except TimeoutError:
+            await _reply(send, 408, b'{"detail":"request body not received in time"}', [])
+            return
         if body is None:
             await _reply(send, 413, b'{"detail":"request body too large"}', [])
             return
@@ -158,7 +198,8 @@ class Counters:
     def add(self, endpoint: str, outcome: str, seconds: float) -> None:
         row = self.counts.setdefault(endpoint, {"ok": 0, "search_error": 0, "rejected": 0})
         row[outcome] = row.get(outcome, 0) + 1
-        self.latency.setdefault(endpoint, deque(maxlen=1000)).append(seconds * 1000)
+        if outcome in ("ok", "search_error"):  # only calls that ran: a 503 is answered at once
+            self.latency.setdefault(endpoint, deque(maxlen=1000)).append(seconds * 1000)
 
     def snapshot(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -181,7 +222,7 @@ async def _run(
     except SearchError as err:
         outcome = "search_error"
         body = {"detail": str(err), "tool": err.tool, "retryable": err.retryable}
-        return JSONResponse(body, status_code=502)
+        return SafeJSONResponse(body, status_code=502)
     finally:
         counters.add(endpoint, outcome, time.perf_counter() - started)
 
@@ -191,7 +232,24 @@ def create_app(
 ) -> ASGIApp:
     """The ASGI app; ``token=None`` serves without auth (the CLI asks for that explicitly)."""
     config = config or ServiceConfig()
-    app = FastAPI(title="mmsr search", docs_url=None, redoc_url=None, openapi_url=None)
+    app = FastAPI(
+        title="mmsr search",
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+        default_response_class=SafeJSONResponse,
+    )
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, err: RequestValidationError) -> SafeJSONResponse:
+        return SafeJSONResponse({"detail": validation_detail(err)}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def refused(_: Request, err: StarletteHTTPException) -> SafeJSONResponse:
+        return SafeJSONResponse(
+            {"detail": err.detail}, status_code=err.status_code, headers=err.headers
+        )
+
     admission, counters = Admission(config.max_concurrency, config.max_queue), Counters()
     handlers = api.Handlers(
         backends, config.allow_loopback_image_urls, config.image_fetch_timeout_s
@@ -229,7 +287,12 @@ def create_app(
     async def retrieve(request: api.RetrieveRequest) -> Any:
         return await call("retrieve", lambda: handlers.retrieve(request))
 
-    return Gate(app, token=token, max_body_bytes=config.max_body_bytes)
+    return Gate(
+        app,
+        token=token,
+        max_body_bytes=config.max_body_bytes,
+        body_timeout_s=config.body_timeout_s,
+    )
 
 
 def serve(
@@ -243,5 +306,9 @@ def serve(
     """Runs the service with uvicorn until interrupted."""
     import uvicorn
 
+    from mmsr.search.service_timeouts import with_header_timeout
+
+    config = config or ServiceConfig()
     app = create_app(backends, token=token, config=config)
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    protocol = with_header_timeout(config.header_timeout_s)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, http=protocol)

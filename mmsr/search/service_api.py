@@ -1,9 +1,10 @@
 """Request models and the synchronous work behind each endpoint of the search service.
 
-The models bound every field (query length, k, number of queries), so a malformed request
-is a 422 before any backend runs. ``Handlers`` runs in worker threads: it calls the
-backends and turns hits into JSON (thumbnails as base64 PNG). Bad images and refused image
-urls are 400; a missing tool is 404.
+The models bound every field (query length, k, number of queries) and take numbers strictly
+(``true`` or ``"5"`` is not a k), so a malformed request is a 422 before any backend runs.
+``Handlers`` runs in worker threads: it calls the backends and turns hits into JSON
+(thumbnails as base64 PNG). Bad images, refused and malformed image urls are 400; a missing
+tool is 404.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ MAX_QUESTION_CHARS = 4_000
 MAX_URL_CHARS = 4_096
 MAX_IMAGE_BYTES = 20_000_000
 
+K = Annotated[int, Field(ge=1, le=MAX_K, strict=True)]
 Query = Annotated[
     str, StringConstraints(strip_whitespace=True, min_length=1, max_length=MAX_QUERY_CHARS)
 ]
@@ -37,7 +39,7 @@ class TextSearchRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     query: Query
-    k: int = Field(5, ge=1, le=MAX_K)
+    k: K = 5
     question: str | None = Field(None, max_length=MAX_QUESTION_CHARS)
 
 
@@ -47,7 +49,7 @@ class ImageSearchRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     image_base64: str | None = None
     image_url: str | None = Field(None, max_length=MAX_URL_CHARS)
-    k: int = Field(5, ge=1, le=MAX_K)
+    k: K = 5
 
     @model_validator(mode="after")
     def _one_image(self) -> ImageSearchRequest:
@@ -62,8 +64,8 @@ class RetrieveRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
     queries: list[Query] | None = Field(None, min_length=1, max_length=MAX_QUERIES)
     query: Query | None = None
-    topk: int = Field(3, ge=1, le=MAX_K)
-    return_scores: bool = True
+    topk: K = 3
+    return_scores: bool = Field(True, strict=True)
 
     @model_validator(mode="after")
     def _one_form(self) -> RetrieveRequest:
@@ -162,5 +164,5 @@ class Handlers:
                 self._client = guarded_client(policy, timeout_s=self.timeout_s)
         try:
             return read_capped(self._client, url, MAX_IMAGE_BYTES)
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as err:
             raise ValueError(f"image url could not be fetched ({type(err).__name__})") from None

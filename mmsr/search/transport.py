@@ -208,7 +208,7 @@ class ApiCaller:
         response = self.request(method, url, **kwargs)
         try:
             return response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: JSON nested too deeply
             self.stats.add(failures=1)
             raise self._error("returned a malformed JSON body") from None
 
@@ -228,6 +228,9 @@ class ApiCaller:
         except httpx.RequestError as err:
             # The exception text may quote the url; keep only its class name.
             return self._retry_or_fail(f"connection failed ({type(err).__name__})", last, attempt)
+        except (httpx.InvalidURL, httpx.StreamError) as err:  # not worth a retry
+            self.stats.add(failures=1)
+            raise self._error(f"request failed ({type(err).__name__})") from None
         finally:
             self.stats.add(seconds=time.monotonic() - started)
         if response.is_success:

@@ -1,7 +1,10 @@
 """SSRF guard for fetching urls that came from the web (search results, user image urls).
 
 A url is fetched only if its scheme is http(s) and every address its host resolves to is a
-public one: not private, loopback, link-local, multicast, reserved or unspecified. The check
+public one: not private, loopback, link-local, multicast, reserved or unspecified, and not
+an IPv6 tunnel address that embeds an IPv4 one (6to4 ``2002::/16``, Teredo ``2001::/32``:
+``2002:a9fe:a9fe::1`` is 169.254.169.254 behind a relay). A url httpx cannot parse (an octal
+IPv4 host like ``0177.0.0.1``) is refused before any I/O. The check
 runs inside the connection itself (a guarded httpcore network backend), so it applies again
 to every redirect hop and to the address actually connected to — a name that resolves to a
 public address when checked and a private one when connected (DNS rebinding) cannot slip
@@ -38,8 +41,11 @@ class AddressPolicy:
     """Only for tests that serve pages from 127.0.0.1."""
 
     def check(self, address: IPAddress) -> None:
-        if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-            address = address.ipv4_mapped
+        if isinstance(address, ipaddress.IPv6Address):
+            if address.sixtofour is not None or address.teredo is not None:
+                raise BlockedUrl("refused to fetch an IPv6 tunnel (6to4/Teredo) address")
+            if address.ipv4_mapped is not None:
+                address = address.ipv4_mapped
         if address.is_loopback:
             if self.allow_loopback:
                 return
@@ -56,8 +62,13 @@ class AddressPolicy:
 
 
 def check_url(url: str) -> None:
-    """Refuses a url whose scheme is not http(s) or that has no host (before any I/O)."""
-    parts = urlsplit(url)
+    """Refuses a url whose scheme is not http(s), that has no host or that httpx cannot
+    parse (before any I/O)."""
+    try:
+        httpx.URL(url)
+        parts = urlsplit(url)
+    except (httpx.InvalidURL, ValueError):
+        raise BlockedUrl("refused a malformed url") from None
     if parts.scheme.lower() not in ALLOWED_SCHEMES:
         raise BlockedUrl(f"refused url scheme {parts.scheme or '(none)'!r}")
     if not parts.hostname:

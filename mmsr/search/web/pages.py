@@ -116,7 +116,7 @@ class LocalReader:
             raise SearchError(str(err)) from None
         except httpx.TimeoutException:
             raise SearchError("page fetch timed out", retryable=True) from None
-        except httpx.HTTPError as err:
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError) as err:
             raise SearchError(f"page fetch failed ({type(err).__name__})") from None
         html = (
             raw.decode(encoding, errors="replace")
