@@ -34,10 +34,21 @@ COMMAND_MODULES: tuple[str, ...] = (
 _USERINFO = re.compile(r"//[^/@\s]+@")
 
 
-class _MaskUserinfo(logging.Filter):
-    """Masks the user:password part of urls in every log line (httpx logs whole urls)."""
+class _CliLogFilter(logging.Filter):
+    """Masks the user:password part of urls in every log line (httpx logs whole urls) and,
+    unless verbose, drops httpx's per-request INFO lines."""
+
+    def __init__(self, verbose: bool) -> None:
+        super().__init__()
+        self.verbose = verbose
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if (
+            not self.verbose
+            and record.name.startswith("httpx")
+            and record.levelno < logging.WARNING
+        ):
+            return False
         text = record.getMessage()
         masked = _USERINFO.sub("//***@", text)
         if masked != text:
@@ -47,15 +58,17 @@ class _MaskUserinfo(logging.Filter):
 
 def configure_logging(verbose: bool) -> None:
     """Log lines on stderr; httpx's per-request INFO lines only with ``-v``, and never with a
-    password from a url (``--policy openai:http://user:pw@host/v1``)."""
+    password from a url (``--policy openai:http://user:pw@host/v1``). Only the handler made
+    here is filtered: loggers' own levels stay as they are (a host program's, or pytest's)."""
+    root = logging.getLogger()
+    before = list(root.handlers)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
         format="%(levelname)s %(name)s: %(message)s",
     )
-    for handler in logging.getLogger().handlers:
-        handler.addFilter(_MaskUserinfo())
-    if not verbose:
-        logging.getLogger("httpx").setLevel(logging.WARNING)
+    for handler in root.handlers:
+        if handler not in before:
+            handler.addFilter(_CliLogFilter(verbose))
 
 
 def build_parser() -> argparse.ArgumentParser:
