@@ -31,6 +31,13 @@ METHODS: dict[str, tuple[str, str]] = {
     "on_demand_rl": ("on-demand", "rl"),
     "oracle": ("oracle", "warmstart"),
 }
+# The paper's ablations in miniature (``mmsr demo --ablations``): the same GRPO budget and seed
+# without the search penalty, and the warm start trained on with SFT for as long as GRPO ran.
+ABLATIONS: dict[str, tuple[str, str]] = {
+    "on_demand_rl_no_penalty": ("on-demand", "rl_no_penalty"),
+    "sft_more": ("on-demand", "sft_more"),
+}
+ALL_METHODS: dict[str, tuple[str, str]] = {**METHODS, **ABLATIONS}
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,14 @@ class DemoConfig:
     """Which of the demo's methods to evaluate."""
     small_world: bool = False
     """Build the reduced world (for tests and quick looks)."""
+    ablations: bool = False
+    """Also train and evaluate ``ABLATIONS`` (about an hour more on 2 cores)."""
+    sft_minutes: float | None = None
+    """``sft_more``'s training time (None: as long as the GRPO stage took)."""
+
+    def all_methods(self) -> tuple[str, ...]:
+        """The methods evaluated: ``methods``, then the ablations when asked for."""
+        return (*self.methods, *(ABLATIONS if self.ablations else ()))
 
 
 def run_cli(argv: Sequence[str]) -> None:
@@ -98,7 +113,8 @@ def keep_previous_run(out: Path) -> Path | None:
     They go to ``out/previous/<UTC time>/``; a rerun then trains and evaluates afresh (the
     evaluations resume from what they find, so old rollouts must not be left in place).
     """
-    stale = [out / name for name in ("grpo", "eval") if (out / name).exists()]
+    names = ("grpo", "grpo_no_penalty", "sft_more", "eval")
+    stale = [out / name for name in names if (out / name).exists()]
     if not stale:
         return None
     keep = out / "previous" / time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
@@ -126,14 +142,13 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         *("--search.spec", f"local:{index}", "--search.cache", "none", "--run.seed", str(cfg.seed)),
         *cfg.grpo_overrides,
     ]
-    _stage(
-        "grpo",
-        timings,
-        ["train", "grpo", "--preset", cfg.grpo_preset, "--out", str(grpo), *overrides],
-    )
+    grpo_argv = ["train", "grpo", "--preset", cfg.grpo_preset, *overrides]
+    _stage("grpo", timings, [*grpo_argv, "--out", str(grpo)])
     models = {"warmstart": cfg.warmstart, "rl": _latest_model(grpo)}
-    for name in cfg.methods:
-        method, which = METHODS[name]
+    if cfg.ablations:
+        models.update(_run_ablations(cfg, grpo_argv, timings))
+    for name in cfg.all_methods():
+        method, which = ALL_METHODS[name]
         argv = [
             *("eval", "--policy", f"hf:{models[which]}", "--method", method),
             *("--data", str(world / "test.parquet"), "--search", f"local:{index}"),
@@ -149,10 +164,57 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
         _stage(f"eval/{name}", timings, argv)
     from mmsr.demo_report import write_demo_report
 
-    summary = write_demo_report(out, cfg.methods, grpo, timings)
+    summary = write_demo_report(out, cfg.all_methods(), grpo, timings)
     summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
+
+
+def warmstart_recipe(warmstart: Path) -> list[str]:
+    """``mmsr train sft`` options that continue ``warmstart`` with its own teacher mixture.
+
+    Read from the ``sft_config.json`` the warm start was saved with (a mixture saved before a
+    teacher kind existed names the kinds of its time: they come first in ``KINDS``). A folder
+    without one continues with the preset's mixture.
+    """
+    from mmsr.train.teacher import KINDS
+
+    path = warmstart / "sft_config.json"
+    if not path.is_file():
+        return []
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    teacher = saved.get("teacher", {})
+    weights = teacher.get("weights") or []
+    argv: list[str] = []
+    if 0 < len(weights) <= len(KINDS):
+        pairs = ",".join(f"{k}={float(w):g}" for k, w in zip(KINDS, weights, strict=False))
+        argv += ["--weights", pairs]
+    if "head_direct" in teacher:
+        argv += ["--head-direct", str(float(teacher["head_direct"]))]
+    if "lr" in saved:
+        argv += ["--lr", str(float(saved["lr"]))]
+    return argv
+
+
+def _run_ablations(
+    cfg: DemoConfig, grpo_argv: list[str], timings: dict[str, float]
+) -> dict[str, Path]:
+    """Train the ablations' policies; returns their model folders by ``ABLATIONS`` key."""
+    out = cfg.out
+    no_penalty = out / "grpo_no_penalty"
+    argv = [*grpo_argv, "--algo.search_penalty", "0", "--out", str(no_penalty)]
+    _stage("grpo_no_penalty", timings, argv)
+    minutes = cfg.sft_minutes if cfg.sft_minutes is not None else timings["grpo"] / 60.0
+    sft_more = out / "sft_more"
+    argv = [
+        *("train", "sft", "--world", str(out / "world"), "--index", str(out / "index")),
+        *("--out", str(sft_more), "--init", str(cfg.warmstart), "--seed", str(cfg.seed)),
+        *("--minutes", f"{minutes:.3f}", "--primer-steps", "0", "--eval-every", "0"),
+        *("--final-questions", "2", "--quiet"),
+        *warmstart_recipe(cfg.warmstart),
+    ]
+    _stage("sft_more", timings, argv)
+    return {"rl_no_penalty": _latest_model(no_penalty), "sft_more": sft_more}
 
 
 def _print_summary(summary: dict[str, Any]) -> None:
@@ -193,6 +255,7 @@ def _cmd_demo(args: Any) -> int:
         warmstart=args.warmstart,
         grpo_overrides=overrides,
         eval_limit=args.limit,
+        ablations=args.ablations,
     )
     summary = run_demo(cfg)
     _print_summary(summary)
@@ -209,4 +272,10 @@ def register(subparsers: Any) -> None:
     p.add_argument("--warmstart", type=Path, default=WARMSTART_DIR, help="warm-start model folder")
     p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: 8)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test questions")
+    p.add_argument(
+        "--ablations",
+        action="store_true",
+        help="also GRPO without the search penalty and the warm start trained on with SFT for "
+        "as long as GRPO ran (about an hour more on 2 cores)",
+    )
     p.set_defaults(func=_cmd_demo)

@@ -8,8 +8,10 @@ from pathlib import Path
 import pytest
 import tiny_models
 
-from mmsr.demo import METHODS, DemoConfig, run_demo
+from mmsr.config import read_yaml
+from mmsr.demo import ABLATIONS, METHODS, DemoConfig, run_demo, warmstart_recipe
 from mmsr.models import build_tiny_model, save_pretrained
+from mmsr.train.teacher import parse_weights
 
 SMALL_GRPO = (
     *("--run.steps", "1", "--run.save_every", "1", "--run.tensorboard", "false"),
@@ -32,18 +34,25 @@ def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
         eval_limit=4,
         eval_max_new_tokens=12,
         small_world=True,
+        ablations=True,
+        sft_minutes=0.02,
     )
     summary = run_demo(cfg)
     saved = json.loads((cfg.out / "summary.json").read_text(encoding="utf-8"))
-    assert set(saved["methods"]) == set(METHODS) == set(summary["methods"])
+    assert set(saved["methods"]) == {*METHODS, *ABLATIONS} == set(summary["methods"])
     for row in saved["methods"].values():
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["search_ratio"] <= 1.0 and row["n"] == 4
     # rag always searches; direct never does
     assert saved["methods"]["rag"]["search_ratio"] == 1.0
     assert saved["methods"]["direct"]["search_ratio"] == 0.0
     assert saved["training"]["steps"] == 1 and saved["target"] is not None
+    # the ablations: GRPO without the search penalty, and more SFT for as long as GRPO ran
+    no_penalty = read_yaml(cfg.out / "grpo_no_penalty" / "config.yaml")
+    assert no_penalty["algo"]["search_penalty"] == 0.0
+    assert (cfg.out / "sft_more" / "model.safetensors").is_file()
+    assert {"grpo", "grpo_no_penalty", "sft_more"} <= set(saved["timings"])
     report = (cfg.out / "report.md").read_text(encoding="utf-8")
-    for name in METHODS:
+    for name in (*METHODS, *ABLATIONS):
         assert f"| {name} |" in report
     html = (cfg.out / "report.html").read_text(encoding="utf-8")
     # reward + search ratio, search ratio per need class, accuracy vs search ratio
@@ -97,3 +106,12 @@ def test_a_rerun_keeps_the_previous_run_aside(tmp_path: Path) -> None:
     assert not (tmp_path / "grpo").exists() and not (tmp_path / "eval").exists()
     assert (kept / "eval" / "rag" / "rollouts.jsonl").read_text() == "{}\n"
     assert (kept / "grpo" / "checkpoints").is_dir() and (tmp_path / "world").is_dir()
+
+
+def test_warmstart_recipe_replays_the_saved_mixture(tmp_path: Path) -> None:
+    assert warmstart_recipe(tmp_path) == []  # no sft_config.json: the preset's mixture
+    saved = {"lr": 4e-4, "teacher": {"weights": [0.5, 0.5], "head_direct": 0.7}}
+    (tmp_path / "sft_config.json").write_text(json.dumps(saved), encoding="utf-8")
+    argv = warmstart_recipe(tmp_path)
+    assert argv == ["--weights", "head=0.5,tail=0.5", "--head-direct", "0.7", "--lr", "0.0004"]
+    assert parse_weights(argv[1])[:2] == (0.5, 0.5)

@@ -36,6 +36,12 @@ def register(subparsers: Any) -> None:
     )
     sft.add_argument("--eval-every", type=float, default=None, help="minutes between evaluations")
     sft.add_argument(
+        "--final-questions",
+        type=int,
+        default=None,
+        help="questions of the final evaluation on the test split (0: all of them)",
+    )
+    sft.add_argument(
         "--weights",
         default=None,
         help=f"teacher mixture: name=weight pairs, e.g. know=0.4,tail=0.2 (others 0), or "
@@ -63,6 +69,9 @@ def register(subparsers: Any) -> None:
 def _train(args: argparse.Namespace) -> int:
     from mmsr.train.sft import resolve_sft_config, train_sft
 
+    if args.final_questions is not None and args.final_questions < 0:
+        raise SystemExit("--final-questions takes 0 (all) or a positive count")
+
     config = resolve_sft_config(
         args.preset,
         seed=args.seed,
@@ -73,6 +82,7 @@ def _train(args: argparse.Namespace) -> int:
         init_from=args.init,
         primer_steps=args.primer_steps,
         eval_every_minutes=args.eval_every,
+        final_questions=args.final_questions,
     )
     if args.weights is not None:
         from mmsr.train.teacher import parse_weights
