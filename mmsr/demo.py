@@ -191,6 +191,8 @@ def warmstart_recipe(warmstart: Path) -> list[str]:
         argv += ["--weights", pairs]
     if "head_direct" in teacher:
         argv += ["--head-direct", str(float(teacher["head_direct"]))]
+    if teacher.get("copy_entities") in ("all", "tail"):
+        argv += ["--copy-entities", str(teacher["copy_entities"])]
     if "lr" in saved:
         argv += ["--lr", str(float(saved["lr"]))]
     return argv

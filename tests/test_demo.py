@@ -110,8 +110,12 @@ def test_a_rerun_keeps_the_previous_run_aside(tmp_path: Path) -> None:
 
 def test_warmstart_recipe_replays_the_saved_mixture(tmp_path: Path) -> None:
     assert warmstart_recipe(tmp_path) == []  # no sft_config.json: the preset's mixture
-    saved = {"lr": 4e-4, "teacher": {"weights": [0.5, 0.5], "head_direct": 0.7}}
+    teacher = {"weights": [0.5, 0.5], "head_direct": 0.7, "copy_entities": "tail"}
+    saved = {"lr": 4e-4, "teacher": teacher}
     (tmp_path / "sft_config.json").write_text(json.dumps(saved), encoding="utf-8")
     argv = warmstart_recipe(tmp_path)
-    assert argv == ["--weights", "head=0.5,tail=0.5", "--head-direct", "0.7", "--lr", "0.0004"]
+    assert argv == [
+        *("--weights", "head=0.5,tail=0.5", "--head-direct", "0.7"),
+        *("--copy-entities", "tail", "--lr", "0.0004"),
+    ]
     assert parse_weights(argv[1])[:2] == (0.5, 0.5)

@@ -78,10 +78,27 @@ def test_copy_drills_cover_every_entity_head_and_tail(kit: WorldKit) -> None:
     assert {e.knowledge for e in kit.entities} == {"head", "tail"}
 
 
+def test_tail_only_copy_drills_never_search_on_a_head_picture(kit: WorldKit) -> None:
+    teacher = Teacher(kit, TeacherConfig(copy_entities="tail"), seed=4)
+    knowledge = {e.name: e.knowledge for e in kit.entities}
+    answers = {_final_answer(teacher.draw("copy1")) for _ in range(200)}
+    assert answers and {knowledge[a] for a in answers} == {"tail"}
+    for _ in range(40):  # the 2-hop drill's entity is the one its text search names
+        queries = [
+            a.query
+            for a in map(parse_action, _assistant(teacher.draw("copy2")))
+            if isinstance(a, TextSearch)
+        ]
+        named = {n for n in knowledge if any(q.startswith(f"{n} ") for q in queries)}
+        assert named and all(knowledge[n] == "tail" for n in named), queries
+    with pytest.raises(ValueError, match="copy_entities"):
+        TeacherConfig(copy_entities="head")
+
+
 def test_two_hop_drill_values_are_random_so_they_must_be_copied(kit: WorldKit) -> None:
     teacher = Teacher(kit, seed=5)
     flag = next(e for e in kit.entities if e.kind == "flag")
-    teacher.fact_entities = [flag]  # always the same entity
+    teacher.copy_fact_pool = [flag]  # always the same entity
     answers = {_final_answer(teacher.draw("copy2")) for _ in range(20)}
     assert len(answers) > 3  # not one memorisable value per (entity, fact)
 

@@ -53,6 +53,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="share of head train questions answered directly (the rest search)",
     )
+    sft.add_argument(
+        "--copy-entities",
+        choices=["all", "tail"],
+        default=None,
+        help="entities the copy drills picture (tail: no search is taught on a head picture "
+        "outside the head kind)",
+    )
     sft.add_argument("--quiet", action="store_true", help="no progress bar")
     sft.set_defaults(func=_train)
 
@@ -98,6 +105,10 @@ def _train(args: argparse.Namespace) -> int:
             raise SystemExit("--head-direct takes a share between 0 and 1")
         teacher = replace(config.teacher, head_direct=args.head_direct)
         config = replace(config, teacher=teacher)
+    if args.copy_entities is not None:
+        config = replace(
+            config, teacher=replace(config.teacher, copy_entities=args.copy_entities)
+        )
     if args.steps is not None and args.minutes is None:
         config = resolve_sft_config(args.preset, **{**_top(config), "minutes": 0.0})
     start = time.perf_counter()

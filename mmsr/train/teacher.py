@@ -14,7 +14,7 @@ written here), drawn by a seeded ``Teacher``:
   what it cannot read).
 - ``head_drill``: a head entity in a FRESH query-style image, a random template, answered
   directly: the "knowledge" the policy has (recognition in the query style, and the facts).
-- ``copy1``: a 1-hop copy drill over ANY entity (head or tail): image results of the entity
+- ``copy1``: a 1-hop copy drill over any entity (or the tail ones only, ``copy_entities``): image results of the entity
   among random others (the entity first with probability ``copy_first``, else anywhere), answer
   = that entity. Random lists make memorising impossible; the policy must copy.
 - ``copy2``: a 2-hop copy drill over any entity with facts: image results as in ``copy1``, a
@@ -230,6 +230,9 @@ def fact_sentence(entity: Entity, facts: dict[str, str]) -> str:
     return f"{entity.name} belongs to " + ", ".join(parts) + "."
 
 
+COPY_ENTITIES = ("all", "tail")
+
+
 @dataclass(frozen=True)
 class TeacherConfig:
     """How the teacher mixes and shapes its conversations."""
@@ -246,10 +249,20 @@ class TeacherConfig:
     """Text hits per result list (the rollout engine's default)."""
     same_kind: float = 0.6
     """Share of a drill's distractor hits drawn from the entity's own kind (as real hits are)."""
+    copy_entities: str = "all"
+    """Entities the copy drills picture: ``all``, or ``tail`` only. A copy drill opens with an
+    image search on the entity's picture, so over a head entity it also teaches "search on a
+    picture you know" — ``tail`` keeps the search decision on head pictures to the ``head``
+    kind's ``head_direct`` share (the copying itself is the same over any entity)."""
 
     def __post_init__(self) -> None:
         if len(self.weights) != len(KINDS) or min(self.weights) < 0 or sum(self.weights) <= 0:
             raise ValueError(f"weights must be {len(KINDS)} non-negative numbers, not all 0")
+        if self.copy_entities not in COPY_ENTITIES:
+            raise ValueError(
+                f"copy_entities must be one of {', '.join(COPY_ENTITIES)}, "
+                f"not {self.copy_entities!r}"
+            )
 
 
 def parse_weights(text: str) -> tuple[float, ...]:
@@ -291,6 +304,11 @@ class Teacher:
         self.by_id = kit.by_id
         self.head_entities = [e for e in kit.entities if e.knowledge == "head"]
         self.fact_entities = [e for e in kit.entities if e.facts]
+        tail_only = config.copy_entities == "tail"
+        self.copy_pool = [e for e in kit.entities if not tail_only or e.knowledge == "tail"]
+        self.copy_fact_pool = [e for e in self.copy_pool if e.facts]
+        if not self.copy_pool or not self.copy_fact_pool:
+            raise ValueError(f"no {config.copy_entities} entities (with facts) for the copy drills")
         self.by_kind: dict[str, list[Entity]] = {}
         for e in kit.entities:
             self.by_kind.setdefault(e.kind, []).append(e)
@@ -397,7 +415,7 @@ class Teacher:
         return [self.kit.thumbnail_hit(e) for e in entities]
 
     def _copy1(self) -> list[Turn]:
-        entity = self.rng.choice(self.kit.entities)
+        entity = self.rng.choice(self.copy_pool)
         naming = [t for t in applicable(entity) if t.fact is None]
         q = self._fresh_question(entity, naming)
         return search_path(q, self._drill_hits(entity), [], self.prompts)
@@ -410,7 +428,7 @@ class Teacher:
         return TextHit(entity.name, wiki_url(entity.name), summary)
 
     def _copy2(self) -> list[Turn]:
-        entity = self.rng.choice(self.fact_entities)
+        entity = self.rng.choice(self.copy_fact_pool)
         facts = self._random_facts(entity)
         templates = [t for t in applicable(entity) if t.fact is not None]
         q = self._fresh_question(entity, templates)
