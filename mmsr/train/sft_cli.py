@@ -106,9 +106,7 @@ def _train(args: argparse.Namespace) -> int:
         teacher = replace(config.teacher, head_direct=args.head_direct)
         config = replace(config, teacher=teacher)
     if args.copy_entities is not None:
-        config = replace(
-            config, teacher=replace(config.teacher, copy_entities=args.copy_entities)
-        )
+        config = replace(config, teacher=replace(config.teacher, copy_entities=args.copy_entities))
     if args.steps is not None and args.minutes is None:
         config = resolve_sft_config(args.preset, **{**_top(config), "minutes": 0.0})
     start = time.perf_counter()

@@ -14,9 +14,10 @@ written here), drawn by a seeded ``Teacher``:
   what it cannot read).
 - ``head_drill``: a head entity in a FRESH query-style image, a random template, answered
   directly: the "knowledge" the policy has (recognition in the query style, and the facts).
-- ``copy1``: a 1-hop copy drill over any entity (or the tail ones only, ``copy_entities``): image results of the entity
-  among random others (the entity first with probability ``copy_first``, else anywhere), answer
-  = that entity. Random lists make memorising impossible; the policy must copy.
+- ``copy1``: a 1-hop copy drill over any entity (or the tail ones only: ``copy_entities``):
+  image results of the entity among random others (the entity first with probability
+  ``copy_first``, else anywhere), answer = that entity. Random lists make memorising
+  impossible; the policy must copy.
 - ``copy2``: a 2-hop copy drill over any entity with facts: image results as in ``copy1``, a
   text search naming the entity, then synthetic text hits in the pages' own wording whose fact
   values are drawn at random (so the value must be copied, never recalled). The named
