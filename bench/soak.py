@@ -1,23 +1,29 @@
 """Soak test of mmsr's failure handling, on loopback only and bounded in time (issue 18).
 
-    python bench/soak.py                      # about 90 s
-    python bench/soak.py --seconds 40 --clients 4
+    python bench/soak.py                      # about 5 min: 90 s for phases 1-2, then phase 3
+    python bench/soak.py --seconds 40 --clients 4 --phases service,eval
+    python bench/soak.py --phases grpo --grpo-steps 6 --grpo-kills 3
 
-Three phases, sharing ``--seconds``:
+Three phases (``--phases``, all by default):
 1. **service**: ``--clients`` threads call a real ``mmsr search serve`` process (uvicorn, small
    in-file backends) with a ``--bad-share`` of malformed requests (lone surrogates, 1e400,
    ``k: true``, octal IPv4 urls, deep nesting, bad base64, random bytes). A bad request must
    get a 4xx; every 5xx is counted.
-2. **faults + kill -9**: ``mmsr eval --method rag`` over ``--questions`` questions searches
-   through a fault-injecting proxy in front of the service (500s, hangs past the client
-   timeout, connection resets, malformed and deeply nested JSON); the eval process is killed
-   with SIGKILL ``--kills`` times at random moments and resumed, then runs to the end. Every
-   question must be in ``trajectories.jsonl`` exactly once.
-3. **GRPO kill -9**: ``mmsr train grpo`` is not soaked here yet (see the README).
+2. **eval**: ``mmsr eval --method rag`` over ``--questions`` questions searches through a
+   fault-injecting proxy in front of the service (500s, hangs past the client timeout,
+   connection resets, malformed and deeply nested JSON); the eval process is killed with
+   SIGKILL ``--kills`` times at random moments and resumed, then runs to the end. Every
+   question must be in ``trajectories.jsonl`` exactly once. Phases 1-2 share ``--seconds``.
+3. **grpo** (``soak_grpo.py``): ``mmsr train grpo`` on a small world, the committed warm start,
+   ``--grpo-steps`` steps with a checkpoint each step, killed with SIGKILL ``--grpo-kills``
+   times at seeded random moments and resumed, then run to the end; compared with an
+   uninterrupted run of the same config and seed. Bounded by ``--grpo-seconds``.
 
 The last line printed is JSON: requests, 5xx counts, lost and duplicated questions, resumes,
-failed tool calls, seconds. Exit status 1 when a bad request got a 5xx or a question was lost
-or duplicated.
+failed tool calls; for phase 3 (``grpo_*``) resumes, the final step, lost or duplicated
+metrics lines, loadable checkpoints, tensors differing from the uninterrupted run; seconds.
+Exit status 1 when a bad request got a 5xx, a question was lost or duplicated, or a phase-3
+check failed (``grpo_ok`` false).
 """
 
 from __future__ import annotations
@@ -289,61 +295,99 @@ def eval_with_kills(
     }
 
 
+PHASES = ("service", "eval", "grpo")
+
+
+def service_phases(args: argparse.Namespace, phases: set[str]) -> dict[str, Any]:
+    """Phases 1 and 2 (those of ``phases``), sharing ``--seconds``; their part of the report."""
+    started = time.monotonic()
+    until = started + args.seconds
+    service, root = start_service()
+    counts: Counter[str] = Counter()
+    result: dict[str, Any] = {}
+    try:
+        if "service" in phases:
+            phase1_end = started + (0.3 if "eval" in phases else 1.0) * args.seconds
+            threads = [
+                threading.Thread(
+                    target=client_loop,
+                    args=(root, phase1_end, args.bad_share, args.seed + i, counts),
+                )
+                for i in range(args.clients)
+            ]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if "eval" in phases:
+            proxy = fault_proxy(root, args.seed, counts)
+            with tempfile.TemporaryDirectory(prefix="mmsr-soak-") as work:
+                proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+                result = eval_with_kills(
+                    proxy_url, Path(work), args.questions, args.kills, until, args.seed
+                )
+            proxy.shutdown()
+    finally:
+        service.terminate()
+        service.wait(timeout=10)
+    if "service" in phases:
+        result = {
+            "requests": counts["good_requests"] + counts["bad_requests"],
+            "bad_requests": counts["bad_requests"],
+            "bad_5xx": counts["bad_5xx"],
+            "good_5xx": counts["good_5xx"],
+            "bad_accepted": counts["bad_accepted"],
+            "busy_503": counts["busy_503"],
+            "transport_errors": counts["transport_errors"],
+            **result,
+        }
+    if "eval" in phases:
+        result["proxy_faults"] = {
+            k[6:]: v for k, v in sorted(counts.items()) if k.startswith("proxy_")
+        }
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--seconds", type=float, default=90, help="rough total time budget")
+    parser.add_argument("--phases", default=",".join(PHASES), help="comma-separated phases to run")
+    parser.add_argument("--seconds", type=float, default=90, help="time budget of phases 1-2")
     parser.add_argument("--clients", type=int, default=8, help="concurrent service clients")
     parser.add_argument("--bad-share", type=float, default=0.3, help="share of bad requests")
     parser.add_argument("--questions", type=int, default=40, help="questions of the eval run")
     parser.add_argument("--kills", type=int, default=3, help="SIGKILLs of the eval run")
+    parser.add_argument("--grpo-steps", type=int, default=6, help="steps of the GRPO runs")
+    parser.add_argument("--grpo-kills", type=int, default=3, help="SIGKILLs of the GRPO run")
+    parser.add_argument("--grpo-seconds", type=float, default=420, help="time limit of phase 3")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve is not None:
         serve(args.serve)
         return 0
+    phases = set(args.phases.split(","))
+    if not phases or phases - set(PHASES):
+        parser.error(f"--phases: choose among {', '.join(PHASES)}")
     started = time.monotonic()
-    until = started + args.seconds
-    service, root = start_service()
-    counts: Counter[str] = Counter()
-    try:
-        phase1_end = started + 0.3 * args.seconds
-        threads = [
-            threading.Thread(
-                target=client_loop, args=(root, phase1_end, args.bad_share, args.seed + i, counts)
+    report: dict[str, Any] = {"phases": [p for p in PHASES if p in phases]}
+    if phases & {"service", "eval"}:
+        report |= service_phases(args, phases)
+    if "grpo" in phases:
+        from soak_grpo import grpo_with_kills  # beside this file, on sys.path[0]
+
+        with tempfile.TemporaryDirectory(prefix="mmsr-soak-grpo-") as work:
+            report |= grpo_with_kills(
+                Path(work), args.grpo_steps, args.grpo_kills, args.seed, args.grpo_seconds
             )
-            for i in range(args.clients)
-        ]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        proxy = fault_proxy(root, args.seed, counts)
-        with tempfile.TemporaryDirectory(prefix="mmsr-soak-") as work:
-            proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
-            result = eval_with_kills(
-                proxy_url, Path(work), args.questions, args.kills, until, args.seed
-            )
-        proxy.shutdown()
-    finally:
-        service.terminate()
-        service.wait(timeout=10)
-    report = {
-        "requests": counts["good_requests"] + counts["bad_requests"],
-        "bad_requests": counts["bad_requests"],
-        "bad_5xx": counts["bad_5xx"],
-        "good_5xx": counts["good_5xx"],
-        "bad_accepted": counts["bad_accepted"],
-        "busy_503": counts["busy_503"],
-        "transport_errors": counts["transport_errors"],
-        "proxy_faults": {k[6:]: v for k, v in sorted(counts.items()) if k.startswith("proxy_")},
-        **result,
-        "grpo_resumes": None,
-        "seconds": round(time.monotonic() - started, 1),
-    }
+    report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report))
-    ok = not (report["bad_5xx"] or result["lost_questions"] or result["duplicated_questions"])
-    return 0 if ok else 1
+    failed = (
+        report.get("bad_5xx")
+        or report.get("lost_questions")
+        or report.get("duplicated_questions")
+        or report.get("grpo_ok") is False
+    )
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
