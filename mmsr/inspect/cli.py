@@ -11,9 +11,14 @@ from __future__ import annotations
 
 import argparse
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mmsr.inspect import DEFAULT_HOST, DEFAULT_PORT
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from mmsr.inspect.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -49,16 +54,22 @@ def allowed_hosts(host: str) -> list[str]:
     return list(dict.fromkeys([*LOOPBACK_NAMES, host]))
 
 
-def _cmd_inspect(args: argparse.Namespace) -> int:
+def make_server(store: Store, host: str, port: int) -> uvicorn.Server:
+    """The uvicorn server of the app over ``store`` (``run()`` serves until interrupted)."""
     import uvicorn
 
     from mmsr.inspect.app import create_app
+
+    app = create_app(store, allowed_hosts=allowed_hosts(host))
+    return uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
+
+
+def _cmd_inspect(args: argparse.Namespace) -> int:
     from mmsr.inspect.store import Store
 
     store = Store(args.run_dirs)
     runs, trainings = store.discover()
     logger.info("serving %d runs and %d training folders", len(runs), len(trainings))
     print(f"mmsr inspect: http://{args.host}:{args.port}/  (Ctrl-C stops it)", flush=True)
-    app = create_app(store, allowed_hosts=allowed_hosts(args.host))
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    make_server(store, args.host, args.port).run()
     return 0

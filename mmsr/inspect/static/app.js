@@ -344,7 +344,7 @@ async function groupsPage(params) {
   const run = params.get("run");
   const offset = Number(params.get("offset") || 0);
   const data = await api("groups", { run, offset, limit: 50 });
-  const crumbsList = data.run.training ? [[data.run.training, hash("training", { key: data.run.training })]] : [];
+  const crumbsList = data.run.training ? [["training", hash("training", { key: data.run.training })]] : [];
   setCrumbs(...crumbsList, [data.run.name, hash("groups", { run })]);
   const go = (o) => { location.hash = hash("groups", { run, offset: o }); };
   show(el("h1", {}, data.run.name, " — samples by prompt"),
