@@ -9,9 +9,10 @@ STAMP := $(VENV)/.installed
 # Debian packages the project needs: the offline world draws query images with Noto Color Emoji;
 # Pillow's text shaping (raqm, which forms flag emoji from two code points) loads libfribidi;
 # redis-server is the real server the search cache's Redis store is tested against (its tests
+# skip without it); chromium is the browser the inspector's tests drive with Playwright (they
 # skip without it). Installed with apt-get when run as root; otherwise make says what is missing
 # and goes on (the world then falls back to Twemoji query images, and says so).
-APT_PACKAGES := fonts-noto-color-emoji libfribidi0 redis-server
+APT_PACKAGES := fonts-noto-color-emoji libfribidi0 redis-server chromium
 
 .PHONY: setup system-deps lint typecheck pytest test demo clean
 

@@ -28,6 +28,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mmsr.demo",
     "mmsr.search.local.cli",
     "mmsr.eval.cli",
+    "mmsr.inspect.cli",
 )
 
 

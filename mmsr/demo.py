@@ -264,6 +264,9 @@ def _cmd_demo(args: Any) -> int:
     print(
         f"\nreport: {cfg.out / 'report.md'}, {cfg.out / 'report.html'}, {cfg.out / 'summary.json'}"
     )
+    from mmsr.inspect import inspect_command
+
+    print(f"read its trajectories in a browser: {inspect_command([cfg.out / 'eval'])}")
     return 0
 
 

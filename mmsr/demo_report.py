@@ -15,6 +15,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from mmsr.inspect import inspect_command, inspector_link
+
 # The paper's headline, in miniature (issue #7): on-demand search after RL answers at least
 # as well as the fixed RAG workflow while searching at most 70 % as often.
 TARGET_SEARCH_FACTOR = 0.7
@@ -150,6 +152,61 @@ def _plots(methods: dict[str, dict[str, Any]], training: list[dict[str, float]])
     return plots
 
 
+RESULT_HEADER = (
+    "method", "accuracy", "search ratio", "search calls / allowed", "acc. search-free",
+    "acc. search-required", "SR search-free", "SR search-required", "search precision",
+    "search recall",
+)  # fmt: skip
+
+
+def result_rows(methods: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """The results table's cells, one row per method (percentages with one decimal)."""
+    rows = []
+    for name, row in methods.items():
+        nan = float("nan")
+        rows.append(
+            [
+                name,
+                f"{100 * row['accuracy']:.1f}",
+                f"{100 * row['search_ratio']:.1f}",
+                f"{100 * row['search_call_ratio']:.1f}",
+                f"{100 * row.get('accuracy/search_free', nan):.1f}",
+                f"{100 * row.get('accuracy/search_required', nan):.1f}",
+                f"{100 * row.get('search_ratio/search_free', nan):.1f}",
+                f"{100 * row.get('search_ratio/search_required', nan):.1f}",
+                f"{row.get('search_precision', nan):.2f}",
+                f"{row.get('search_recall', nan):.2f}",
+            ]
+        )
+    return rows
+
+
+def _notes(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """The sentences under the table as (before, verdict, after): the verdict is bold."""
+    notes = []
+    target = summary.get("target")
+    if target is not None:
+        verdict = "met" if target["met"] else "not met"
+        notes.append(
+            ("Target (on_demand_rl accuracy ≥ rag, search ratio ≤ 0.7 × rag): ", verdict, ".")
+        )
+    decision = summary.get("decision")
+    if decision is not None:
+        verdict = "met" if decision["met"] else "not met"
+        failed = [k for k, v in decision.items() if k != "met" and not v]
+        before = (
+            "Search decision (issue #11: SR search-required ≥ 0.85, search-free ≤ 0.25, "
+            "precision ≥ 0.8, recall ≥ 0.85, accuracy ≥ warm start and ≥ rag + 3): "
+        )
+        notes.append((before, verdict, f" (short of: {', '.join(failed)})." if failed else "."))
+    training = summary.get("training", {})
+    if training:
+        notes.append(("Training: " + ", ".join(f"{k} {v}" for k, v in training.items()), "", "."))
+    timings = ", ".join(f"{k} {v}" for k, v in summary["timings"].items())
+    notes.append(("Stage times (s): " + timings, "", ""))
+    return notes
+
+
 def _markdown(methods: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:
     lines = [
         "# mmsr demo",
@@ -157,49 +214,37 @@ def _markdown(methods: dict[str, dict[str, Any]], summary: dict[str, Any]) -> st
         "Held-out test split of the offline world (accuracy = exact match; search ratio = share",
         "of questions with at least one search).",
         "",
-        "| method | accuracy | search ratio | search calls / allowed "
-        "| acc. search-free | acc. search-required | SR search-free | SR search-required "
-        "| search precision | search recall |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| " + " | ".join(RESULT_HEADER) + " |",
+        "|---|" + "---:|" * (len(RESULT_HEADER) - 1),
     ]
-    for name, row in methods.items():
-        cells = [
-            f"{100 * row['accuracy']:.1f}",
-            f"{100 * row['search_ratio']:.1f}",
-            f"{100 * row['search_call_ratio']:.1f}",
-            f"{100 * row.get('accuracy/search_free', float('nan')):.1f}",
-            f"{100 * row.get('accuracy/search_required', float('nan')):.1f}",
-            f"{100 * row.get('search_ratio/search_free', float('nan')):.1f}",
-            f"{100 * row.get('search_ratio/search_required', float('nan')):.1f}",
-            f"{row.get('search_precision', float('nan')):.2f}",
-            f"{row.get('search_recall', float('nan')):.2f}",
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    target = summary.get("target")
-    if target is not None:
-        verdict = "met" if target["met"] else "not met"
-        lines += [
-            "",
-            f"Target (on_demand_rl accuracy ≥ rag, search ratio ≤ 0.7 × rag): **{verdict}**.",
-        ]
-    decision = summary.get("decision")
-    if decision is not None:
-        verdict = "met" if decision["met"] else "not met"
-        failed = [k for k, v in decision.items() if k != "met" and not v]
-        lines += [
-            "",
-            f"Search decision (issue #11: SR search-required ≥ 0.85, search-free ≤ 0.25, "
-            f"precision ≥ 0.8, recall ≥ 0.85, accuracy ≥ warm start and ≥ rag + 3): "
-            f"**{verdict}**" + (f" (short of: {', '.join(failed)})." if failed else "."),
-        ]
-    training = summary.get("training", {})
-    if training:
-        lines += ["", "Training: " + ", ".join(f"{k} {v}" for k, v in training.items()) + "."]
-    lines += [
-        "",
-        "Stage times (s): " + ", ".join(f"{k} {v}" for k, v in summary["timings"].items()),
-    ]
+    lines += ["| " + " | ".join(cells) + " |" for cells in result_rows(methods)]
+    for before, verdict, after in _notes(summary):
+        lines += ["", before + (f"**{verdict}**" if verdict else "") + after]
     return "\n".join(lines) + "\n"
+
+
+def _html(out: Path, methods: dict[str, dict[str, Any]], summary: dict[str, Any]) -> str:
+    """The results as an HTML table, each method linked to its run in ``mmsr inspect``,
+    and the notes as paragraphs."""
+    runs = {name: out / "eval" / name for name in methods}
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in RESULT_HEADER)
+    body = ""
+    for name, cells in zip(methods, result_rows(methods), strict=True):
+        link = html.escape(inspector_link([runs[name]]))
+        first = f"<td><a href='{link}'>{html.escape(cells[0])}</a></td>"
+        body += "<tr>" + first + "".join(f"<td>{html.escape(c)}</td>" for c in cells[1:]) + "</tr>"
+    notes = "".join(
+        f"<p>{html.escape(before)}{f'<b>{html.escape(verdict)}</b>' if verdict else ''}"
+        f"{html.escape(after)}</p>"
+        for before, verdict, after in _notes(summary)
+    )
+    command = html.escape(inspect_command(list(runs.values())))
+    return (
+        "<p>Held-out test split of the offline world (accuracy = exact match; search ratio = "
+        "share of questions with at least one search).</p>"
+        f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>{notes}"
+        f"<p>Read the trajectories: <code>{command}</code>, then follow a method's link.</p>"
+    )
 
 
 def write_demo_report(
@@ -234,12 +279,12 @@ def write_demo_report(
         f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
         for title, png in _plots(methods, training).items()
     )
-    table = html.escape(_markdown(methods, summary))
     page = (
         "<!doctype html><meta charset='utf-8'><title>mmsr demo</title>"
         "<style>body{font-family:sans-serif;max-width:60em;margin:2em auto}"
-        "img{max-width:100%}</style>"
-        f"<h1>mmsr demo</h1><pre>{table}</pre>{images}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px}"
+        "td{text-align:right}td:first-child{text-align:left}img{max-width:100%}</style>"
+        f"<h1>mmsr demo</h1>{_html(out, methods, summary)}{images}"
     )
     (out / "report.html").write_text(page, encoding="utf-8")
     return summary

@@ -190,10 +190,10 @@ def score_trajectory(
         accuracy, error = _accuracy(answer, gold_list, mode, question, judge)
     n_search = search_count(texts)
     fmt = format_score(texts)
-    penalized = accuracy
+    penalty = 1.0
     if n_search > 0 and accuracy > 0:
-        penalized *= (1 - search_penalty) ** (n_search if penalty_per_search else 1)
-    score = (1 - format_weight) * penalized + format_weight * fmt
+        penalty = (1 - search_penalty) ** (n_search if penalty_per_search else 1)
+    score = (1 - format_weight) * (accuracy * penalty) + format_weight * fmt
     return RewardBreakdown(
         score=score,
         accuracy=accuracy,
@@ -201,4 +201,5 @@ def score_trajectory(
         search_count=n_search,
         answer=answer,
         error=error,
+        penalty=penalty,
     )

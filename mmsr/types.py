@@ -99,8 +99,9 @@ class TextHit:
 class RewardBreakdown:
     """The reward of one trajectory and the terms it is made of (DESIGN §2).
 
-    ``score = (1 - format_weight) * accuracy * penalty + format_weight * format_score``.
-    ``answer`` is the text of the last ``<answer>`` of the last assistant turn, or ``None``.
+    ``score = (1 - format_weight) * accuracy * penalty + format_weight * format_score``, where
+    ``penalty`` is the search penalty's factor (1.0 when nothing was searched or the answer is
+    wrong). ``answer`` is the text of the last ``<answer>`` of the last assistant turn, or ``None``.
     ``error`` is set when the accuracy could not be measured (e.g. the judge failed); the
     accuracy is then 0, never silently 1.
     """
@@ -111,6 +112,7 @@ class RewardBreakdown:
     search_count: int
     answer: str | None
     error: str | None = None
+    penalty: float = 1.0
 
 
 @dataclass(frozen=True)

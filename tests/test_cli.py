@@ -101,6 +101,7 @@ def test_prompts_from_a_folder(tmp_path: Path) -> None:
         "mmsr.chat",
         "mmsr.policy",
         "mmsr.rollout",
+        "mmsr.inspect.app",
     ],
 )
 def test_core_modules_do_not_import_torch(module: str) -> None:

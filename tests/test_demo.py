@@ -119,3 +119,43 @@ def test_warmstart_recipe_replays_the_saved_mixture(tmp_path: Path) -> None:
         *("--copy-entities", "tail", "--lr", "0.0004"),
     ]
     assert parse_weights(argv[1])[:2] == (0.5, 0.5)
+
+
+def _metrics(acc: float, sr: float) -> dict:
+    overall = {"accuracy_em": acc, "search_ratio": sr, "search_call_ratio": sr / 2, "n": 4}
+    overall |= {"image_only_ratio": 0.0, "text_only_ratio": 0.0, "both_ratio": sr}
+    return {"overall": overall | {"mean_turns": 1.5}, "by_category": {}}
+
+
+def test_report_page_has_html_tables_linked_to_the_inspector(tmp_path: Path) -> None:
+    from mmsr.demo_report import write_demo_report
+    from mmsr.inspect import inspector_link
+
+    for name, acc, sr in (("rag", 0.25, 1.0), ("on_demand_rl", 0.5, 0.5)):
+        (tmp_path / "eval" / name).mkdir(parents=True)
+        (tmp_path / "eval" / name / "metrics.json").write_text(json.dumps(_metrics(acc, sr)))
+    write_demo_report(tmp_path, ["rag", "on_demand_rl"], tmp_path / "grpo", {"grpo": 1.0})
+    page = (tmp_path / "report.html").read_text(encoding="utf-8")
+    assert "<pre>" not in page and "| method |" not in page
+    assert "<th>search ratio</th>" in page
+    link = inspector_link([tmp_path / "eval" / "rag"])
+    assert f"<td><a href='{link}'>rag</a></td><td>25.0</td><td>100.0</td>" in page
+    assert "mmsr inspect " in page and "<b>met</b>" in page  # the target, in bold
+    # the Markdown file keeps its Markdown table
+    assert "| rag | 25.0 | 100.0 | 50.0 |" in (tmp_path / "report.md").read_text(encoding="utf-8")
+
+
+def test_demo_prints_the_inspect_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    import mmsr.demo
+
+    summary = {"methods": {"rag": {"accuracy": 0.2, "search_ratio": 1.0}}, "target": None}
+    monkeypatch.setattr(mmsr.demo, "run_demo", lambda cfg: summary)
+    args = argparse.Namespace(
+        out=tmp_path, seed=1, warmstart=tmp_path, steps=None, limit=None, ablations=False
+    )
+    assert mmsr.demo._cmd_demo(args) == 0
+    assert f"mmsr inspect {tmp_path / 'eval'}" in capsys.readouterr().out

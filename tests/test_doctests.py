@@ -8,7 +8,16 @@ import importlib
 import pytest
 
 
-@pytest.mark.parametrize("name", ["mmsr.rewards", "mmsr.protocol.actions", "mmsr.protocol.render"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "mmsr.rewards",
+        "mmsr.protocol.actions",
+        "mmsr.protocol.render",
+        "mmsr.inspect",
+        "mmsr.inspect.views",
+    ],
+)
 def test_docstring_examples(name: str) -> None:
     result = doctest.testmod(importlib.import_module(name))
     assert result.attempted > 0

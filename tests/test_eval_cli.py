@@ -63,6 +63,23 @@ def runs(world: tuple[Path, Path], tmp_path_factory: pytest.TempPathFactory) -> 
     return out
 
 
+def test_runs_keep_their_images_and_hits_for_the_inspector(runs: dict[str, Path]) -> None:
+    line = _lines(runs["rag"])[0]
+    question_image, *thumbnails = line["images"][: line["turns"][0]["n_images"]]
+    assert (runs["rag"] / "images" / question_image).is_file()
+    image_call = line["tool_calls"][0]
+    assert image_call["tool"] == "image" and image_call["turn"] == -1
+    assert len(image_call["hits"]) == image_call["n_hits"] > 0
+    assert all(hit["title"] and "url" in hit for hit in image_call["hits"])
+    # every hit with a thumbnail is shown with it in the first turn (up to the render limit)
+    flagged = sum(hit["thumbnail"] for hit in image_call["hits"])
+    assert len(thumbnails) == min(flagged, 5)
+    assert all((runs["rag"] / "images" / name).is_file() for name in thumbnails)
+    # text hits carry their summaries
+    text_calls = [c for c in line["tool_calls"] if c["tool"] == "text" and not c["error"]]
+    assert all("summary" in hit for call in text_calls for hit in call["hits"])
+
+
 def test_every_method_runs_and_writes_its_files(runs: dict[str, Path]) -> None:
     ratios = {}
     for method, run in runs.items():

@@ -196,3 +196,17 @@ def test_failures_table_shows_failed_calls_and_successful_search_ratio(tmp_path:
     assert "| model-x | direct | fvqa | – | – | – | – |" in md
     paths = write_report([failing, old], tmp_path / "report")
     assert "<h2>Failures</h2>" in paths[2].read_text(encoding="utf-8")
+
+
+def test_html_rows_link_to_their_runs_in_the_inspector(tmp_path: Path) -> None:
+    from mmsr.inspect import inspector_link
+
+    runs = [
+        _run(tmp_path, "a", "direct", "fvqa", 0.25, 0.0),
+        _run(tmp_path, "b", "rag", "fvqa", 0.5, 1.0),
+    ]
+    write_report(runs, tmp_path / "report")
+    page = (tmp_path / "report" / "report.html").read_text(encoding="utf-8")
+    assert "<th>inspect</th>" in page
+    assert f"<td><a href='{inspector_link([runs[1]])}'>fvqa</a></td></tr>" in page
+    assert f"mmsr inspect {runs[0]} {runs[1]}" in page

@@ -126,7 +126,17 @@ def test_two_steps_train_the_policy(tmp_path: Path, synthetic_reward: None) -> N
         "step_000002",
     ]
     sampled = (tmp_path / "samples" / "step_000002" / "trajectories.jsonl").read_text()
-    assert len(sampled.splitlines()) == 6
+    lines = [json.loads(line) for line in sampled.splitlines()]
+    assert len(lines) == 6
+    # each sample says which prompt's group it is in, its reward, advantage and golds
+    group = _config().algo.group_size
+    assert [line["group"] for line in lines] == [i // group for i in range(6)]
+    assert all(line["step"] == 2 and line["golds"] == ["France"] for line in lines)
+    first = lines[:group]
+    assert len({line["id"] for line in first}) == 1
+    assert sum(line["advantage"] for line in first) == pytest.approx(0.0, abs=1e-5)
+    assert all(0.0 <= line["reward"]["score"] <= 1.0 for line in lines)
+    assert all(line["images"][0] for line in lines)  # the question image is saved
     # a fresh run never mixes with an earlier run's checkpoints
     with pytest.raises(ValueError, match="already holds checkpoints"):
         train_grpo(_config("--run.steps=2"), parts, tmp_path)

@@ -148,6 +148,24 @@ def test_penalty_per_search() -> None:
     turns = [IMG, TXT, ANSWER.format("Paris")]
     r = score_trajectory(turns, ["Paris"], penalty_per_search=True)
     assert r.score == pytest.approx(0.9 * 0.81 + 0.1)
+    assert r.penalty == pytest.approx(0.81)
+
+
+@pytest.mark.parametrize(
+    ("turns", "golds", "penalty"),
+    [
+        # correct without search: no penalty
+        ([ANSWER.format("Paris")], ["Paris"], 1.0),
+        # correct after a search: the penalty's factor
+        ([IMG, ANSWER.format("Paris")], ["Paris"], 0.9),
+        # wrong after a search: not penalised further
+        ([IMG, ANSWER.format("Rome")], ["Paris"], 1.0),
+    ],
+)
+def test_breakdown_names_the_penalty(turns: list[str], golds: list[str], penalty: float) -> None:
+    r = score_trajectory(turns, golds)
+    assert r.penalty == pytest.approx(penalty)
+    assert r.score == pytest.approx(0.9 * r.accuracy * r.penalty + 0.1 * r.format_score)
 
 
 def test_weights_are_configurable() -> None:

@@ -24,6 +24,7 @@ ANSWER = R + "<answer>Paris</answer>"
 IMG = R + "<search><img></search>"
 TXT = R + "<text_search>Eiffel Tower city</text_search>"
 TASK = RolloutTask("q1", "Where is this tower?", "QUESTION-IMAGE")
+SUMMARY = "The tower is in Paris."
 
 
 class ImageTool:
@@ -47,7 +48,7 @@ class TextTool:
     def search(self, query: str, k: int, question: str | None = None) -> list[TextHit]:
         self.calls.append((query, k, question))
         time.sleep(self.delay)
-        return [TextHit("Eiffel Tower", "https://w.org/eiffel", "The tower is in Paris.")]
+        return [TextHit("Eiffel Tower", "https://w.org/eiffel", SUMMARY)]
 
 
 def _engine(*replies: str, **kwargs: Any) -> RolloutEngine:
@@ -164,14 +165,41 @@ def test_seeds_must_match_tasks() -> None:
 def test_writer_saves_jsonl_and_images(tmp_path: Path) -> None:
     image = Image.new("RGB", (8, 8), "red")
     task = RolloutTask("id/../1", "?", image)
-    (traj,) = _engine(IMG, ANSWER).run([task])
-    path = write_trajectories([traj], tmp_path)
-    record = json.loads(path.read_text(encoding="utf-8"))
-    assert record["end_reason"] == "answered"
+    first, second = _engine(IMG, ANSWER).run([task, task])
+    path = write_trajectories([first, second], tmp_path, extras=[{"group": 0}, {"group": 0}])
+    record, again = (json.loads(line) for line in path.read_text(encoding="utf-8").splitlines())
+    assert record["end_reason"] == "answered" and record["group"] == again["group"] == 0
     assert [a["kind"] for a in record["actions"]] == ["image_search", "answer"]
-    assert record["images"][0] == "id_.._1_0.png" and record["images"][1:] == [None, None]
-    assert (tmp_path / "images" / "id_.._1_0.png").is_file()
-    assert record["tool_calls"][0]["tool"] == "image"
+    # images are named by content: the same picture twice is one file; strings are no images
+    name = record["images"][0]
+    assert name.endswith(".png") and "/" not in name and record["images"][1:] == [None, None]
+    assert again["images"][0] == name
+    assert [p.name for p in (tmp_path / "images").iterdir()] == [name]
+    call = record["tool_calls"][0]
+    assert call["tool"] == "image" and call["n_hits"] == 2
+    # the hits as they came back; the thumbnails themselves are the next user turn's images
+    assert call["hits"] == [
+        {"title": "Eiffel Tower", "url": "u1", "thumbnail": True},
+        {"title": "Tour Eiffel", "url": "u2", "thumbnail": True},
+    ]
+    with pytest.raises(ValueError, match="1 extras for 2"):
+        write_trajectories([first, second], tmp_path, extras=[{}])
+
+
+def test_text_hits_are_recorded_with_their_summaries() -> None:
+    (traj,) = _engine(TXT, ANSWER).run([TASK])
+    (call,) = traj.tool_calls
+    (hit,) = call.hits
+    assert hit == {"title": "Eiffel Tower", "url": "https://w.org/eiffel", "summary": SUMMARY}
+
+
+def test_large_images_are_stored_as_jpeg(tmp_path: Path) -> None:
+    from mmsr.rollout.trajectory import save_image
+
+    name = save_image(Image.new("RGB", (800, 600), "blue"), tmp_path)
+    assert name is not None and name.endswith(".jpg")
+    assert Image.open(tmp_path / name).size == (800, 600)
+    assert save_image("not an image", tmp_path) is None
 
 
 # --- token-level policies: the ids, the loss mask and the budget ---

@@ -38,7 +38,7 @@ from mmsr.protocol.prompts import (
 from mmsr.protocol.render import RenderLimits, image_hit_lines, neutralize, text_hit_lines
 from mmsr.rollout.engine import RolloutEngine, RolloutLimits, RolloutTask, TurnEncoder
 from mmsr.rollout.failures import ToolFailures, call_tool
-from mmsr.rollout.trajectory import ToolCall, Trajectory
+from mmsr.rollout.trajectory import ToolCall, Trajectory, hit_record
 from mmsr.search.base import SearchBackends, SearchError
 from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
 
@@ -122,7 +122,9 @@ def _timed(
 ) -> tuple[list[Any], ToolCall]:
     start = time.perf_counter()
     hits, error = call_tool(tool, run, failures)
-    return hits, ToolCall(-1, tool, query, len(hits), error, time.perf_counter() - start)
+    latency = time.perf_counter() - start
+    records = tuple(hit_record(hit) for hit in hits)
+    return hits, ToolCall(-1, tool, query, len(hits), error, latency, records)
 
 
 def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsr.inspect import inspect_command, inspector_link
+
 METRIC_KEYS = {"em": "accuracy_em", "subem": "accuracy_subem", "f1": "accuracy_f1"}
 METRIC_KEYS["judge"] = "accuracy_judge"
 
@@ -253,12 +255,24 @@ def bars_png(runs: Sequence[RunSummary], key: str, group: str) -> bytes | None:
 # --- the files ---
 
 
-def _html_table(table: Table) -> str:
+def _inspect_cell(runs: Sequence[RunSummary], row: tuple[str, str]) -> str:
+    """Links that open the row's runs in ``mmsr inspect`` (one per benchmark)."""
+    links = [
+        f"<a href='{html.escape(inspector_link([r.path]))}'>{html.escape(r.benchmark)}</a>"
+        for r in runs
+        if r.row == row
+    ]
+    return " ".join(links)
+
+
+def _html_table(table: Table, runs: Sequence[RunSummary] = ()) -> str:
     lines = table_rows(table)
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in lines[0])
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in lines[0]) + "<th>inspect</th>"
     body = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in cells) + "</tr>"
-        for cells in lines[1:]
+        "<tr>"
+        + "".join(f"<td>{html.escape(c)}</td>" for c in cells)
+        + f"<td>{_inspect_cell(runs, row)}</td></tr>"
+        for row, cells in zip(table.rows, lines[1:], strict=True)
     )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
@@ -281,6 +295,7 @@ def html_page(table: Table, key: str, runs: Sequence[RunSummary], plots: dict[st
         "td{text-align:right}td:nth-child(-n+2){text-align:left}img{max-width:100%}"
     )
     figures = "".join(_img(title, png) for title, png in plots.items())
+    paths = [r.path for r in runs]
     failures = failure_rows(runs)
     failure_table = (
         "<h2>Failures</h2><table>"
@@ -294,8 +309,10 @@ def html_page(table: Table, key: str, runs: Sequence[RunSummary], plots: dict[st
         f"<!doctype html><html><head><meta charset='utf-8'><title>mmsr evaluation report"
         f"</title><style>{style}</style></head><body><h1>Evaluation report</h1>"
         f"<p>Accuracy: <code>{html.escape(key)}</code>; SR: search ratio (share of questions "
-        f"with any search). Percentages; averages over each row's benchmarks.</p>"
-        f"{_html_table(table)}{failure_table}{figures}<h2>Runs</h2><ul>{sources}</ul></body></html>\n"
+        f"with any search). Percentages; averages over each row's benchmarks. The inspect "
+        f"links open a row's runs in <code>{html.escape(inspect_command(paths))}</code> once "
+        f"it runs.</p>{_html_table(table, runs)}{failure_table}{figures}"
+        f"<h2>Runs</h2><ul>{sources}</ul></body></html>\n"
     )
 
 

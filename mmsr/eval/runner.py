@@ -8,7 +8,9 @@ read; finished lines are never rewritten, except that ``retry_failed`` first dro
 of failed questions (``error`` set: the policy could not answer them) in one atomic rewrite,
 so that they run again. A failed question is a finished line like any other: a run goes on
 past it and finishes. ``eval_records`` turns the lines into the ``EvalRecord``s the metrics
-read. No progress bar here: the CLI passes ``on_batch``.
+read. The conversation's images (the question's and the thumbnails of image hits) are saved
+in ``images/`` beside the lines, once per distinct image, for ``mmsr inspect``. No progress
+bar here: the CLI passes ``on_batch``.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from mmsr.types import Sample
 logger = logging.getLogger(__name__)
 
 TRAJECTORIES = "trajectories.jsonl"
+IMAGES = "images"
 
 
 def read_finished(path: Path) -> list[dict[str, Any]]:
@@ -91,13 +94,15 @@ def result_line(
     *,
     reward_mode: str = "em",
     judge: AnswerJudge | None = None,
+    image_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """The JSON line of one finished question: the trajectory, its scores and its labels."""
+    """The JSON line of one finished question: the trajectory, its scores and its labels;
+    with ``image_dir``, the conversation's images (question and thumbnails) are saved there."""
     reward = score_trajectory(traj.assistant_texts, sample.golds, mode=reward_mode)
     verdict, judge_error = _verdict(judge, sample.question, reward.answer, sample.golds)
     need = sample.extra.get("search_need")
     return {
-        **trajectory_record(traj),
+        **trajectory_record(traj, image_dir),
         "method": method,
         "answer": reward.answer,
         "golds": sample.golds,
@@ -185,7 +190,12 @@ def evaluate(
             lines = list(
                 pool.map(
                     lambda ts: result_line(
-                        ts[0], ts[1], method.name, reward_mode=reward_mode, judge=judge
+                        ts[0],
+                        ts[1],
+                        method.name,
+                        reward_mode=reward_mode,
+                        judge=judge,
+                        image_dir=out / IMAGES,
                     ),
                     zip(trajectories, batch, strict=True),
                 )

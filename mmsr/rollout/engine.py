@@ -31,7 +31,7 @@ from mmsr.protocol.render import (
     render_text_results,
 )
 from mmsr.rollout.failures import ToolFailures, call_tool
-from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory
+from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory, hit_record
 from mmsr.search.base import ImageSearchBackend, SearchError, TextSearchBackend
 from mmsr.types import Action, Answer, ImageSearch, Invalid, Role, TextSearch, Turn
 
@@ -263,7 +263,9 @@ class RolloutEngine:
             turn = render_text_results(hits, question, self.prompts, self.render_limits)
         latency = time.perf_counter() - start
         turn_index = len(state.actions) - 1
-        state.tool_calls.append(ToolCall(turn_index, tool, query, len(hits), error, latency))
+        records = tuple(hit_record(hit) for hit in hits)
+        call = ToolCall(turn_index, tool, query, len(hits), error, latency, records)
+        state.tool_calls.append(call)
         return turn
 
     def _hits(self, state: _State, query: str | None) -> list[Any]:

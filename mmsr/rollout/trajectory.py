@@ -3,14 +3,21 @@
 ``token_ids``/``loss_mask``/``logprobs`` are filled for token-level policies: the ids exactly
 as they entered and left the model, 1 in the mask only where the policy generated the token.
 Thumbnails and all other injected tokens have mask 0. No torch here: plain tuples.
+
+``trajectory_record`` is the JSON line every run folder holds (eval, ``mmsr rollout``, GRPO
+samples) and ``mmsr inspect`` reads; images go beside it in ``images/``, named by content so
+that a thumbnail shown to a thousand rollouts is stored once.
 """
 
 from __future__ import annotations
 
 import enum
+import hashlib
+import io
 import json
-import re
-from collections.abc import Iterable
+import os
+import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -42,6 +49,28 @@ class ToolCall:
     n_hits: int
     error: str | None
     latency_s: float
+    hits: tuple[Mapping[str, Any], ...] = ()
+    """What came back, as ``hit_record``s (title, url, summary, thumbnail?), in hit order."""
+
+
+# Bounds a record's size: a page summary is ≤ 5 sentences by design, but a backend may send more.
+MAX_HIT_CHARS = 2000
+
+
+def hit_record(hit: Any) -> dict[str, Any]:
+    """A search hit as plain JSON: title, url, summary (text hits) and whether it had a
+    thumbnail (image hits; the pixels are in the observation turn's images)."""
+
+    def text(name: str) -> str:
+        value = getattr(hit, name, None)
+        return "" if value is None else str(value)[:MAX_HIT_CHARS]
+
+    record: dict[str, Any] = {"title": text("title"), "url": text("url")}
+    if hasattr(hit, "summary"):
+        record["summary"] = text("summary")
+    if hasattr(hit, "thumbnail"):
+        record["thumbnail"] = hit.thumbnail is not None
+    return record
 
 
 @dataclass(frozen=True)
@@ -75,25 +104,41 @@ class Trajectory:
         return bool(self.tool_calls)
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+# Images up to this size (pixels on the longer side) are stored as PNG, larger ones (dataset
+# photos) as JPEG: a PNG of a photo is ~10x larger and the inspector only needs to show it.
+PNG_MAX_SIDE = 512
 
 
-def _save_image(image: Any, path: Path) -> str | None:
-    save = getattr(image, "save", None)
-    if save is None:
+def save_image(image: Any, image_dir: Path) -> str | None:
+    """Stores a PIL image in ``image_dir`` under a name made from its content; the name, or
+    ``None`` for something that is not an image. Written once, atomically (tmp + rename)."""
+    if getattr(image, "save", None) is None or getattr(image, "size", None) is None:
         return None
-    save(path, format="PNG")
-    return path.name
+    buffer = io.BytesIO()
+    if max(image.size) <= PNG_MAX_SIDE:
+        image.save(buffer, format="PNG")
+        suffix = ".png"
+    else:
+        image.convert("RGB").save(buffer, format="JPEG", quality=90)
+        suffix = ".jpg"
+    data = buffer.getvalue()
+    name = hashlib.sha256(data).hexdigest()[:24] + suffix
+    path = image_dir / name
+    if not path.exists():
+        tmp = image_dir / f".{name}.{os.getpid()}.{threading.get_ident()}.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    return name
 
 
 def trajectory_record(traj: Trajectory, image_dir: Path | None = None) -> dict[str, Any]:
-    """A JSON-ready dict of a trajectory; images are written to ``image_dir`` when given."""
-    stem = _UNSAFE.sub("_", traj.id)[:80] or "trajectory"
+    """A JSON-ready dict of a trajectory. With ``image_dir``, every image of the conversation
+    is stored there and ``images`` names them in placeholder order (``None``: not an image);
+    each turn's ``n_images`` says which are its own."""
     image_names: list[str | None] = []
     if image_dir is not None:
         image_dir.mkdir(parents=True, exist_ok=True)
-        for i, image in enumerate(traj.images):
-            image_names.append(_save_image(image, image_dir / f"{stem}_{i}.png"))
+        image_names = [save_image(image, image_dir) for image in traj.images]
     return {
         "id": traj.id,
         "question": traj.question,
@@ -110,13 +155,22 @@ def trajectory_record(traj: Trajectory, image_dir: Path | None = None) -> dict[s
     }
 
 
-def write_trajectories(trajectories: Iterable[Trajectory], folder: str | Path) -> Path:
-    """Append trajectories to ``folder/trajectories.jsonl``, images beside them in ``images/``."""
+def write_trajectories(
+    trajectories: Iterable[Trajectory],
+    folder: str | Path,
+    extras: Sequence[Mapping[str, Any]] | None = None,
+) -> Path:
+    """Append trajectories to ``folder/trajectories.jsonl``, images beside them in ``images/``;
+    ``extras[i]`` (e.g. a GRPO sample's reward, advantage and group) is merged into line i."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "trajectories.jsonl"
+    trajectories = list(trajectories)
+    if extras is not None and len(extras) != len(trajectories):
+        raise ValueError(f"{len(extras)} extras for {len(trajectories)} trajectories")
     with path.open("a", encoding="utf-8") as f:
-        for traj in trajectories:
+        for i, traj in enumerate(trajectories):
             record = trajectory_record(traj, folder / "images")
+            record.update(extras[i] if extras is not None else {})
             f.write(json.dumps(record, ensure_ascii=False) + "\n")
     return path

@@ -42,7 +42,7 @@ from mmsr.train.checkpoint import set_rng_state as restore_rng
 from mmsr.train.grpo_config import AlgoSection, GRPOConfig, OptimSection, RolloutSection
 from mmsr.train.loss import group_advantages, grpo_loss, zero_variance_share
 from mmsr.train.metrics import MetricsWriter, rollout_metrics
-from mmsr.types import Sample
+from mmsr.types import RewardBreakdown, Sample
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +116,30 @@ def rollout_limits(section: RolloutSection) -> RolloutLimits:
         image_k=section.image_k,
         text_k=section.text_k,
     )
+
+
+def sample_fields(
+    step: int,
+    samples: Sequence[Sample],
+    rewards: Sequence[RewardBreakdown],
+    advantages: Sequence[float],
+    group_size: int,
+) -> list[dict[str, Any]]:
+    """What a dumped training sample carries beside its trajectory: the step, its group (the
+    prompt's index in the step; rollouts of one prompt are consecutive), golds, labels, the
+    reward breakdown and the advantage it was trained with — what ``mmsr inspect`` groups by."""
+    return [
+        {
+            "step": step,
+            "group": i // group_size,
+            "golds": s.golds,
+            "category": s.category or "",
+            "need": None if s.extra.get("search_need") is None else str(s.extra["search_need"]),
+            "reward": dataclasses.asdict(r),
+            "advantage": float(a),
+        }
+        for i, (s, r, a) in enumerate(zip(samples, rewards, advantages, strict=True))
+    ]
 
 
 def set_threads(threads: int) -> int:
@@ -362,7 +386,11 @@ def train_grpo(
                 reward=f"{metrics['reward/mean']:.3f}", search=f"{metrics['search/ratio']:.2f}"
             )
             if cfg.run.sample_every and step % cfg.run.sample_every == 0:
-                write_trajectories(trajectories, out / "samples" / f"step_{step:06d}")
+                write_trajectories(
+                    trajectories,
+                    out / "samples" / f"step_{step:06d}",
+                    sample_fields(step, repeated, rewards, advantages.tolist(), group),
+                )
             if step == cfg.run.steps or (cfg.run.save_every and step % cfg.run.save_every == 0):
                 save_checkpoint(
                     ckpt_root,
