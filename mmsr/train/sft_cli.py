@@ -13,8 +13,6 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from mmsr.train.sft_eval import EvalConfig
-
 
 def register(subparsers: Any) -> None:
     from mmsr.train.sft import SFT_PRESETS
@@ -128,7 +126,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from mmsr.data import load_samples
     from mmsr.models import load_model
     from mmsr.search.registry import build_search
-    from mmsr.train.sft_eval import evaluate_model, pick_questions, summarize_rows
+    from mmsr.train.sft_eval import EvalConfig, evaluate_model, pick_questions, summarize_rows
 
     model, tokenizer, processor = load_model(args.model)
     search = build_search({"backend": "local", "index": str(args.index)})
