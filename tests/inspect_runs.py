@@ -116,6 +116,15 @@ def write_eval_run(folder: Path, method: str, searches: bool, bad_line: bool = F
     return folder
 
 
+def write_served_runs(root: Path) -> Path:
+    """What the inspector tests serve: ``root/warm`` (no searches, one bad line) and
+    ``root/rl`` (searches), two eval runs of the same questions, and ``root/grpo``."""
+    write_eval_run(root / "warm", "on-demand", searches=False, bad_line=True)
+    write_eval_run(root / "rl", "on-demand", searches=True)
+    write_training_run(root / "grpo")
+    return root
+
+
 def write_training_run(folder: Path, steps: tuple[int, ...] = (2, 4), group_size: int = 2) -> Path:
     """A GRPO-like output folder: ``samples/step_N/`` with the fields the trainer's
     ``sample_fields`` adds (step, group, golds, labels, reward, advantage) and ``metrics.jsonl``."""

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
-from inspect_runs import HOSTILE, write_eval_run, write_training_run
+from inspect_runs import HOSTILE, write_eval_run, write_served_runs, write_training_run
 
 from mmsr.cli import main
 from mmsr.inspect.app import create_app
@@ -25,11 +25,7 @@ from mmsr.inspect.store import Store
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """``runs/warm``, ``runs/rl`` (eval runs) and ``runs/grpo`` (a training folder)."""
-    root = tmp_path_factory.mktemp("served") / "runs"
-    write_eval_run(root / "warm", "on-demand", searches=False, bad_line=True)
-    write_eval_run(root / "rl", "on-demand", searches=True)
-    write_training_run(root / "grpo")
-    return root
+    return write_served_runs(tmp_path_factory.mktemp("served") / "runs")
 
 
 def client_for(*folders: Path) -> TestClient:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from inspect_runs import HOSTILE, write_eval_run, write_training_run
+from inspect_runs import HOSTILE, write_served_runs
 from service_fakes import free_port
 
 from mmsr.inspect.cli import make_server
@@ -40,11 +40,7 @@ expect = sync_api.expect
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("browser") / "runs"
-    write_eval_run(root / "warm", "on-demand", searches=False, bad_line=True)
-    write_eval_run(root / "rl", "on-demand", searches=True)
-    write_training_run(root / "grpo")
-    return root
+    return write_served_runs(tmp_path_factory.mktemp("browser") / "runs")
 
 
 @pytest.fixture(scope="module")
