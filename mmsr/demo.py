@@ -177,7 +177,7 @@ def warmstart_recipe(warmstart: Path) -> list[str]:
     teacher kind existed names the kinds of its time: they come first in ``KINDS``). A folder
     without one continues with the preset's mixture.
     """
-    from mmsr.train.teacher import KINDS
+    from mmsr.train.teacher import COPY_ENTITIES, KINDS
 
     path = warmstart / "sft_config.json"
     if not path.is_file():
@@ -191,7 +191,7 @@ def warmstart_recipe(warmstart: Path) -> list[str]:
         argv += ["--weights", pairs]
     if "head_direct" in teacher:
         argv += ["--head-direct", str(float(teacher["head_direct"]))]
-    if teacher.get("copy_entities") in ("all", "tail"):
+    if teacher.get("copy_entities") in COPY_ENTITIES:
         argv += ["--copy-entities", str(teacher["copy_entities"])]
     if "lr" in saved:
         argv += ["--lr", str(float(saved["lr"]))]

@@ -16,7 +16,7 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     from mmsr.train.sft import SFT_PRESETS
-    from mmsr.train.teacher import KINDS
+    from mmsr.train.teacher import COPY_ENTITIES, KINDS
 
     sft = subparsers.add_parser("sft", help="supervised warm start on teacher conversations")
     sft.add_argument("--world", type=Path, required=True, help="a world built by 'mmsr world'")
@@ -53,7 +53,7 @@ def register(subparsers: Any) -> None:
     )
     sft.add_argument(
         "--copy-entities",
-        choices=["all", "tail"],
+        choices=COPY_ENTITIES,
         default=None,
         help="entities the copy drills picture (tail: no search is taught on a head picture "
         "outside the head kind)",

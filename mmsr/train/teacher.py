@@ -182,6 +182,16 @@ def after_text(q: Question) -> Turn:
     return say(f"The results say the {word} of {q.entity.name} is {q.value}.", answer(q.value))
 
 
+def first_search(q: Question) -> Turn:
+    """The opening search: on the image, or for a question that names its entity a text
+    search for the fact."""
+    if not q.named:
+        return Turn(Role.ASSISTANT, SEARCH_IMAGE)
+    assert q.fact is not None
+    reason = f"I do not know the {FACT_WORDS[q.fact]} of {q.entity.name}, so I search for it."
+    return say(reason, query_action(text_query(q.entity, q.fact)))
+
+
 def search_path(
     q: Question,
     image_hits: Sequence[ImageHit],
@@ -189,15 +199,9 @@ def search_path(
     prompts: PromptSet,
 ) -> list[Turn]:
     """image search → (text search) → answer; a named question skips the image search."""
-    turns = [render_first_turn(q.text, q.image, prompts)]
+    turns = [render_first_turn(q.text, q.image, prompts), first_search(q)]
     if not q.named:
-        turns += [Turn(Role.ASSISTANT, SEARCH_IMAGE)]
         turns += [render_image_results(image_hits, q.text, prompts), after_image(q)]
-    else:
-        assert q.fact is not None
-        word = FACT_WORDS[q.fact]
-        reason = f"I do not know the {word} of {q.entity.name}, so I search for it."
-        turns += [say(reason, f"<text_search>{text_query(q.entity, q.fact)}</text_search>")]
     if q.fact is not None:
         turns += [render_text_results(text_hits, q.text, prompts), after_text(q)]
     return turns
@@ -313,8 +317,7 @@ class Teacher:
         self.head_entities = [e for e in kit.entities if e.knowledge == "head"]
         self.tail_entities = [e for e in kit.entities if e.knowledge == "tail"]
         self.fact_entities = [e for e in kit.entities if e.facts]
-        tail_only = config.copy_entities == "tail"
-        self.copy_pool = [e for e in kit.entities if not tail_only or e.knowledge == "tail"]
+        self.copy_pool = self.tail_entities if config.copy_entities == "tail" else kit.entities
         self.copy_fact_pool = [e for e in self.copy_pool if e.facts]
         if not self.copy_pool or not self.copy_fact_pool:
             raise ValueError(f"no {config.copy_entities} entities (with facts) for the copy drills")
@@ -542,13 +545,7 @@ class Teacher:
         """
         entity = self.rng.choice(self.tail_entities)
         q = self._fresh_question(entity, applicable(entity))
-        if q.named:
-            assert q.fact is not None
-            reason = f"I do not know the {FACT_WORDS[q.fact]} of {entity.name}, so I search for it."
-            move = say(reason, query_action(text_query(entity, q.fact)))
-        else:
-            move = Turn(Role.ASSISTANT, SEARCH_IMAGE)
-        return [render_first_turn(q.text, q.image, BARE_PROMPTS), move]
+        return [render_first_turn(q.text, q.image, BARE_PROMPTS), first_search(q)]
 
     def _direct(self) -> list[Turn]:
         q = self._sample_question(self.rng.choice(self.head))
