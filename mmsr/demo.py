@@ -174,21 +174,19 @@ def warmstart_recipe(warmstart: Path) -> list[str]:
     """``mmsr train sft`` options that continue ``warmstart`` with its own teacher mixture.
 
     Read from the ``sft_config.json`` the warm start was saved with (a mixture saved before a
-    teacher kind existed names the kinds of its time: they come first in ``KINDS``). A folder
+    teacher kind existed names the kinds of its time: ``teacher_config.saved_weights``). A folder
     without one continues with the preset's mixture.
     """
-    from mmsr.train.teacher import COPY_ENTITIES, KINDS
+    from mmsr.train.teacher_config import COPY_ENTITIES, saved_weights, weights_text
 
     path = warmstart / "sft_config.json"
     if not path.is_file():
         return []
     saved = json.loads(path.read_text(encoding="utf-8"))
     teacher = saved.get("teacher", {})
-    weights = teacher.get("weights") or []
     argv: list[str] = []
-    if 0 < len(weights) <= len(KINDS):
-        pairs = ",".join(f"{k}={float(w):g}" for k, w in zip(KINDS, weights, strict=False))
-        argv += ["--weights", pairs]
+    if teacher.get("weights"):
+        argv += ["--weights", weights_text(saved_weights(teacher["weights"]))]
     if "head_direct" in teacher:
         argv += ["--head-direct", str(float(teacher["head_direct"]))]
     if teacher.get("copy_entities") in COPY_ENTITIES:

@@ -11,7 +11,7 @@ import tiny_models
 from mmsr.config import read_yaml
 from mmsr.demo import ABLATIONS, METHODS, DemoConfig, run_demo, warmstart_recipe
 from mmsr.models import build_tiny_model, save_pretrained
-from mmsr.train.teacher import parse_weights
+from mmsr.train.teacher_config import parse_weights
 
 SMALL_GRPO = (
     *("--run.steps", "1", "--run.save_every", "1", "--run.tensorboard", "false"),
@@ -118,7 +118,7 @@ def test_warmstart_recipe_replays_the_saved_mixture(tmp_path: Path) -> None:
         *("--weights", "head=0.5,tail=0.5", "--head-direct", "0.7"),
         *("--copy-entities", "tail", "--lr", "0.0004"),
     ]
-    assert parse_weights(argv[1])[:2] == (0.5, 0.5)
+    assert parse_weights(argv[1]).as_tuple()[:2] == (0.5, 0.5)
 
 
 def _metrics(acc: float, sr: float) -> dict:

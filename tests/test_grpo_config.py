@@ -72,7 +72,7 @@ def test_bad_overrides_are_errors(args: list[str], message: str) -> None:
 
 
 def test_unknown_preset_and_yaml_file_presets(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="unknown preset 'nope'"):
+    with pytest.raises(ConfigError, match="unknown grpo preset 'nope'"):
         load_grpo_config("nope")
     path = tmp_path / "mine.yaml"
     path.write_text("run:\n  steps: 3\nalgo:\n  group_size: 4\n")

@@ -13,7 +13,8 @@ from mmsr.policy.local_model import build_hf_policy
 from mmsr.train.atomic import embedding_weight, freeze_rows, param_groups, set_random_codes
 from mmsr.train.batch import collate, teacher_sequence
 from mmsr.train.sft import sft_loss
-from mmsr.train.teacher import BARE_PROMPTS, PRIMER_KINDS, Teacher
+from mmsr.train.teacher import PRIMER_KINDS, Teacher
+from mmsr.train.turns import BARE_PROMPTS
 from mmsr.train.world_kit import WorldKit
 from mmsr.types import Role, Turn
 

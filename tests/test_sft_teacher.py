@@ -10,7 +10,8 @@ import pytest
 from mmsr.protocol import IMAGE_PLACEHOLDER
 from mmsr.protocol.actions import parse_action
 from mmsr.rewards import score_trajectory
-from mmsr.train.teacher import KINDS, Teacher, TeacherConfig, with_entity
+from mmsr.train.teacher import DRAWERS, KINDS, Teacher, TeacherConfig
+from mmsr.train.turns import with_entity
 from mmsr.train.world_kit import WorldKit
 from mmsr.types import Answer, ImageHit, ImageSearch, Role, TextSearch, Turn
 
@@ -118,7 +119,7 @@ def test_tail_only_copy_drills_never_search_on_a_head_picture(kit: WorldKit) -> 
 def test_two_hop_drill_values_are_random_so_they_must_be_copied(kit: WorldKit) -> None:
     teacher = Teacher(kit, seed=5)
     flag = next(e for e in kit.entities if e.kind == "flag")
-    teacher.copy_fact_pool = [flag]  # always the same entity
+    teacher.context.copy_fact_pool = [flag]  # always the same entity
     answers = {_final_answer(teacher.draw("copy2")) for _ in range(20)}
     assert len(answers) > 3  # not one memorisable value per (entity, fact)
 
@@ -156,19 +157,44 @@ def test_the_teacher_is_seeded(kit: WorldKit) -> None:
 
 
 def test_image_search_turn_is_the_protocol_action() -> None:
-    from mmsr.train.teacher import SEARCH_IMAGE
+    from mmsr.train.turns import SEARCH_IMAGE
 
     assert isinstance(parse_action(SEARCH_IMAGE), ImageSearch)
 
 
-def test_weights_by_name_or_in_order() -> None:
-    from mmsr.train.teacher import parse_weights
+def test_weights_by_name() -> None:
+    from mmsr.train.teacher_config import KindWeights, parse_weights
 
-    named = parse_weights("know=0.5, tail=0.25")
+    named = parse_weights("know=0.5, tail=0.25").as_tuple()
     assert len(named) == len(KINDS) and sum(named) == 0.75
     assert named[KINDS.index("know")] == 0.5 and named[KINDS.index("head")] == 0.0
-    ordered = ",".join(str(i + 1) for i in range(len(KINDS)))
-    assert parse_weights(ordered) == tuple(float(i + 1) for i in range(len(KINDS)))
-    for bad in ("kno=1", "0.1,0.2", "know=x", "know=0", "know=-1,tail=2"):
-        with pytest.raises(ValueError, match=r"teacher weights|weights must"):
+    # a positional list no longer exists: adding a kind could shift it silently
+    for bad in ("kno=1", "0.1,0.2", "know=x", "know=0", "know=-1,tail=2", ""):
+        with pytest.raises(ValueError, match=r"teacher weights"):
             parse_weights(bad)
+    assert tuple(KindWeights().as_tuple()) == tuple(
+        getattr(KindWeights(), k) for k in KINDS
+    )  # the fields are the kinds, in order
+
+
+def test_saved_mixtures_read_back_by_name_or_as_an_old_list() -> None:
+    from dataclasses import asdict
+
+    from mmsr.train.teacher_config import KindWeights, saved_weights, weights_text
+
+    mix = KindWeights(head=0.2, know_not=0.3)
+    assert saved_weights(asdict(mix)) == mix  # what sft_config.json holds now
+    old = saved_weights([0.5, 0.5])  # saved when the first two kinds were all there was
+    assert (old.head, old.tail, old.know) == (0.5, 0.5, 0.0)
+    assert weights_text(mix) == "head=0.2,tail=0.2,head_drill=0.15,copy1=0.15,copy2=0.15," + (
+        "prime1=0.1,prime2=0.1,know_not=0.3"
+    )
+    for bad in ([0.1] * (len(KINDS) + 1), [], {"nope": 1.0}):
+        with pytest.raises(ValueError):
+            saved_weights(bad)
+
+
+def test_every_kind_has_its_drawer_and_unknown_kinds_are_refused(kit: WorldKit) -> None:
+    assert tuple(DRAWERS) == KINDS
+    with pytest.raises(ValueError, match="unknown teacher kind 'kno'"):
+        Teacher(kit, seed=0).draw("kno")

@@ -21,11 +21,10 @@ from mmsr.train.batch import collate, teacher_sequence, token_logprobs
 from mmsr.train.sft import (
     CONFIG_FILE,
     METRICS_FILE,
-    SFT_PRESETS,
     budget_progress,
+    load_sft_config,
     lr_factor,
     masked_logprobs,
-    resolve_sft_config,
     sft_loss,
     train_sft,
 )
@@ -88,7 +87,7 @@ def test_a_few_steps_lower_the_loss(micro: Any) -> None:
 
 
 def test_schedule_warms_up_then_decays() -> None:
-    config = replace(SFT_PRESETS["tiny-cpu"], warmup_steps=10, max_steps=100, minutes=0.0)
+    config = replace(load_sft_config("tiny-cpu"), warmup_steps=10, max_steps=100, minutes=0.0)
     assert lr_factor(0, 0.0, config) == pytest.approx(0.1)
     assert lr_factor(9, 0.09, config) == pytest.approx(0.98, abs=0.01)
     assert lr_factor(99, 1.0, config) == pytest.approx(config.min_lr_ratio)
@@ -98,20 +97,33 @@ def test_schedule_warms_up_then_decays() -> None:
 
 
 def test_presets_parse_and_a_budget_is_required() -> None:
-    for name in SFT_PRESETS:
-        assert resolve_sft_config(name).model_preset
-    assert resolve_sft_config("tiny-cpu", seed=3, lr=None).seed == 3
-    with pytest.raises(ValueError, match="budget"):
-        resolve_sft_config("tiny-cpu", minutes=0.0, max_steps=0)
-    with pytest.raises(ValueError, match="unknown"):
-        resolve_sft_config("nope")
+    from mmsr.config import ConfigError
+    from mmsr.train.preset_files import preset_names
+
+    assert {"smoke", "tiny-cpu"} <= set(preset_names("sft"))
+    for name in preset_names("sft"):
+        assert load_sft_config(name).model_preset
+    assert load_sft_config("smoke").eval.max_new_tokens == 24
+    assert load_sft_config("tiny-cpu", {"seed": 3}).seed == 3
+    nested = load_sft_config(
+        "tiny-cpu", {"teacher": {"head_direct": 0.9}}, ["--teacher.weights.know", "1"]
+    )
+    assert nested.teacher.head_direct == 0.9 and nested.teacher.weights.know == 1.0
+    assert nested.teacher.weights.head == 0.15  # the rest of the mixture kept
+    with pytest.raises(ConfigError, match="budget"):
+        load_sft_config("tiny-cpu", {"minutes": 0.0, "max_steps": 0})
+    with pytest.raises(ConfigError, match="unknown sft preset 'nope'"):
+        load_sft_config("nope")
+    with pytest.raises(ConfigError, match=r"teacher\.weights\.knoww"):
+        load_sft_config("tiny-cpu", overrides=["--teacher.weights.knoww", "1"])
 
 
 def test_smoke_run_saves_a_loadable_bf16_model(small_world: Any, tmp_path: Path) -> None:
     world, index = small_world
     out = tmp_path / "warm"
-    final = train_sft(SFT_PRESETS["smoke"], world, index, out)
-    assert final["step"] == SFT_PRESETS["smoke"].max_steps and math.isfinite(final["loss"])
+    smoke = load_sft_config("smoke")
+    final = train_sft(smoke, world, index, out)
+    assert final["step"] == smoke.max_steps and math.isfinite(final["loss"])
     from safetensors import safe_open
 
     with safe_open(str(out / "model.safetensors"), framework="pt") as handle:

@@ -8,14 +8,10 @@ preset and ``--section.field value`` overrides to the defaults below; see ``mmsr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Literal
 
-from mmsr.config import ConfigError, load_config, read_yaml
-
-PRESET_PACKAGE = "mmsr.train"
-PRESET_DIR = "presets/grpo"
+from mmsr.config import load_config
+from mmsr.train import preset_files
 
 
 @dataclass(frozen=True)
@@ -158,22 +154,9 @@ class GRPOConfig:
 
 def preset_names() -> list[str]:
     """Names of the packaged presets."""
-    folder = resources.files(PRESET_PACKAGE).joinpath(PRESET_DIR)
-    return sorted(
-        p.name.removesuffix(".yaml") for p in folder.iterdir() if p.name.endswith(".yaml")
-    )
+    return preset_files.preset_names("grpo")
 
 
 def load_grpo_config(preset: str | None = None, overrides: list[str] | None = None) -> GRPOConfig:
     """A preset (a packaged name or a YAML file path) plus overrides, over the defaults."""
-    data = {}
-    if preset is not None:
-        if preset in preset_names():
-            ref = resources.files(PRESET_PACKAGE).joinpath(f"{PRESET_DIR}/{preset}.yaml")
-            with resources.as_file(ref) as path:
-                data = read_yaml(path)
-        elif Path(preset).is_file():
-            data = read_yaml(preset)
-        else:
-            raise ConfigError(f"unknown preset {preset!r}; packaged: {', '.join(preset_names())}")
-    return load_config(GRPOConfig, data, overrides or [])
+    return load_config(GRPOConfig, preset_files.read_preset("grpo", preset), overrides or [])

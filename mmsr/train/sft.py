@@ -12,6 +12,8 @@ reads them back as float32) with the resolved config beside them.
 
 With a minutes budget the number of steps depends on the machine's speed, so only a steps
 budget is exactly reproducible; the seed fixes the data stream and the initial weights.
+Presets are YAML files in ``mmsr/train/presets/sft/`` (``tiny-cpu``: the laptop warm start;
+``smoke``: seconds, for tests), loaded by ``load_sft_config`` like GRPO's.
 Not here: the conversations (``teacher``), the evaluation loop itself (``sft_eval``).
 """
 
@@ -22,8 +24,8 @@ import logging
 import math
 import random
 import time
-from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field, replace
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
+from mmsr.config import config_to_dict, load_config
 from mmsr.models import (
     PRESETS,
     ChatEncoder,
@@ -46,6 +49,7 @@ from mmsr.models import (
 )
 from mmsr.models.tokenizer import ENDOFTEXT
 from mmsr.protocol import default_prompt_set
+from mmsr.train import preset_files
 from mmsr.train.atomic import freeze_rows, param_groups, set_random_codes
 from mmsr.train.batch import collate, teacher_sequence
 from mmsr.train.sft_eval import EvalConfig, evaluate_model, pick_questions
@@ -114,24 +118,6 @@ class SFTConfig:
             raise ValueError("set a budget: max_steps or minutes")
         if self.model_preset not in PRESETS:
             raise ValueError(f"unknown model preset {self.model_preset!r}")
-
-
-SFT_PRESETS: dict[str, SFTConfig] = {
-    "tiny-cpu": SFTConfig(),
-    # a seconds-long run of the micro model for tests and smoke checks
-    "smoke": SFTConfig(
-        model_preset="micro",
-        vocab_size=600,
-        max_steps=4,
-        minutes=0.0,
-        warmup_steps=1,
-        batch_size=2,
-        primer_steps=1,
-        primer_batch_size=2,
-        eval=EvalConfig(questions=2, max_new_tokens=24),
-        final_questions=2,
-    ),
-}
 
 
 def world_texts(world: Path) -> Iterator[str]:
@@ -351,14 +337,24 @@ def _save(run: _Run, out: Path) -> None:
     model = run.model.to(torch.bfloat16)
     save_pretrained(model, run.tokenizer, run.processor, out)
     run.model = model.to(torch.float32)
-    (out / CONFIG_FILE).write_text(json.dumps(asdict(run.config), indent=2) + "\n")
+    (out / CONFIG_FILE).write_text(json.dumps(config_to_dict(run.config), indent=2) + "\n")
 
 
-def resolve_sft_config(preset: str, **overrides: Any) -> SFTConfig:
-    """A preset with top-level fields replaced (``None`` values are ignored)."""
-    if preset not in SFT_PRESETS:
-        raise ValueError(f"unknown SFT preset {preset!r}; expected one of {sorted(SFT_PRESETS)}")
-    return replace(SFT_PRESETS[preset], **{k: v for k, v in overrides.items() if v is not None})
+def load_sft_config(
+    preset: str | None = "tiny-cpu",
+    settings: dict[str, Any] | None = None,
+    overrides: Sequence[str] = (),
+) -> SFTConfig:
+    """A preset (a packaged name of ``presets/sft`` or a YAML file), then ``settings`` (a
+    nested mapping: ``{"teacher": {"head_direct": 0.9}}``), then ``--section.field value``
+    overrides, over the defaults above; unknown keys are errors (``mmsr.config``)."""
+    data = preset_files.read_preset("sft", preset)
+    for key, value in (settings or {}).items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key] = {**data[key], **value}
+        else:
+            data[key] = value
+    return load_config(SFTConfig, data, overrides)
 
 
 def assistant_share(turns: list[Any]) -> float:

@@ -1,6 +1,7 @@
 """``mmsr train sft`` (the warm start) and ``mmsr train sft-eval`` (measure a saved model).
 
 mmsr train sft --world W --index IDX --out mmsr/assets/warmstart-tiny --seed 0 --minutes 45
+mmsr train sft ... --teacher.same_kind 0.5   # any config field, as for grpo
 mmsr train sft-eval --model mmsr/assets/warmstart-tiny --world W --index IDX --split test
 """
 
@@ -9,20 +10,24 @@ from __future__ import annotations
 import argparse
 import json
 import time
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 
 def register(subparsers: Any) -> None:
-    from mmsr.train.sft import SFT_PRESETS
-    from mmsr.train.teacher import COPY_ENTITIES, KINDS
+    # light imports only: the help text must not wait for torch
+    from mmsr.train.preset_files import preset_names
+    from mmsr.train.teacher_config import COPY_ENTITIES, KINDS
 
     sft = subparsers.add_parser("sft", help="supervised warm start on teacher conversations")
     sft.add_argument("--world", type=Path, required=True, help="a world built by 'mmsr world'")
     sft.add_argument("--index", type=Path, required=True, help="the local index of its corpus")
     sft.add_argument("--out", type=Path, required=True, help="model folder to write")
-    sft.add_argument("--preset", default="tiny-cpu", choices=sorted(SFT_PRESETS))
+    sft.add_argument(
+        "--preset",
+        default="tiny-cpu",
+        help=f"a packaged preset ({', '.join(preset_names('sft'))}) or a YAML file",
+    )
     sft.add_argument("--seed", type=int, default=None, help="weights and data seed")
     sft.add_argument("--minutes", type=float, default=None, help="training-time budget")
     sft.add_argument("--steps", type=int, default=None, help="optimizer-step budget")
@@ -42,8 +47,8 @@ def register(subparsers: Any) -> None:
     sft.add_argument(
         "--weights",
         default=None,
-        help=f"teacher mixture: name=weight pairs, e.g. know=0.4,tail=0.2 (others 0), or "
-        f"{len(KINDS)} numbers in this order: {', '.join(KINDS)}",
+        help=f"teacher mixture as kind=weight pairs, e.g. know=0.4,tail=0.2 (kinds not named: "
+        f"0); kinds: {', '.join(KINDS)}",
     )
     sft.add_argument(
         "--head-direct",
@@ -59,7 +64,8 @@ def register(subparsers: Any) -> None:
         "outside the head kind)",
     )
     sft.add_argument("--quiet", action="store_true", help="no progress bar")
-    sft.set_defaults(func=_train)
+    # the rest of the command line (--section.field VALUE, e.g. --teacher.same_kind 0.5)
+    sft.set_defaults(func=_train, takes_overrides=True)
 
     ev = subparsers.add_parser("sft-eval", help="greedy rollouts of a saved model on a split")
     ev.add_argument("--model", type=Path, required=True, help="a saved model folder")
@@ -71,53 +77,53 @@ def register(subparsers: Any) -> None:
     ev.set_defaults(func=_evaluate)
 
 
+def sft_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The config fields the command's options set, as a nested mapping (unset ones left out)."""
+    from dataclasses import asdict
+
+    from mmsr.train.teacher_config import parse_weights
+
+    top = {
+        "seed": args.seed,
+        "minutes": args.minutes,
+        "max_steps": args.steps,
+        "lr": args.lr,
+        "batch_size": args.batch_size,
+        "init_from": args.init,
+        "primer_steps": args.primer_steps,
+        "eval_every_minutes": args.eval_every,
+        "final_questions": args.final_questions,
+    }
+    settings: dict[str, Any] = {k: v for k, v in top.items() if v is not None}
+    if args.steps is not None and args.minutes is None:
+        settings["minutes"] = 0.0  # a steps budget alone is exactly reproducible
+    teacher: dict[str, Any] = {}
+    if args.weights is not None:
+        teacher["weights"] = asdict(parse_weights(args.weights))
+    if args.head_direct is not None:
+        teacher["head_direct"] = args.head_direct
+    if args.copy_entities is not None:
+        teacher["copy_entities"] = args.copy_entities
+    if teacher:
+        settings["teacher"] = teacher
+    return settings
+
+
 def _train(args: argparse.Namespace) -> int:
-    from mmsr.train.sft import resolve_sft_config, train_sft
+    from mmsr.config import ConfigError
+    from mmsr.train.sft import load_sft_config, train_sft
 
     if args.final_questions is not None and args.final_questions < 0:
         raise SystemExit("--final-questions takes 0 (all) or a positive count")
-
-    config = resolve_sft_config(
-        args.preset,
-        seed=args.seed,
-        minutes=args.minutes,
-        max_steps=args.steps,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        init_from=args.init,
-        primer_steps=args.primer_steps,
-        eval_every_minutes=args.eval_every,
-        final_questions=args.final_questions,
-    )
-    if args.weights is not None:
-        from mmsr.train.teacher import parse_weights
-
-        try:
-            weights = parse_weights(args.weights)
-        except ValueError as err:
-            raise SystemExit(str(err)) from None
-        teacher = replace(config.teacher, weights=weights)
-        config = replace(config, teacher=teacher)
-    if args.head_direct is not None:
-        if not 0.0 <= args.head_direct <= 1.0:
-            raise SystemExit("--head-direct takes a share between 0 and 1")
-        teacher = replace(config.teacher, head_direct=args.head_direct)
-        config = replace(config, teacher=teacher)
-    if args.copy_entities is not None:
-        config = replace(config, teacher=replace(config.teacher, copy_entities=args.copy_entities))
-    if args.steps is not None and args.minutes is None:
-        config = resolve_sft_config(args.preset, **{**_top(config), "minutes": 0.0})
+    try:
+        config = load_sft_config(args.preset, sft_settings(args), args.overrides)
+    except (ConfigError, ValueError) as err:
+        raise SystemExit(f"mmsr train sft: {err}") from None
     start = time.perf_counter()
     final = train_sft(config, args.world, args.index, args.out, progress=not args.quiet)
     print(json.dumps(final, indent=1))
     print(f"warm start written to {args.out} in {(time.perf_counter() - start) / 60:.1f} min")
     return 0
-
-
-def _top(config: Any) -> dict[str, Any]:
-    from dataclasses import fields
-
-    return {f.name: getattr(config, f.name) for f in fields(config)}
 
 
 def _evaluate(args: argparse.Namespace) -> int:

@@ -63,21 +63,30 @@ def article_text(art: Article) -> str:
     return f"{art.description}. {art.extract}" if art.description else art.extract
 
 
+# How a country's facts read on its page, in page order: the one wording of the world, which
+# the SFT teacher's synthetic pages reuse (``mmsr.train.drills``).
+FLAG_FACT_PHRASES: tuple[tuple[str, str], ...] = (
+    ("capital", "capital city {}"),
+    ("currency", "currency code {}"),
+    ("demonym", "its people are called {}"),
+    ("subregion", "it lies in {}"),
+    ("region", "region {}"),
+    ("calling_code", "international calling code {}"),
+    ("tld", "internet domain {}"),
+)
+
+
+def flag_facts_text(name: str, facts: dict[str, str]) -> str:
+    """A country's facts in words: ``"<name> in brief: capital city X; ...."``."""
+    parts = [phrase.format(facts[key]) for key, phrase in FLAG_FACT_PHRASES if key in facts]
+    return f"{name} in brief: " + "; ".join(parts) + "."
+
+
 def page_text(ent: Entity) -> str:
     """The article's text, and for a country its facts in words."""
     text = article_text(ent.article) if ent.article else ent.name
-    f = ent.facts
     if ent.kind == "flag":
-        parts = [
-            f"capital city {f['capital']}" if "capital" in f else "",
-            f"currency code {f['currency']}" if "currency" in f else "",
-            f"its people are called {f['demonym']}" if "demonym" in f else "",
-            f"it lies in {f['subregion']}" if "subregion" in f else "",
-            f"region {f['region']}" if "region" in f else "",
-            f"international calling code {f['calling_code']}" if "calling_code" in f else "",
-            f"internet domain {f['tld']}" if "tld" in f else "",
-        ]
-        text += f" {ent.name} in brief: " + "; ".join(p for p in parts if p) + "."
+        text += " " + flag_facts_text(ent.name, ent.facts)
     return text
 
 

@@ -1,0 +1,213 @@
+"""The teacher's drills: conversations over fresh pictures and synthetic results, not train
+questions (DESIGN §5).
+
+- ``head_drill``: a head entity in a FRESH query-style image, a random template, answered
+  directly under the protocol's prompt: the "knowledge" the policy has.
+- ``copy1``: a 1-hop copy drill over any entity (or the tail ones only: ``copy_entities``):
+  image results of the entity among random others (the entity first with probability
+  ``copy_first``, else anywhere), answer = that entity. Random lists make memorising
+  impossible; the policy must copy.
+- ``copy2``: a 2-hop copy drill over any entity with facts: image results as in ``copy1``, a
+  text search naming the entity, then synthetic text hits in the pages' own wording whose fact
+  values are drawn at random (so the value must be copied, never recalled). The named
+  templates go straight to the text search.
+- ``prime1`` / ``prime2``: the copy drills stripped to their copying: they open with the image
+  results (no instructions, no images, no first turn), the entity always the first image hit,
+  lists of 1 to k hits (``prime2``: the entity's text hit first with probability
+  ``copy_first``). A tiny random model learns to copy in a few hundred steps of these short,
+  dense conversations and not in thousands of steps of the full ones (measured; see
+  ``mmsr.train.sft``), so a run starts with them.
+- ``know``: ``head_drill`` without the instructions (the bare question under the image), short
+  enough to be drawn in large batches: the head entities' recognition, fast.
+- ``know_not``: its counterpart over the tail: a tail entity in a fresh picture under the bare
+  question, and only the first move — the search. It teaches the policy which pictures it does
+  NOT know, never what they are (no name, no fact). Without it, recognition is closed-set: a
+  tail picture is "recognised" as the nearest head entity (measured: 234 of 242 tail questions
+  answered directly named a head entity).
+
+Each drill is a function of a ``DrawContext`` (the world, the config, the seeded stream);
+``DRILLS`` is their table. Not here: the train-question kinds (``mmsr.train.teacher``).
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+from mmsr.protocol import default_prompt_set
+from mmsr.protocol.prompts import PromptSet
+from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
+from mmsr.train.teacher_config import TeacherConfig
+from mmsr.train.turns import (
+    BARE_PROMPTS,
+    Question,
+    after_image,
+    after_text,
+    applicable,
+    direct,
+    fact_sentence,
+    first_search,
+    make_question,
+    search_path,
+)
+from mmsr.train.world_kit import WorldKit
+from mmsr.types import ImageHit, TextHit, Turn
+from mmsr.world.build import wiki_url
+from mmsr.world.entities import Entity
+from mmsr.world.questions import Template
+
+
+class DrawContext:
+    """What every drawer reads: the world's entities in pools, the config, one seeded stream.
+
+    Deterministic in its seed and call order: every random choice comes from ``rng``.
+    """
+
+    def __init__(
+        self, kit: WorldKit, config: TeacherConfig, seed: int, prompts: PromptSet | None
+    ) -> None:
+        self.kit, self.config = kit, config
+        self.prompts = prompts or default_prompt_set()
+        self.rng = random.Random(f"teacher:{seed}")
+        self.head = [s for s in kit.train if s.extra.get("knowledge") == "head"]
+        self.tail = [s for s in kit.train if s.extra.get("knowledge") == "tail"]
+        self.head_entities = [e for e in kit.entities if e.knowledge == "head"]
+        self.tail_entities = [e for e in kit.entities if e.knowledge == "tail"]
+        self.fact_entities = [e for e in kit.entities if e.facts]
+        self.copy_pool = self.tail_entities if config.copy_entities == "tail" else kit.entities
+        self.copy_fact_pool = [e for e in self.copy_pool if e.facts]
+        if not self.copy_pool or not self.copy_fact_pool:
+            raise ValueError(f"no {config.copy_entities} entities (with facts) for the copy drills")
+        self.by_kind: dict[str, list[Entity]] = {}
+        for e in kit.entities:
+            self.by_kind.setdefault(e.kind, []).append(e)
+        pools: dict[str, set[str]] = {}
+        for e in kit.entities:
+            for key, value in e.facts.items():
+                pools.setdefault(key, set()).add(value)
+        self.pools = {k: sorted(v) for k, v in pools.items()}
+        self.draws = 0
+        """Conversations drawn so far (keys the fresh pictures)."""
+
+    def fresh_question(self, entity: Entity, templates: Sequence[Template]) -> Question:
+        image = self.kit.query_image(entity, f"{self.draws}:{self.rng.randrange(10**9)}")
+        return make_question(entity, self.rng.choice(list(templates)), image, self.rng)
+
+    def distractors(self, entity: Entity, n: int) -> list[Entity]:
+        out: list[Entity] = []
+        while len(out) < n:
+            same = self.rng.random() < self.config.same_kind and len(self.by_kind[entity.kind]) > 1
+            pool = self.by_kind[entity.kind] if same else self.kit.entities
+            other = self.rng.choice(pool)
+            if other.id != entity.id and other not in out:
+                out.append(other)
+        return out
+
+    def drill_hits(self, entity: Entity) -> list[ImageHit]:
+        k = self.config.image_k
+        entities = self.distractors(entity, k - 1)
+        at = 0 if self.rng.random() < self.config.copy_first else self.rng.randrange(k)
+        entities.insert(at, entity)
+        return [self.kit.thumbnail_hit(e) for e in entities]
+
+    def random_facts(self, entity: Entity) -> dict[str, str]:
+        return {key: self.rng.choice(self.pools[key]) for key in entity.facts}
+
+    def text_hit(self, entity: Entity, facts: dict[str, str]) -> TextHit:
+        return TextHit(entity.name, wiki_url(entity.name), fact_sentence(entity, facts))
+
+
+Drawer = Callable[[DrawContext], "list[Turn] | None"]
+"""One conversation of a kind, or None when this draw cannot make one (the teacher redraws)."""
+
+
+def head_drill(c: DrawContext) -> list[Turn]:
+    entity = c.rng.choice(c.head_entities)
+    q = c.fresh_question(entity, applicable(entity))
+    return [render_first_turn(q.text, q.image, c.prompts), *direct(q)]
+
+
+def copy1(c: DrawContext) -> list[Turn]:
+    entity = c.rng.choice(c.copy_pool)
+    naming = [t for t in applicable(entity) if t.fact is None]
+    q = c.fresh_question(entity, naming)
+    return search_path(q, c.drill_hits(entity), [], c.prompts)
+
+
+def copy2(c: DrawContext) -> list[Turn]:
+    entity = c.rng.choice(c.copy_fact_pool)
+    facts = c.random_facts(entity)
+    templates = [t for t in applicable(entity) if t.fact is not None]
+    q = c.fresh_question(entity, templates)
+    q = replace(q, entity=replace(entity, facts=facts))
+    others = [e for e in c.distractors(entity, 2 * c.config.text_k) if e.facts]
+    hits = [c.text_hit(e, c.random_facts(e)) for e in others[: c.config.text_k - 1]]
+    hits.insert(c.rng.randrange(len(hits) + 1), c.text_hit(entity, facts))
+    return search_path(q, c.drill_hits(entity), hits, c.prompts)
+
+
+def _prime_question(c: DrawContext, entity: Entity, fact: bool) -> Question:
+    templates = [t for t in applicable(entity) if (t.fact is not None) == fact]
+    q = make_question(entity, c.rng.choice(templates), None, c.rng)
+    return replace(q, named=False)  # a primer always shows the image results
+
+
+def _primed(c: DrawContext, q: Question, text_hits: Sequence[TextHit]) -> list[Turn]:
+    others = c.distractors(q.entity, c.rng.randrange(c.config.image_k))
+    image_hits = [ImageHit(e.name, wiki_url(e.name)) for e in [q.entity, *others]]
+    turns = [render_image_results(image_hits, q.text, BARE_PROMPTS), after_image(q)]
+    if q.fact is not None:
+        turns += [render_text_results(text_hits, q.text, BARE_PROMPTS), after_text(q)]
+    return turns
+
+
+def prime1(c: DrawContext) -> list[Turn]:
+    entity = c.rng.choice(c.kit.entities)
+    return _primed(c, _prime_question(c, entity, fact=False), [])
+
+
+def prime2(c: DrawContext) -> list[Turn]:
+    entity = c.rng.choice(c.fact_entities)
+    facts = c.random_facts(entity)
+    q = replace(_prime_question(c, entity, fact=True), entity=replace(entity, facts=facts))
+    n = c.rng.randrange(c.config.text_k)
+    others = [e for e in c.distractors(entity, 2 * c.config.text_k) if e.facts][:n]
+    hits = [c.text_hit(e, c.random_facts(e)) for e in others]
+    at = 0 if c.rng.random() < c.config.copy_first else c.rng.randrange(len(hits) + 1)
+    hits.insert(at, c.text_hit(entity, facts))
+    return _primed(c, q, hits)
+
+
+def know(c: DrawContext) -> list[Turn]:
+    """A head entity in a fresh query-style image, the bare question, the direct answer.
+
+    The head drill without the protocol's instructions: ≈ 50 tokens instead of ≈ 300, so it is
+    drawn in large batches and the recognition of the head entities (the vision tower learns it
+    from scratch) gets many more images per minute.
+    """
+    entity = c.rng.choice(c.head_entities)
+    q = c.fresh_question(entity, applicable(entity))
+    return [render_first_turn(q.text, q.image, BARE_PROMPTS), *direct(q)]
+
+
+def know_not(c: DrawContext) -> list[Turn]:
+    """A tail entity in a fresh query-style image, the bare question, the first search.
+
+    The conversation stops at the search: the drill teaches the decision on a picture the
+    policy was never taught, not the results (the tail kind and the copy drills do that).
+    """
+    entity = c.rng.choice(c.tail_entities)
+    q = c.fresh_question(entity, applicable(entity))
+    return [render_first_turn(q.text, q.image, BARE_PROMPTS), first_search(q)]
+
+
+DRILLS: dict[str, Drawer] = {
+    "head_drill": head_drill,
+    "copy1": copy1,
+    "copy2": copy2,
+    "prime1": prime1,
+    "prime2": prime2,
+    "know": know,
+    "know_not": know_not,
+}

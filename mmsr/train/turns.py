@@ -1,0 +1,164 @@
+"""The teacher's assistant turns and the questions they answer: pure functions, no state.
+
+How the warm start speaks (DESIGN §5): a direct answer names what the image shows, then the
+fact; a search opens with the protocol's action; after results it names what they show and
+copies the answer from them. Shared by the train-question kinds (``mmsr.train.teacher``) and
+the drills (``mmsr.train.drills``). Not here: drawing questions or hits.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mmsr.protocol import IMAGE_PLACEHOLDER
+from mmsr.protocol.prompts import QUESTION_SLOT, PromptSet
+from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
+from mmsr.types import ImageHit, Role, TextHit, Turn
+from mmsr.world.build import flag_facts_text
+from mmsr.world.entities import Entity
+from mmsr.world.questions import TEMPLATES, Template
+
+# How a fact is named in a reason and in a text-search query.
+FACT_WORDS: dict[str, str] = {
+    "capital": "capital",
+    "currency": "currency",
+    "demonym": "demonym",
+    "subregion": "subregion",
+    "calling_code": "calling code",
+    "tld": "internet domain",
+    "genus": "genus",
+    "family": "family",
+    "order": "order",
+}
+LIVING_FACTS: tuple[str, ...] = ("genus", "family", "order")
+
+# The primers' prompt texts: nothing but the results and the question.
+BARE_PROMPTS = PromptSet(
+    first_turn=f"{IMAGE_PLACEHOLDER}Question: {QUESTION_SLOT}",
+    after_image_search="",
+    after_text_search="",
+    search_failed="",
+    name="bare",
+)
+
+UNKNOWN_IMAGE = "I cannot tell what the image shows, so I search with it."
+SEARCH_IMAGE = f"<reason>{UNKNOWN_IMAGE}</reason><search><img></search>"
+
+
+def say(reason: str, action: str) -> Turn:
+    return Turn(Role.ASSISTANT, f"<reason>{reason}</reason>{action}")
+
+
+def answer(value: str) -> str:
+    return f"<answer>{value}</answer>"
+
+
+def query_action(query: str) -> str:
+    return f"<text_search>{query}</text_search>"
+
+
+def text_query(entity: Entity, fact: str) -> str:
+    return f"{entity.name} {FACT_WORDS[fact]}"
+
+
+@dataclass(frozen=True)
+class Question:
+    """A question of a teacher conversation: its entity, fact (None: the name), text, image."""
+
+    entity: Entity
+    fact: str | None
+    named: bool
+    text: str
+    image: Any
+
+    @property
+    def value(self) -> str:
+        return self.entity.name if self.fact is None else self.entity.facts[self.fact]
+
+
+def direct(q: Question) -> list[Turn]:
+    """Answer from the policy's own knowledge: recognise, then recall the fact."""
+    name, value = q.entity.name, q.value
+    if q.fact is None:
+        reason = f"The image shows {name}."
+    else:
+        seen = f"This is {name}." if q.named else f"The image shows {name}."
+        reason = f"{seen} Its {FACT_WORDS[q.fact]} is {value}."
+    return [say(reason, answer(value))]
+
+
+def after_image(q: Question) -> Turn:
+    """The turn after image results that contain the entity."""
+    name = q.entity.name
+    if q.fact is None:
+        return say(f"The results show {name}.", answer(name))
+    need = f"The results show {name}. I need its {FACT_WORDS[q.fact]}."
+    return say(need, f"<text_search>{text_query(q.entity, q.fact)}</text_search>")
+
+
+def after_text(q: Question) -> Turn:
+    assert q.fact is not None
+    word = FACT_WORDS[q.fact]
+    return say(f"The results say the {word} of {q.entity.name} is {q.value}.", answer(q.value))
+
+
+def first_search(q: Question) -> Turn:
+    """The opening search: on the image, or for a question that names its entity a text
+    search for the fact."""
+    if not q.named:
+        return Turn(Role.ASSISTANT, SEARCH_IMAGE)
+    assert q.fact is not None
+    reason = f"I do not know the {FACT_WORDS[q.fact]} of {q.entity.name}, so I search for it."
+    return say(reason, query_action(text_query(q.entity, q.fact)))
+
+
+def search_path(
+    q: Question,
+    image_hits: Sequence[ImageHit],
+    text_hits: Sequence[TextHit],
+    prompts: PromptSet,
+) -> list[Turn]:
+    """image search → (text search) → answer; a named question skips the image search."""
+    turns = [render_first_turn(q.text, q.image, prompts), first_search(q)]
+    if not q.named:
+        turns += [render_image_results(image_hits, q.text, prompts), after_image(q)]
+    if q.fact is not None:
+        turns += [render_text_results(text_hits, q.text, prompts), after_text(q)]
+    return turns
+
+
+def with_entity(hits: Sequence[ImageHit], own: ImageHit, rng: random.Random) -> list[ImageHit]:
+    """``hits`` if they hold ``own``'s title, else ``hits`` with a random one replaced by it."""
+    out = list(hits)
+    if any(h.title == own.title for h in out):
+        return out
+    if not out:
+        return [own]
+    out[rng.randrange(len(out))] = own
+    return out
+
+
+def applicable(entity: Entity) -> list[Template]:
+    return [
+        t
+        for t in TEMPLATES
+        if entity.kind in t.kinds and (t.fact is None or t.fact in entity.facts)
+    ]
+
+
+def make_question(entity: Entity, template: Template, image: Any, rng: random.Random) -> Question:
+    text = rng.choice(template.texts)
+    if template.named:
+        text = text.format(name=entity.name)
+    return Question(entity, template.fact, template.named, text, image)
+
+
+def fact_sentence(entity: Entity, facts: dict[str, str]) -> str:
+    """One page sentence stating ``facts`` of ``entity`` in the world pages' own wording."""
+    if entity.kind == "flag":
+        return flag_facts_text(entity.name, facts)
+    parts = [f"the {key} {facts[key]}" for key in LIVING_FACTS if key in facts]
+    return f"{entity.name} belongs to " + ", ".join(parts) + "."
