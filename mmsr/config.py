@@ -66,11 +66,12 @@ def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
     return result
 
 
-def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """``base`` updated by ``extra``, section by section (nested mappings merge, values replace)."""
     out = dict(base)
     for key, value in extra.items():
         if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(dict(out[key]), value)
+            out[key] = merge(out[key], value)
         else:
             out[key] = value
     return out
@@ -148,7 +149,7 @@ def load_config(
     cls: type[C], preset: Mapping[str, Any] | None = None, overrides: Sequence[str] = ()
 ) -> C:
     """``cls`` defaults, then ``preset``, then ``--section.field value`` ``overrides``."""
-    data = _merge(dict(preset or {}), parse_overrides(overrides))
+    data = merge(preset or {}, parse_overrides(overrides))
     return build(cls, data)
 
 

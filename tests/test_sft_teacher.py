@@ -172,9 +172,10 @@ def test_weights_by_name() -> None:
     for bad in ("kno=1", "0.1,0.2", "know=x", "know=0", "know=-1,tail=2", ""):
         with pytest.raises(ValueError, match=r"teacher weights"):
             parse_weights(bad)
-    assert tuple(KindWeights().as_tuple()) == tuple(
-        getattr(KindWeights(), k) for k in KINDS
-    )  # the fields are the kinds, in order
+    # the kinds' order seeds the mixture's draws: a reordered field would change every run
+    historical = ("head", "tail", "head_drill", "copy1", "copy2", "prime1", "prime2")
+    assert (*historical, "rag", "oracle", "direct", "know", "know_not") == KINDS
+    assert KindWeights().as_tuple()[:2] == (0.15, 0.2)
 
 
 def test_saved_mixtures_read_back_by_name_or_as_an_old_list() -> None:

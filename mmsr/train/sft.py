@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from mmsr.config import config_to_dict, load_config
+from mmsr.config import config_to_dict, load_config, merge
 from mmsr.models import (
     PRESETS,
     ChatEncoder,
@@ -348,12 +348,7 @@ def load_sft_config(
     """A preset (a packaged name of ``presets/sft`` or a YAML file), then ``settings`` (a
     nested mapping: ``{"teacher": {"head_direct": 0.9}}``), then ``--section.field value``
     overrides, over the defaults above; unknown keys are errors (``mmsr.config``)."""
-    data = preset_files.read_preset("sft", preset)
-    for key, value in (settings or {}).items():
-        if isinstance(value, dict) and isinstance(data.get(key), dict):
-            data[key] = {**data[key], **value}
-        else:
-            data[key] = value
+    data = merge(preset_files.read_preset("sft", preset), settings or {})
     return load_config(SFTConfig, data, overrides)
 
 

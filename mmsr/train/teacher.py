@@ -182,9 +182,10 @@ QUESTION_KINDS: dict[str, Drawer] = {
     "oracle": oracle,
     "direct": direct_method,
 }
-if set(QUESTION_KINDS) | set(DRILLS) != set(KINDS):  # a kind added on one side only
-    raise ImportError(f"teacher kinds {sorted(set(QUESTION_KINDS) | set(DRILLS))} != {KINDS}")
-DRAWERS: dict[str, Drawer] = {kind: {**QUESTION_KINDS, **DRILLS}[kind] for kind in KINDS}
+_ALL_KINDS: dict[str, Drawer] = {**QUESTION_KINDS, **DRILLS}
+if set(_ALL_KINDS) != set(KINDS):  # a kind added on one side only
+    raise ImportError(f"teacher kinds {sorted(_ALL_KINDS)} != {KINDS}")
+DRAWERS: dict[str, Drawer] = {kind: _ALL_KINDS[kind] for kind in KINDS}
 """Every kind's drawer, in ``KINDS`` order."""
 
 
