@@ -30,7 +30,7 @@ def _results_text(turns: list[Turn]) -> str:
     return "\n".join(t.text for t in turns if t.role is Role.USER and "<information>" in t.text)
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k != "know_not"])
+@pytest.mark.parametrize("kind", [k for k in KINDS if k not in ("know_not", "decide")])
 def test_every_kind_is_well_formed(kit: WorldKit, kind: str) -> None:
     teacher = Teacher(kit, seed=1)
     for _ in range(12):
@@ -64,6 +64,34 @@ def test_know_not_is_the_first_search_on_a_fresh_tail_picture(kit: WorldKit) -> 
             assert not any(name in turns[1].text for name in knowledge)
             images.add(turns[0].images[0].tobytes())
     assert moves["ImageSearch"] > 0 and len(images) == moves["ImageSearch"]
+
+
+def test_decide_mixes_known_and_unknown_pictures_in_one_batch(kit: WorldKit) -> None:
+    teacher = Teacher(kit, seed=9)
+    knowledge = {e.name: e.knowledge for e in kit.entities}
+    seen: Counter[str] = Counter()
+    for _ in range(80):
+        turns = teacher.draw("decide")
+        assert [t.role for t in turns] == [Role.USER, Role.ASSISTANT]
+        prompt = "protocol" if "<search>" in turns[0].text else "bare"
+        action = parse_action(turns[1].text)
+        if isinstance(action, Answer):  # a head picture: recognised and answered
+            named = next(
+                n
+                for n in knowledge
+                if f"shows {n}." in turns[1].text or f"is {n}." in turns[1].text
+            )
+            assert knowledge[named] == "head"
+            seen[f"head:{prompt}"] += 1
+        else:  # a tail picture: searched, and never named unless the question names it
+            assert isinstance(action, ImageSearch | TextSearch), turns[1].text
+            if isinstance(action, ImageSearch):
+                assert not any(name in turns[1].text for name in knowledge)
+            seen[f"tail:{prompt}"] += 1
+    # 80 draws of a single kind hold both needs under both prompts (≈ 20 each)
+    assert (
+        min(seen[k] for k in ("head:bare", "head:protocol", "tail:bare", "tail:protocol")) >= 8
+    ), seen
 
 
 def test_head_and_tail_paths_are_all_taken(kit: WorldKit) -> None:
@@ -174,7 +202,7 @@ def test_weights_by_name() -> None:
             parse_weights(bad)
     # the kinds' order seeds the mixture's draws: a reordered field would change every run
     historical = ("head", "tail", "head_drill", "copy1", "copy2", "prime1", "prime2")
-    assert (*historical, "rag", "oracle", "direct", "know", "know_not") == KINDS
+    assert (*historical, "rag", "oracle", "direct", "know", "know_not", "decide") == KINDS
     assert KindWeights().as_tuple()[:2] == (0.15, 0.2)
 
 

@@ -43,6 +43,8 @@ class KindWeights:
     """A head entity in a fresh picture under the bare question, answered (short)."""
     know_not: float = 0.0
     """A tail entity in a fresh picture under the bare question, only the first search (short)."""
+    decide: float = 0.0
+    """``know`` and ``know_not`` mixed in one batch, under the bare or the protocol's prompt."""
 
     def __post_init__(self) -> None:
         values = dataclasses.astuple(self)
@@ -57,7 +59,7 @@ class KindWeights:
 KINDS: tuple[str, ...] = tuple(f.name for f in dataclasses.fields(KindWeights))
 """Every teacher kind, in a fixed order (the order seeds the mixture's draws)."""
 PRIMER_KINDS: tuple[str, ...] = ("prime1", "prime2")
-SHORT_KINDS: tuple[str, ...] = (*PRIMER_KINDS, "know", "know_not")
+SHORT_KINDS: tuple[str, ...] = (*PRIMER_KINDS, "know", "know_not", "decide")
 """Kinds short enough to be drawn in batches of ``SFTConfig.primer_batch_size``."""
 COPY_ENTITIES: tuple[str, ...] = ("all", "tail")
 
