@@ -30,7 +30,9 @@ def _results_text(turns: list[Turn]) -> str:
     return "\n".join(t.text for t in turns if t.role is Role.USER and "<information>" in t.text)
 
 
-@pytest.mark.parametrize("kind", [k for k in KINDS if k not in ("know_not", "decide")])
+@pytest.mark.parametrize(
+    "kind", [k for k in KINDS if k not in ("know_not", "decide", "decide_full")]
+)
 def test_every_kind_is_well_formed(kit: WorldKit, kind: str) -> None:
     teacher = Teacher(kit, seed=1)
     for _ in range(12):
@@ -70,10 +72,11 @@ def test_decide_mixes_known_and_unknown_pictures_in_one_batch(kit: WorldKit) -> 
     teacher = Teacher(kit, seed=9)
     knowledge = {e.name: e.knowledge for e in kit.entities}
     seen: Counter[str] = Counter()
-    for _ in range(80):
-        turns = teacher.draw("decide")
+    for i in range(80):
+        turns = teacher.draw(("decide", "decide_full")[i % 2])
         assert [t.role for t in turns] == [Role.USER, Role.ASSISTANT]
         prompt = "protocol" if "<search>" in turns[0].text else "bare"
+        assert prompt == ("bare", "protocol")[i % 2]
         action = parse_action(turns[1].text)
         if isinstance(action, Answer):  # a head picture: recognised and answered
             named = next(
@@ -88,7 +91,7 @@ def test_decide_mixes_known_and_unknown_pictures_in_one_batch(kit: WorldKit) -> 
             if isinstance(action, ImageSearch):
                 assert not any(name in turns[1].text for name in knowledge)
             seen[f"tail:{prompt}"] += 1
-    # 80 draws of a single kind hold both needs under both prompts (≈ 20 each)
+    # 40 draws of each kind hold both needs (≈ 20 each); decide is bare, decide_full full
     assert (
         min(seen[k] for k in ("head:bare", "head:protocol", "tail:bare", "tail:protocol")) >= 8
     ), seen
@@ -202,7 +205,16 @@ def test_weights_by_name() -> None:
             parse_weights(bad)
     # the kinds' order seeds the mixture's draws: a reordered field would change every run
     historical = ("head", "tail", "head_drill", "copy1", "copy2", "prime1", "prime2")
-    assert (*historical, "rag", "oracle", "direct", "know", "know_not", "decide") == KINDS
+    assert (
+        *historical,
+        "rag",
+        "oracle",
+        "direct",
+        "know",
+        "know_not",
+        "decide",
+        "decide_full",
+    ) == KINDS
     assert KindWeights().as_tuple()[:2] == (0.15, 0.2)
 
 

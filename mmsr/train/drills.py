@@ -24,8 +24,9 @@ questions (DESIGN §5).
   NOT know, never what they are (no name, no fact). Without it, recognition is closed-set: a
   tail picture is "recognised" as the nearest head entity (measured: 234 of 242 tail questions
   answered directly named a head entity).
-- ``decide``: ``know`` and ``know_not`` drawn per conversation, so each batch holds both and
-  only a decision that depends on the picture lowers its loss; half under the protocol's prompt.
+- ``decide`` / ``decide_full``: ``know`` and ``know_not`` drawn per conversation, so each
+  batch holds both and only a decision that depends on the picture lowers its loss; under the
+  bare question (short) or the protocol's prompt.
 
 Each drill is a function of a ``DrawContext`` (the world, the config, the seeded stream);
 ``DRILLS`` is their table. Not here: the train-question kinds (``mmsr.train.teacher``).
@@ -204,22 +205,30 @@ def know_not(c: DrawContext) -> list[Turn]:
     return [render_first_turn(q.text, q.image, BARE_PROMPTS), first_search(q)]
 
 
-def decide(c: DrawContext) -> list[Turn]:
-    """``know`` or ``know_not`` by a coin, under the bare prompt or the protocol's own.
-
-    Drawn one per conversation, so a batch holds head and tail pictures together: the only
-    way its loss falls is a decision that depends on the picture. Batches of a single kind
-    (``know`` then ``know_not``) move the search prior back and forth instead (measured: 9
-    minutes with ``know_not`` weighted up turned searches on 21 % of head and 42 % of tail
-    questions into 86 % and 100 %). Half the conversations carry the protocol's prompt, where
-    the decision is measured; the other half the bare question (short and fast).
-    """
+def _decision(c: DrawContext, prompts: PromptSet) -> list[Turn]:
     tail = c.rng.random() < 0.5
     entity = c.rng.choice(c.tail_entities if tail else c.head_entities)
     q = c.fresh_question(entity, applicable(entity))
-    prompts = c.prompts if c.rng.random() < 0.5 else BARE_PROMPTS
     first = render_first_turn(q.text, q.image, prompts)
     return [first, first_search(q)] if tail else [first, *direct(q)]
+
+
+def decide(c: DrawContext) -> list[Turn]:
+    """``know`` or ``know_not`` by a coin, drawn per conversation (short, large batches).
+
+    A batch then holds head and tail pictures together, so the only way its loss falls is a
+    decision that depends on the picture. Batches of a single kind (``know`` then
+    ``know_not``) move the search prior back and forth instead (measured: 9 minutes with
+    ``know_not`` weighted up turned searches on 21 % of head and 42 % of tail questions into
+    86 % and 100 %).
+    """
+    return _decision(c, BARE_PROMPTS)
+
+
+def decide_full(c: DrawContext) -> list[Turn]:
+    """``decide`` under the protocol's own prompt, where the decision is measured (long:
+    ordinary batches; a bare and a full prompt in one batch would pad the bare ones 5x)."""
+    return _decision(c, c.prompts)
 
 
 DRILLS: dict[str, Drawer] = {
@@ -231,4 +240,5 @@ DRILLS: dict[str, Drawer] = {
     "know": know,
     "know_not": know_not,
     "decide": decide,
+    "decide_full": decide_full,
 }

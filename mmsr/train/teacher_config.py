@@ -44,7 +44,9 @@ class KindWeights:
     know_not: float = 0.0
     """A tail entity in a fresh picture under the bare question, only the first search (short)."""
     decide: float = 0.0
-    """``know`` and ``know_not`` mixed in one batch, under the bare or the protocol's prompt."""
+    """``know`` and ``know_not`` mixed in one batch (short)."""
+    decide_full: float = 0.0
+    """``decide`` under the protocol's prompt instead of the bare question."""
 
     def __post_init__(self) -> None:
         values = dataclasses.astuple(self)
