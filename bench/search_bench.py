@@ -28,7 +28,7 @@ from typing import Any
 
 from PIL import Image, ImageFilter
 
-from mmsr.search.cache import CachedImageSearch, CachedTextSearch, build_cache
+from mmsr.search.cache import CacheConfig, CachedImageSearch, CachedTextSearch, open_cache
 from mmsr.search.local.index import build_index
 from mmsr.search.local.search import LocalImageSearch, LocalTextSearch
 from mmsr.search.registry import build_search
@@ -184,7 +184,7 @@ def bench_image(
 def bench_cache(
     index: Path, work: Path, pages: list[dict[str, str]], rng: random.Random
 ) -> dict[str, Any]:
-    cache = build_cache({"mode": "read-write", "path": str(work / "cache.sqlite")})
+    cache = open_cache(CacheConfig(mode="read-write", path=str(work / "cache.sqlite")))
     text = CachedTextSearch(LocalTextSearch(index), cache, namespace="bench")
     queries = [p["title"] for p in rng.sample(pages, 500)]
     for query in queries:

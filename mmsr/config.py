@@ -131,6 +131,9 @@ def build(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
             f"unknown config key(s) {', '.join(f'{where}{k}' for k in unknown)}; "
             f"known: {', '.join(f'{where}{k}' for k in fields)}"
         )
+    missing = [name for name, f in fields.items() if name not in data and _required(f)]
+    if missing:
+        raise ConfigError(f"missing config key(s) {', '.join(f'{where}{k}' for k in missing)}")
     hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
     for name, value in data.items():
@@ -141,8 +144,14 @@ def build(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:
             kwargs[name] = _coerce(value, hint, f"{where}{name}")
     try:
         return cls(**kwargs)
-    except (TypeError, ValueError) as err:
-        raise ConfigError(f"{where or 'config'}: {err}") from err
+    except (TypeError, ValueError) as err:  # a check in __post_init__
+        raise ConfigError(f"{where.rstrip('.')}: {err}" if where else str(err)) from err
+
+
+def _required(field: dataclasses.Field[Any]) -> bool:
+    """Whether a config must name ``field`` (it has no default)."""
+    no_default = field.default is dataclasses.MISSING
+    return field.init and no_default and field.default_factory is dataclasses.MISSING
 
 
 def load_config(

@@ -12,8 +12,10 @@ from PIL import Image
 from service_fakes import TOKEN, FakeText, free_port, uvicorn_service
 from web_fakes import FakeWeb, Reply
 
+from mmsr.config import ConfigError, build
 from mmsr.search.base import ImageSearchBackend, SearchBackends, SearchError, TextSearchBackend
-from mmsr.search.http_client import HttpConfig, build, build_http
+from mmsr.search.http_client import HttpConfig, build_http
+from mmsr.search.registry import build_search
 from mmsr.types import ImageHit, TextHit
 
 
@@ -27,7 +29,7 @@ def client(url: str, token: str | None = TOKEN, **overrides: Any) -> SearchBacke
     fields: dict[str, Any] = {"url": url, "retry_base_delay_s": 0.02, "timeout_s": 5.0}
     fields.update(overrides)
     env = {} if token is None else {"MMSR_SEARCH_TOKEN": token}
-    return build_http(HttpConfig.from_mapping(fields), env=env)
+    return build_http(build(HttpConfig, fields), env=env)
 
 
 def test_text_hits_are_the_backends_own(root: str) -> None:
@@ -112,11 +114,11 @@ def test_malformed_service_answers_are_search_errors(reply: Reply) -> None:
 
 
 def test_config() -> None:
-    # the registry entry point takes a plain mapping; tools can be narrowed
-    only_text = build({"backend": "http", "url": "http://127.0.0.1:9", "tools": ["text"]})
+    # the registry builds the client from a plain mapping; tools can be narrowed
+    only_text = build_search({"backend": "http", "url": "http://127.0.0.1:9", "tools": ["text"]})
     assert only_text.image is None and only_text.text is not None
     # unknown keys and a missing url are errors
-    with pytest.raises(ValueError, match="unknown keys"):
-        build({"backend": "http", "url": "http://x", "timeout": 3})
-    with pytest.raises(ValueError, match="url is required"):
-        build({"backend": "http"})
+    with pytest.raises(ConfigError, match=r"unknown config key\(s\) timeout"):
+        build_search({"backend": "http", "url": "http://x", "timeout": 3})
+    with pytest.raises(ConfigError, match=r"missing config key\(s\) url"):
+        build_search({"backend": "http"})

@@ -24,7 +24,9 @@ from web_fakes import (
     running,
 )
 
+from mmsr.config import ConfigError, build
 from mmsr.search.base import SearchBackends, SearchError
+from mmsr.search.registry import parse_search_config
 from mmsr.search.web import WebConfig, build_web
 from mmsr.types import TextHit
 
@@ -35,7 +37,7 @@ def fake() -> Iterator[tuple[FakeWeb, World]]:
 
 
 def backends(web: FakeWeb, cache: MemoryCache | None = None, **overrides: Any) -> SearchBackends:
-    config = WebConfig.from_mapping(api_config(web, **overrides))
+    config = build(WebConfig, api_config(web, **overrides))
     return build_web(config, cache=cache, env=env_keys())
 
 
@@ -240,7 +242,7 @@ def test_keys_are_never_logged_cached_returned_or_in_errors(
 
 def test_missing_key_names_the_variable(fake: tuple[FakeWeb, World]) -> None:
     web, _ = fake
-    config = WebConfig.from_mapping(api_config(web))
+    config = build(WebConfig, api_config(web))
     with pytest.raises(ValueError, match="SERPER_API_KEY"):
         build_web(config, env={"SERPAPI_API_KEY": "x"})
 
@@ -249,7 +251,9 @@ def test_missing_key_names_the_variable(fake: tuple[FakeWeb, World]) -> None:
     ("overrides", "match"),
     [
         # a typo in a key name is an error, not a silent default
-        ({"text_engin": "serper"}, "unknown keys"),
+        ({"text_engin": "serper"}, r"unknown config key\(s\) text_engin"),
+        # a value of the wrong type
+        ({"pages": "five"}, "pages: expected int, got 'five'"),
         # only known engines
         ({"text_engine": "bing"}, "text_engine"),
         # an uploader needs somewhere to upload to
@@ -257,8 +261,8 @@ def test_missing_key_names_the_variable(fake: tuple[FakeWeb, World]) -> None:
     ],
 )
 def test_bad_configs_are_refused(overrides: dict[str, Any], match: str) -> None:
-    with pytest.raises(ValueError, match=match):
-        WebConfig.from_mapping({"backend": "web", **overrides})
+    with pytest.raises(ConfigError, match=match):
+        parse_search_config({"backend": "web", **overrides})
 
 
 def test_serper_key_is_sent_as_header_only(fake: tuple[FakeWeb, World]) -> None:

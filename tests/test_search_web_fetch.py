@@ -11,6 +11,7 @@ from collections.abc import Iterator
 import pytest
 from web_fakes import FakeWeb, Reply, World, api_config, env_keys, running
 
+from mmsr.config import build
 from mmsr.search.base import SearchError
 from mmsr.search.web import WebConfig, build_web
 from mmsr.search.web.guard import AddressPolicy, BlockedUrl, guarded_client
@@ -193,14 +194,14 @@ def test_text_chain_with_local_reader_uses_the_guard(fake: tuple[FakeWeb, World]
     web, world = fake
     world.results["q"] = ["a", "b"]
     world.pages.update(a="Alpha page.", b="Beta page.")
-    config = WebConfig.from_mapping(api_config(web, reader="local"))
+    config = build(WebConfig, api_config(web, reader="local"))
     text = build_web(config, env=env_keys()).text
     assert text is not None
     assert [h.url for h in text.search("q", 5)] == [world.page_url("a"), world.page_url("b")]
     assert web.hits("/jina") == [] and len(web.hits("/page/")) == 2
     assert text.stats()["fetch"]["calls"] == 2
     # the same chain without the test's loopback allowance refuses the loopback pages
-    config = WebConfig.from_mapping(api_config(web, reader="local", allow_loopback=False))
+    config = build(WebConfig, api_config(web, reader="local", allow_loopback=False))
     guarded = build_web(config, env=env_keys()).text
     assert guarded is not None
     with pytest.raises(SearchError, match="pages failed"):

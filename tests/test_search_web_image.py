@@ -21,6 +21,7 @@ from web_fakes import (
     running,
 )
 
+from mmsr.config import build
 from mmsr.search import imagecodec
 from mmsr.search.base import SearchError
 from mmsr.search.web import WebConfig, build_web
@@ -35,7 +36,7 @@ def fake() -> Iterator[tuple[FakeWeb, World]]:
 
 
 def image_search(web: FakeWeb, cache: MemoryCache | None = None, **overrides: Any) -> Any:
-    config = WebConfig.from_mapping(api_config(web, **overrides))
+    config = build(WebConfig, api_config(web, **overrides))
     image = build_web(config, cache=cache, env=env_keys()).image
     assert image is not None
     return image
@@ -175,7 +176,7 @@ def test_custom_uploader_plugs_in(fake: tuple[FakeWeb, World]) -> None:
 
     bucket = Bucket()
     world.lens["https://bucket.example/q.png"] = ["it"]
-    config = WebConfig.from_mapping(api_config(web))
+    config = build(WebConfig, api_config(web))
     image = build_web(config, env=env_keys(), uploader=bucket).image
     assert image is not None
     assert [h.title for h in image.search(Image.new("RGB", (9, 9)), 1)] == ["Lens it"]

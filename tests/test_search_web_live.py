@@ -7,7 +7,7 @@ import os
 
 import pytest
 
-from mmsr.search.web import build
+from mmsr.search.registry import build_search
 
 pytestmark = pytest.mark.network
 
@@ -25,7 +25,7 @@ def _require(*names: str) -> None:
 def test_live_text_chain() -> None:
     engine = "serper" if os.environ.get("SERPER_API_KEY") else "serpapi"
     _require("SERPER_API_KEY" if engine == "serper" else "SERPAPI_API_KEY", "OPENAI_API_KEY")
-    text = build({"backend": "web", "text_engine": engine, "image_engine": "none"}).text
+    text = build_search({"backend": "web", "text_engine": engine, "image_engine": "none"}).text
     assert text is not None
     hits = text.search("Eiffel Tower height", 3, question="How tall is the Eiffel Tower?")
     assert 1 <= len(hits) <= 3
@@ -34,7 +34,7 @@ def test_live_text_chain() -> None:
 
 def test_live_lens() -> None:
     _require("SERPAPI_API_KEY")
-    image = build({"backend": "web", "text_engine": "none"}).image
+    image = build_search({"backend": "web", "text_engine": "none"}).image
     assert image is not None
     hits = image.search(PUBLIC_IMAGE, 5)
     assert hits and all(h.url.startswith("http") for h in hits)

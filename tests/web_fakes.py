@@ -297,9 +297,8 @@ def install(web: FakeWeb) -> World:
 
 
 def api_config(web: FakeWeb, **overrides: Any) -> dict[str, Any]:
-    """A web config pointing every API at the fake server, with tiny back-offs."""
+    """``WebConfig`` keys pointing every API at the fake server, with tiny back-offs."""
     config: dict[str, Any] = {
-        "backend": "web",
         "serpapi_url": web.url("/serpapi/search.json"),
         "serper_url": web.url("/serper/search"),
         "jina_url": web.url("/jina/"),

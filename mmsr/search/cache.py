@@ -10,7 +10,9 @@
 
 Stored keys are the SHA-256 of the layer, a namespace and the caller's key material, so they
 never carry a query, a URL or a secret in clear. Values are JSON; image thumbnails are stored
-as PNG bytes (base64), never pickled. Not here: the stores themselves (``cache_stores.py``).
+as PNG bytes (base64), never pickled. ``CacheConfig`` is the ``cache`` section of a search
+config; ``open_cache`` opens it. Not here: the stores themselves (``cache_stores.py``), nor
+reading configs (``mmsr.search.registry``).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ import io
 import json
 import threading
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
 
 from mmsr.search.base import ImageSearchBackend, SearchBackends, SearchError, TextSearchBackend
 from mmsr.search.cache_stores import CacheStore, MemoryStore, RedisStore, SQLiteStore
@@ -185,33 +188,37 @@ def wrap_backends(backends: SearchBackends, cache: SearchCache, namespace: str) 
     return SearchBackends(image=image, text=text)
 
 
-def build_cache(config: Mapping[str, Any]) -> SearchCache:
-    """A cache from ``{"mode": ..., "store": "sqlite"|"redis"|"memory", "path"|"url": ...}``.
+@dataclass(frozen=True)
+class CacheConfig:
+    """The ``cache`` section of a search config (``mmsr.search.registry`` builds it)."""
 
-    Defaults: mode ``read-write``, store ``sqlite`` (which needs ``path``).
-    """
-    from mmsr.search.registry import check_keys
+    mode: Literal["off", "read-write", "record", "replay"] = "read-write"
+    """When the cache reads and writes (``CacheMode``)."""
+    store: Literal["sqlite", "redis", "memory"] = "sqlite"
+    """Where entries live: a SQLite file, a Redis server shared by a cluster, or memory."""
+    path: str | None = None
+    """The SQLite file (needed by the sqlite store unless the mode is off)."""
+    url: str = "redis://127.0.0.1:6379/0"
+    """The Redis server of the redis store."""
+    prefix: str = "mmsr:search:"
+    """Prefix of the redis store's keys."""
 
-    check_keys(config, where="search cache", optional=("mode", "store", "path", "url", "prefix"))
-    try:
-        mode = CacheMode(config.get("mode", CacheMode.READ_WRITE))
-    except ValueError as err:
-        modes = ", ".join(m.value for m in CacheMode)
-        raise ValueError(f"search cache: unknown mode {config.get('mode')!r} ({modes})") from err
+    def __post_init__(self) -> None:
+        if self.mode != "off" and self.store == "sqlite" and self.path is None:
+            raise ValueError("the sqlite store needs 'path' (a file)")
+
+
+def open_cache(config: CacheConfig) -> SearchCache:
+    """The cache ``config`` describes (mode off: no store is opened)."""
+    mode = CacheMode(config.mode)
     if mode is CacheMode.OFF:
         return SearchCache(None, mode)
-    return SearchCache(_build_store(config), mode)
-
-
-def _build_store(config: Mapping[str, Any]) -> CacheStore:
-    kind = config.get("store", "sqlite")
-    if kind == "sqlite":
-        if "path" not in config:
-            raise ValueError("search cache: the sqlite store needs 'path' (a file)")
-        return SQLiteStore(config["path"])
-    if kind == "redis":
-        url = config.get("url", "redis://127.0.0.1:6379/0")
-        return RedisStore(url, prefix=config.get("prefix", "mmsr:search:"))
-    if kind == "memory":
-        return MemoryStore()
-    raise ValueError(f"search cache: unknown store {kind!r} (sqlite, redis, memory)")
+    store: CacheStore
+    if config.store == "sqlite":
+        assert config.path is not None  # CacheConfig checks it
+        store = SQLiteStore(config.path)
+    elif config.store == "redis":
+        store = RedisStore(config.url, prefix=config.prefix)
+    else:
+        store = MemoryStore()
+    return SearchCache(store, mode)

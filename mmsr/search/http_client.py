@@ -12,7 +12,6 @@ Config: ``{"backend": "http", "url": "http://search-host:8000"}`` plus the optio
 
 from __future__ import annotations
 
-import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -46,19 +45,6 @@ class HttpConfig:
     """Which tools the service offers to this client."""
     trust_env: bool = False
     """Use proxy settings from the environment (off: the service is usually on a LAN)."""
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> HttpConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in config.items() if k != "backend"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"http config: unknown keys {unknown}")
-        if "url" not in values:
-            raise ValueError("http config: url is required")
-        if "tools" in values:
-            values["tools"] = tuple(values["tools"])
-        return cls(**values)
 
 
 def _detail(response: httpx.Response) -> str | None:
@@ -139,13 +125,10 @@ class HttpImageSearch(_Service):
 
 
 def build_http(config: HttpConfig, *, env: Mapping[str, str] | None = None) -> SearchBackends:
+    """The tools of the service at ``config.url``; the token comes from ``env`` (registry entry
+    point; default ``os.environ``)."""
     env = os.environ if env is None else env
     token = secret_from_env(env, config.token_env, required=False)
     text = HttpTextSearch(config, token, "text") if "text" in config.tools else None
     image = HttpImageSearch(config, token, "image") if "image" in config.tools else None
     return SearchBackends(image=image, text=text)
-
-
-def build(config: Mapping[str, Any]) -> SearchBackends:
-    """Registry entry point (``mmsr.search.http_client:build``)."""
-    return build_http(HttpConfig.from_mapping(config))

@@ -1,9 +1,11 @@
 """The one registry of search backends and the builder that turns a plain config into tools.
 
-A config is a plain mapping, e.g. ``{"backend": "local", "index": "DIR", "cache": {...}}``.
-``backend`` picks a factory from ``BACKENDS``; ``cache`` (optional) wraps whatever the factory
-built in a ``mmsr.search.cache`` cache; every other key belongs to the backend, which rejects
-keys it does not know. Factories are imported only when used, so ``mmsr.search`` stays cheap.
+A search config is a plain mapping, e.g. ``{"backend": "local", "index": "DIR", "cache": {...}}``
+(from code, or a JSON/TOML file). ``backend`` picks an entry of ``BACKENDS``; every other key
+but ``cache`` builds that backend's frozen config dataclass, and ``cache`` (optional) builds a
+``CacheConfig`` whose cache then wraps whatever the backend's factory made. Both are built by
+``mmsr.config.build``, so an unknown key or a wrong type is a ``ConfigError`` naming it.
+Backend modules are imported only when used, so ``mmsr.search`` stays cheap.
 """
 
 from __future__ import annotations
@@ -11,79 +13,111 @@ from __future__ import annotations
 import importlib
 import json
 import tomllib
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsr.config import ConfigError, build
 from mmsr.search.base import SearchBackends
+from mmsr.search.cache import CacheConfig, open_cache, wrap_backends
 
-# Backend name -> "module:function"; each function is ``build(config) -> SearchBackends``.
-BACKENDS: dict[str, str] = {
-    "local": "mmsr.search.local:build",
-    "fvqa": "mmsr.search.fvqa:build",
-    "web": "mmsr.search.web:build",
-    "http": "mmsr.search.http_client:build",
+
+@dataclass(frozen=True)
+class Backend:
+    """Where one backend lives, as ``module:name`` (imported when the backend is used)."""
+
+    config: str
+    """Its frozen config dataclass, built from the search config's keys."""
+    factory: str
+    """``factory(config) -> SearchBackends``."""
+
+
+BACKENDS: dict[str, Backend] = {
+    "local": Backend("mmsr.search.local:LocalConfig", "mmsr.search.local:build_local"),
+    "fvqa": Backend("mmsr.search.fvqa:FvqaConfig", "mmsr.search.fvqa:build_fvqa"),
+    "web": Backend("mmsr.search.web.config:WebConfig", "mmsr.search.web:build_web"),
+    "http": Backend("mmsr.search.http_client:HttpConfig", "mmsr.search.http_client:build_http"),
 }
 
 
-def load_factory(name: str) -> Callable[[Mapping[str, Any]], SearchBackends]:
-    """The ``build`` function registered under ``name`` (imported now)."""
+@dataclass(frozen=True)
+class SearchConfig:
+    """A checked search config: the backend, its own config, and the cache around it."""
+
+    backend: str
+    """A name in ``BACKENDS``."""
+    options: Any
+    """The backend's config dataclass (``LocalConfig``, ``WebConfig``, ...)."""
+    cache: CacheConfig | None = None
+    """The cache that wraps the tools; None: no cache."""
+
+
+def _entry(name: str) -> Backend:
     if name not in BACKENDS:
         known = ", ".join(sorted(BACKENDS))
-        raise ValueError(f"unknown search backend {name!r}; known backends: {known}")
-    module_name, _, func_name = BACKENDS[name].partition(":")
-    factory: Callable[[Mapping[str, Any]], SearchBackends] = getattr(
-        importlib.import_module(module_name), func_name
-    )
+        raise ConfigError(f"unknown search backend {name!r}; known backends: {known}")
+    return BACKENDS[name]
+
+
+def _load(target: str) -> Any:
+    module_name, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module_name), attribute)
+
+
+def load_config_class(name: str) -> type[Any]:
+    """The config dataclass of the backend registered under ``name`` (imported now)."""
+    config_class: type[Any] = _load(_entry(name).config)
+    return config_class
+
+
+def load_factory(name: str) -> Callable[[Any], SearchBackends]:
+    """The factory of the backend registered under ``name`` (imported now)."""
+    factory: Callable[[Any], SearchBackends] = _load(_entry(name).factory)
     return factory
 
 
-def check_keys(
-    config: Mapping[str, Any],
-    *,
-    where: str,
-    required: Collection[str] = (),
-    optional: Collection[str] = (),
-) -> None:
-    """Raise ``ValueError`` naming ``where`` when ``config`` lacks or has unexpected keys."""
-    missing = [key for key in required if key not in config]
-    if missing:
-        raise ValueError(f"{where}: missing config key(s): {', '.join(missing)}")
-    allowed = set(required) | set(optional)
-    unknown = sorted(str(key) for key in config if key not in allowed)
-    if unknown:
-        expected = ", ".join(sorted(allowed)) or "none"
-        raise ValueError(
-            f"{where}: unknown config key(s): {', '.join(unknown)} (expected: {expected})"
-        )
+def _checked(cls: type[Any], data: Any, what: str) -> Any:
+    """``build(cls, data)`` with its errors saying which part of the search config failed."""
+    try:
+        return build(cls, data)
+    except ConfigError as err:
+        raise ConfigError(f"{what}: {err}") from err
 
 
-def build_search(config: Mapping[str, Any]) -> SearchBackends:
-    """Build the image and text tools a config asks for, cached when it has a ``cache`` key."""
+def parse_search_config(config: Mapping[str, Any]) -> SearchConfig:
+    """The checked ``SearchConfig`` of a plain one; builds nothing, opens no file."""
     if not isinstance(config, Mapping):
-        raise ValueError(f"search config must be a mapping, got {type(config).__name__}")
+        raise ConfigError(f"search config must be a mapping, got {type(config).__name__}")
     if "backend" not in config:
-        raise ValueError(
+        raise ConfigError(
             "search config: missing key 'backend' (one of: " + ", ".join(BACKENDS) + ")"
         )
-    rest = {key: value for key, value in config.items() if key not in ("backend", "cache")}
     name = str(config["backend"])
-    backends = load_factory(name)(rest)
-    cache_config = config.get("cache")
-    if cache_config is None:
+    rest = {key: value for key, value in config.items() if key not in ("backend", "cache")}
+    options = _checked(load_config_class(name), rest, f"{name} search backend")
+    section = config.get("cache")
+    cache = None if section is None else _checked(CacheConfig, section, "search cache")
+    return SearchConfig(backend=name, options=options, cache=cache)
+
+
+def build_search(config: Mapping[str, Any] | SearchConfig) -> SearchBackends:
+    """Build the image and text tools a config asks for, cached when it has a ``cache``."""
+    if not isinstance(config, SearchConfig):
+        config = parse_search_config(config)
+    backends = load_factory(config.backend)(config.options)
+    if config.cache is None:
         return backends
-    from mmsr.search.cache import build_cache, wrap_backends
-
-    cache = build_cache(cache_config)
-    return wrap_backends(backends, cache, namespace=_namespace(name, rest))
+    return wrap_backends(backends, open_cache(config.cache), namespace=_namespace(config))
 
 
-def _namespace(name: str, rest: Mapping[str, Any]) -> str:
+def _namespace(config: SearchConfig) -> str:
     """What keeps two backends' entries apart in one cache store (never a secret: no keys)."""
     for key in ("index", "path", "url"):
-        if key in rest:
-            return f"{name}:{rest[key]}"
-    return name
+        value = getattr(config.options, key, None)
+        if value is not None:
+            return f"{config.backend}:{value}"
+    return config.backend
 
 
 def load_search_config(path: str | Path) -> dict[str, Any]:

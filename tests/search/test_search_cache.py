@@ -1,4 +1,7 @@
-"""The search cache: modes, counters, stores (SQLite across processes, Redis) and wrappers."""
+"""The search cache: modes, counters, stores (SQLite across processes, Redis) and wrappers.
+
+Its config (``CacheConfig``) is tested with the other search configs in ``test_search_configs``.
+"""
 
 from __future__ import annotations
 
@@ -18,10 +21,11 @@ from PIL import Image
 
 from mmsr.search.base import SearchError
 from mmsr.search.cache import (
+    CacheConfig,
     CachedImageSearch,
     CachedTextSearch,
     SearchCache,
-    build_cache,
+    open_cache,
 )
 from mmsr.search.cache_stores import MemoryStore, RedisStore, SQLiteStore
 from mmsr.types import ImageHit, TextHit
@@ -203,7 +207,7 @@ def test_replay_in_another_process_gives_identical_hits(local_index: Path, tmp_p
     assert json.loads(replayed.stdout) == json.loads(recorded.stdout)
     assert json.loads(recorded.stdout)[0][0] == "Banana"
     # the replayed cache has only what was recorded
-    replay = build_cache({"mode": "replay", "path": cache_path})
+    replay = open_cache(CacheConfig(mode="replay", path=cache_path))
     with pytest.raises(SearchError):
         CachedTextSearch(_FakeText(), replay, namespace="x").search("banana fruit", 2)
 
@@ -239,38 +243,19 @@ def redis_url(tmp_path: Path) -> Iterator[str]:
 
 
 def test_redis_store_serves_the_cache(redis_url: str) -> None:
-    cache = build_cache({"store": "redis", "url": redis_url, "mode": "read-write"})
+    cache = open_cache(CacheConfig(store="redis", url=redis_url, mode="read-write"))
     assert isinstance(cache.store, RedisStore)
     inner = _FakeText()
     cached = CachedTextSearch(inner, cache, namespace="r")
     assert cached.search("q", 2) == cached.search("q", 2)
     assert inner.calls == 1
-    other_client = build_cache({"store": "redis", "url": redis_url, "mode": "replay"})
+    other_client = open_cache(CacheConfig(store="redis", url=redis_url, mode="replay"))
     replayed = CachedTextSearch(_FakeText(), other_client, namespace="r").search("q", 2)
     assert [h.title for h in replayed] == ["q-0", "q-1"]
 
 
-CACHE_CONFIG_ERRORS = [
-    # a key the cache does not know
-    ({"mode": "read-write", "path": "x", "ttl": 3}, "unknown config key(s): ttl"),
-    # a store that does not exist
-    ({"store": "memcached"}, "unknown store 'memcached'"),
-    # the sqlite store needs a file
-    ({"store": "sqlite"}, "needs 'path'"),
-    # a mode that does not exist
-    ({"mode": "sometimes", "path": "x"}, "unknown mode 'sometimes'"),
-]
-
-
-@pytest.mark.parametrize(("config", "message"), CACHE_CONFIG_ERRORS)
-def test_cache_config_errors(config: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError) as info:
-        build_cache(config)
-    assert message in str(info.value)
-
-
 def test_off_mode_needs_no_store_and_stores_nothing() -> None:
-    cache = build_cache({"mode": "off"})
+    cache = open_cache(CacheConfig(mode="off"))  # no path needed
     assert cache.store is None
     assert cache.get_or_compute("text", "k", lambda: 1) == 1
 

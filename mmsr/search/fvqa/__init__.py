@@ -1,20 +1,26 @@
 """The ``fvqa`` search backend: FVQA's released image-search results, per question.
 
-``build({"path": DIR})`` serves a folder written by ``mmsr search convert-fvqa-cache``. It
-has an image tool only (the release has no text-search results).
+``build_fvqa(FvqaConfig(path=DIR))`` serves a folder written by ``mmsr search
+convert-fvqa-cache``. It has an image tool only (the release has no text-search results).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any
+from dataclasses import dataclass
 
 from mmsr.search.base import SearchBackends
 
 
-def build(config: Mapping[str, Any]) -> SearchBackends:
-    from mmsr.search.fvqa.backend import FvqaImageSearch
-    from mmsr.search.registry import check_keys
+@dataclass(frozen=True)
+class FvqaConfig:
+    """The keys of the ``fvqa`` backend."""
 
-    check_keys(config, where="fvqa search backend", required=("path",))
-    return SearchBackends(image=FvqaImageSearch(config["path"]))
+    path: str
+    """A folder written by ``mmsr search convert-fvqa-cache``."""
+
+
+def build_fvqa(config: FvqaConfig) -> SearchBackends:
+    """The image tool over the released results at ``config.path`` (registry entry point)."""
+    from mmsr.search.fvqa.backend import FvqaImageSearch
+
+    return SearchBackends(image=FvqaImageSearch(config.path))

@@ -1,8 +1,9 @@
 """The ``web`` search backends: the paper's chain over paid web APIs (DESIGN §3).
 
-``build(config)`` reads a ``WebConfig`` mapping and the API keys from the environment and
-returns the image and/or text backend. Keys live only in memory (as ``Secret``); they are
-never logged, cached, put into errors or returned.
+``build_web(config)`` takes a ``WebConfig`` (the registry builds it from a search config's
+keys), reads the API keys from the environment and returns the image and/or text backend.
+Keys live only in memory (as ``Secret``); they are never logged, cached, put into errors or
+returned.
 
 Example config (JSON): ``{"backend": "web", "text_engine": "serper", "reader": "jina",
 "llm_base_url": "http://127.0.0.1:8000/v1", "llm_model": "Qwen2.5-7B-Instruct"}``.
@@ -35,7 +36,6 @@ __all__ = [
     "WebConfig",
     "WebImageSearch",
     "WebTextSearch",
-    "build",
     "build_web",
 ]
 
@@ -172,8 +172,3 @@ def build_web(
         else _image_backend(config, env, callers, cache, uploader)
     )
     return SearchBackends(image=image, text=text)
-
-
-def build(config: Mapping[str, Any], *, cache: LayerCache | None = None) -> SearchBackends:
-    """Registry entry point (``mmsr.search.web:build``)."""
-    return build_web(WebConfig.from_mapping(config), cache=cache)

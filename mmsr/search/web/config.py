@@ -1,15 +1,13 @@
-"""Configuration of the web backends: one frozen dataclass, built from a plain mapping.
+"""Configuration of the web backends: one frozen dataclass.
 
-Unknown keys are errors. API keys are never configuration values: the config names the
+The registry builds it from the search config's keys with ``mmsr.config.build`` (unknown keys
+and wrong types are errors). API keys are never configuration values: the config names the
 environment variables that hold them.
 """
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 TEXT_ENGINES = ("serper", "serpapi", "none")
 IMAGE_ENGINES = ("serpapi_lens", "none")
@@ -98,20 +96,10 @@ class WebConfig:
             ("uploader", self.uploader, UPLOADERS),
         ):
             if value not in allowed:
-                raise ValueError(f"web config: {name} must be one of {allowed}, not {value!r}")
+                raise ValueError(f"{name} must be one of {allowed}, not {value!r}")
         if not 1 <= self.pages <= self.candidate_urls:
-            raise ValueError("web config: need 1 <= pages <= candidate_urls")
+            raise ValueError("need 1 <= pages <= candidate_urls")
         if self.retry_attempts < 1 or self.concurrency < 1:
-            raise ValueError("web config: retry_attempts and concurrency must be >= 1")
+            raise ValueError("retry_attempts and concurrency must be >= 1")
         if self.uploader == "http_post" and not self.upload_url:
-            raise ValueError("web config: uploader http_post needs upload_url")
-
-    @classmethod
-    def from_mapping(cls, config: Mapping[str, Any]) -> WebConfig:
-        """Builds from a mapping; ``backend`` (the registry's key) is ignored, others must exist."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        values = {k: v for k, v in config.items() if k != "backend"}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"web config: unknown keys {unknown}")
-        return cls(**values)
+            raise ValueError("uploader http_post needs upload_url")
