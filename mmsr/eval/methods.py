@@ -15,17 +15,16 @@ Every method runs on the ``RolloutEngine``: a prompt set, limits, and (for ``rag
 a first user turn that already holds the prefetched results (``RolloutTask.first_turn`` /
 ``prefetched``). Searches made for the model count in the search ratio like the model's own.
 This module is the table of methods: their first turns and prompt texts are the protocol's
-(``mmsr.protocol.method_turns``).
+(``mmsr.protocol.method_turns``), and every search runs through ``mmsr.rollout.call_tool``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from mmsr.policy.base import Policy
 from mmsr.protocol.method_turns import (
@@ -41,8 +40,8 @@ from mmsr.protocol.prompts import PromptSet, default_prompt_set
 from mmsr.protocol.render import RenderLimits
 from mmsr.rollout.engine import RolloutEngine, RolloutLimits, RolloutTask, TurnEncoder
 from mmsr.rollout.failures import ToolFailures, call_tool
-from mmsr.rollout.trajectory import ToolCall, Trajectory, hit_record
-from mmsr.search.base import SearchBackends, SearchError
+from mmsr.rollout.trajectory import ToolCall, Trajectory
+from mmsr.search.base import SearchBackends
 from mmsr.types import Sample
 
 NEEDS = ("none", "image", "text", "both")
@@ -104,26 +103,16 @@ class _Prefetch:
     top_title: str | None = None
 
 
-def _timed(
-    tool: Literal["image", "text"],
-    query: str | None,
-    run: Callable[[], list[Any]],
-    failures: ToolFailures,
-) -> tuple[list[Any], ToolCall]:
-    start = time.perf_counter()
-    hits, error = call_tool(tool, run, failures)
-    latency = time.perf_counter() - start
-    records = tuple(hit_record(hit) for hit in hits)
-    return hits, ToolCall(-1, tool, query, len(hits), error, latency, records)
-
-
 def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
-    def run() -> list[Any]:
-        if ctx.search.image is None:
-            raise SearchError("image search is not available", tool="image")
-        return ctx.search.image.search(item.image, ctx.limits.image_k)
-
-    hits, call = _timed("image", None, run, ctx.tool_failures)
+    hits, call = call_tool(
+        ctx.search,
+        "image",
+        image=item.image,
+        query=None,
+        question=item.question,
+        k=ctx.limits.image_k,
+        failures=ctx.tool_failures,
+    )
     out.calls.append(call)
     if call.error is not None:
         out.sections.append(image_error_section(call.error))
@@ -135,12 +124,15 @@ def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
 
 
 def _text_search(item: EvalItem, query: str, ctx: MethodContext, out: _Prefetch) -> None:
-    def run() -> list[Any]:
-        if ctx.search.text is None:
-            raise SearchError("text search is not available", tool="text")
-        return ctx.search.text.search(query, ctx.limits.text_k, question=item.question)
-
-    hits, call = _timed("text", query, run, ctx.tool_failures)
+    hits, call = call_tool(
+        ctx.search,
+        "text",
+        image=item.image,
+        query=query,
+        question=item.question,
+        k=ctx.limits.text_k,
+        failures=ctx.tool_failures,
+    )
     out.calls.append(call)
     if call.error is not None:
         out.sections.append(text_error_section(query, call.error, ctx.render_limits))
