@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from mmsr.config import ConfigError, dump_yaml, parse_overrides
+from mmsr.rollout import RolloutLimits
 from mmsr.train.grpo_config import GRPOConfig, load_grpo_config, preset_names
 
 
@@ -105,3 +106,19 @@ def test_search_cache_none_means_no_cache(
     assert tools.image is None and tools.text is None
     with pytest.raises(ValueError, match="search spec 'nope'"):
         build_tools(SearchSection(spec="nope"))
+
+
+def test_the_rollout_section_is_the_engines_limits() -> None:
+    cfg = load_grpo_config("tiny-cpu", ["--rollout.max_new_tokens=9", "--rollout.temperature=0.5"])
+    assert isinstance(cfg.rollout, RolloutLimits)  # handed to the engine as it is
+    # the preset's keys and overrides land on the limits; the protocol's search limits stay
+    assert (cfg.rollout.max_new_tokens, cfg.rollout.max_total_tokens, cfg.rollout.text_k) == (
+        9,
+        1024,
+        3,
+    )
+    assert (cfg.rollout.max_image_searches, cfg.rollout.max_text_searches) == (1, 2)
+    assert cfg.rollout.temperature == 0.5
+    # without a preset: the tiny CPU run's budgets, not the engine's
+    defaults = load_grpo_config(None).rollout
+    assert (defaults.max_new_tokens, defaults.max_total_tokens, defaults.text_k) == (64, 1024, 3)

@@ -15,8 +15,16 @@ from PIL import Image
 from mmsr.policy import Generation, GenerationRequest, ScriptedPolicy, sequence_script
 from mmsr.protocol import IMAGE_PLACEHOLDER
 from mmsr.rewards import score_trajectory
-from mmsr.rollout import EndReason, RolloutEngine, RolloutLimits, RolloutTask, write_trajectories
-from mmsr.search.base import SearchError
+from mmsr.rollout import (
+    EndReason,
+    RolloutEngine,
+    RolloutLimits,
+    RolloutTask,
+    ToolFailures,
+    call_tool,
+    write_trajectories,
+)
+from mmsr.search.base import SearchBackends, SearchError
 from mmsr.types import ImageHit, Role, TextHit, Turn
 
 R = "<reason>r</reason>"
@@ -276,3 +284,39 @@ def test_context_budget_stops_before_a_tool_turn_that_does_not_fit() -> None:
 def test_token_level_policy_needs_an_encoder() -> None:
     with pytest.raises(ValueError, match="needs a TurnEncoder"):
         RolloutEngine(TokenPolicy())
+
+
+class _FailingText:
+    def search(self, query: str, k: int, question: str | None = None) -> list[TextHit]:
+        raise SearchError("engine down", tool="text")
+
+
+@pytest.mark.parametrize(
+    ("tools", "tool", "query", "error"),
+    [
+        (SearchBackends(), "image", None, "image search is not available"),  # no image tool
+        (SearchBackends(), "text", "q", "text search is not available"),  # no text tool
+        (SearchBackends(text=_FailingText()), "text", "q", "engine down"),  # the backend's error
+    ],
+)
+def test_call_tool_records_a_failure_as_a_call(
+    tools: SearchBackends, tool: Any, query: str | None, error: str
+) -> None:
+    hits, call = call_tool(
+        tools, tool, image="IMG", query=query, question="?", k=3, failures=ToolFailures(), turn=1
+    )
+    assert hits == [] and (call.turn, call.tool, call.query, call.n_hits) == (1, tool, query, 0)
+    assert call.error == error and call.hits == ()
+
+
+def test_call_tool_without_a_text_query_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="needs a query"):
+        call_tool(
+            SearchBackends(),
+            "text",
+            image=None,
+            query=None,
+            question="?",
+            k=3,
+            failures=ToolFailures(),
+        )

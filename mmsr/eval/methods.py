@@ -14,36 +14,36 @@
 Every method runs on the ``RolloutEngine``: a prompt set, limits, and (for ``rag``/``oracle``)
 a first user turn that already holds the prefetched results (``RolloutTask.first_turn`` /
 ``prefetched``). Searches made for the model count in the search ratio like the model's own.
+This module is the table of methods: their first turns and prompt texts are the protocol's
+(``mmsr.protocol.method_turns``), and every search runs through ``mmsr.rollout.call_tool``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
-import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from mmsr.policy.base import Policy
-from mmsr.protocol.prompts import (
-    IMAGE_PLACEHOLDER,
-    QUESTION_SLOT,
-    PromptSet,
-    default_prompt_set,
-    read_prompt_file,
+from mmsr.protocol.method_turns import (
+    direct_first_turn,
+    image_error_section,
+    image_section,
+    method_prompt_set,
+    prefetched_first_turn,
+    text_error_section,
+    text_section,
 )
-from mmsr.protocol.render import RenderLimits, image_hit_lines, neutralize, text_hit_lines
+from mmsr.protocol.prompts import PromptSet, default_prompt_set
+from mmsr.protocol.render import RenderLimits
 from mmsr.rollout.engine import RolloutEngine, RolloutLimits, RolloutTask, TurnEncoder
 from mmsr.rollout.failures import ToolFailures, call_tool
-from mmsr.rollout.trajectory import ToolCall, Trajectory, hit_record
-from mmsr.search.base import SearchBackends, SearchError
-from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
+from mmsr.rollout.trajectory import ToolCall, Trajectory
+from mmsr.search.base import SearchBackends
+from mmsr.types import Sample
 
-PROMPT_DIR = Path(__file__).parent / "prompts"
-INFORMATION_SLOT = "{information}"
 NEEDS = ("none", "image", "text", "both")
 
 
@@ -90,17 +90,6 @@ class MethodContext:
     """Counts of unexpected tool exceptions over the whole run (each a failed call)."""
 
 
-@functools.cache
-def _prompt(method: str, role: str) -> str:
-    return read_prompt_file(PROMPT_DIR / method / f"{role}.txt")
-
-
-def _method_prompts(method: str, **roles: str) -> PromptSet:
-    """The default prompt set with some roles replaced by ``prompts/<method>/<role>.txt``."""
-    texts = {role: _prompt(method, name) for role, name in roles.items()}
-    return dataclasses.replace(default_prompt_set(), name=f"mmsr-{method}", **texts)
-
-
 # --- prefetched searches, rendered into the first user turn ---
 
 
@@ -114,29 +103,19 @@ class _Prefetch:
     top_title: str | None = None
 
 
-def _timed(
-    tool: Literal["image", "text"],
-    query: str | None,
-    run: Callable[[], list[Any]],
-    failures: ToolFailures,
-) -> tuple[list[Any], ToolCall]:
-    start = time.perf_counter()
-    hits, error = call_tool(tool, run, failures)
-    latency = time.perf_counter() - start
-    records = tuple(hit_record(hit) for hit in hits)
-    return hits, ToolCall(-1, tool, query, len(hits), error, latency, records)
-
-
 def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
-    def run() -> list[Any]:
-        if ctx.search.image is None:
-            raise SearchError("image search is not available", tool="image")
-        return ctx.search.image.search(item.image, ctx.limits.image_k)
-
-    hits, call = _timed("image", None, run, ctx.tool_failures)
+    hits, call = call_tool(
+        ctx.search,
+        "image",
+        image=item.image,
+        query=None,
+        question=item.question,
+        k=ctx.limits.image_k,
+        failures=ctx.tool_failures,
+    )
     out.calls.append(call)
     if call.error is not None:
-        out.sections.append(f"The image search failed: {neutralize(call.error, 300)}")
+        out.sections.append(image_error_section(call.error))
         return
     section, thumbs = image_section(hits, ctx.render_limits)
     out.sections.append(section)
@@ -145,75 +124,20 @@ def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
 
 
 def _text_search(item: EvalItem, query: str, ctx: MethodContext, out: _Prefetch) -> None:
-    def run() -> list[Any]:
-        if ctx.search.text is None:
-            raise SearchError("text search is not available", tool="text")
-        return ctx.search.text.search(query, ctx.limits.text_k, question=item.question)
-
-    hits, call = _timed("text", query, run, ctx.tool_failures)
+    hits, call = call_tool(
+        ctx.search,
+        "text",
+        image=item.image,
+        query=query,
+        question=item.question,
+        k=ctx.limits.text_k,
+        failures=ctx.tool_failures,
+    )
     out.calls.append(call)
-    shown = neutralize(query, ctx.render_limits.max_question_chars)
     if call.error is not None:
-        out.sections.append(f"The web search for {shown!r} failed: {neutralize(call.error, 300)}")
+        out.sections.append(text_error_section(query, call.error, ctx.render_limits))
         return
     out.sections.append(text_section(query, hits, ctx.render_limits))
-
-
-def image_section(
-    hits: Sequence[ImageHit], limits: RenderLimits = RenderLimits()
-) -> tuple[str, list[Any]]:
-    """A prefetched image search as a section of the first turn, and its thumbnails."""
-    lines, thumbs = image_hit_lines(hits, limits)
-    return "Image search results:\n" + "\n".join(lines), thumbs
-
-
-def text_section(query: str, hits: Sequence[TextHit], limits: RenderLimits = RenderLimits()) -> str:
-    """A prefetched text search as a section of the first turn."""
-    shown = neutralize(query, limits.max_question_chars)
-    return f"Web search results for {shown!r}:\n" + "\n".join(text_hit_lines(hits, limits))
-
-
-def prefetched_first_turn(
-    method: Literal["rag", "oracle"],
-    question: str,
-    image: Any,
-    sections: Sequence[str],
-    thumbnails: Sequence[Any],
-    limits: RenderLimits = RenderLimits(),
-) -> Turn:
-    """The first user turn of ``rag`` / ``oracle`` with already rendered result sections.
-
-    The SFT teacher writes its ``rag`` and ``oracle`` conversations with this, so the warm start
-    sees those methods' prompts exactly as the evaluation renders them.
-    """
-    got = _Prefetch(list(sections), list(thumbnails))
-    item = EvalItem("teacher", question, image, None, None)
-    return _first_turn(_prompt(method, "first_turn"), item, got, limits)
-
-
-def direct_first_turn(question: str, image: Any, limits: RenderLimits = RenderLimits()) -> Turn:
-    """The first user turn of ``direct`` (and of ``oracle`` for a question that needs nothing)."""
-    item = EvalItem("teacher", question, image, None, None)
-    return _direct_first_turn(item, limits)
-
-
-def method_prompt_set(method: Literal["direct", "rag", "oracle"]) -> PromptSet:
-    """The prompt set a method's rollouts run with (its follow-up turns)."""
-    if method == "rag":
-        return _method_prompts("rag", after_text_search="after_text_search")
-    if method == "direct":
-        return _method_prompts("direct", first_turn="first_turn")
-    return default_prompt_set()
-
-
-def _first_turn(template: str, item: EvalItem, got: _Prefetch, limits: RenderLimits) -> Turn:
-    """``template`` with the question, the question's image and the prefetched results."""
-    if template.index(IMAGE_PLACEHOLDER) > template.index(INFORMATION_SLOT):
-        raise ValueError("the question's image must come before the information in the prompt")
-    body = "\n\n".join(got.sections) or "No searches were needed."
-    text = template.replace(INFORMATION_SLOT, body)
-    text = text.replace(QUESTION_SLOT, neutralize(item.question, limits.max_question_chars))
-    return Turn(Role.USER, text, (item.image, *got.images))
 
 
 def oracle_query(item: EvalItem, top_title: str | None) -> str:
@@ -271,30 +195,27 @@ def _plain_task(item: EvalItem, ctx: MethodContext) -> RolloutTask:
     return RolloutTask(item.id, item.question, item.image)
 
 
-def _direct_first_turn(item: EvalItem, limits: RenderLimits) -> Turn:
-    safe = neutralize(item.question, limits.max_question_chars)
-    return Turn(
-        Role.USER, _prompt("direct", "first_turn").replace(QUESTION_SLOT, safe), (item.image,)
-    )
-
-
 def _prepare_rag(item: EvalItem, ctx: MethodContext) -> RolloutTask:
     got = _Prefetch()
     _image_search(item, ctx, got)
-    first = _first_turn(_prompt("rag", "first_turn"), item, got, ctx.render_limits)
+    first = prefetched_first_turn(
+        "rag", item.question, item.image, got.sections, got.images, ctx.render_limits
+    )
     return RolloutTask(item.id, item.question, item.image, first, tuple(got.calls))
 
 
 def _prepare_oracle(item: EvalItem, ctx: MethodContext) -> RolloutTask:
     if item.need == "none":
-        first = _direct_first_turn(item, ctx.render_limits)
+        first = direct_first_turn(item.question, item.image, ctx.render_limits)
         return RolloutTask(item.id, item.question, item.image, first)
     got = _Prefetch()
     if item.need in ("image", "both"):
         _image_search(item, ctx, got)
     if item.need in ("text", "both"):
         _text_search(item, oracle_query(item, got.top_title), ctx, got)
-    first = _first_turn(_prompt("oracle", "first_turn"), item, got, ctx.render_limits)
+    first = prefetched_first_turn(
+        "oracle", item.question, item.image, got.sections, got.images, ctx.render_limits
+    )
     return RolloutTask(item.id, item.question, item.image, first, tuple(got.calls))
 
 

@@ -1,6 +1,7 @@
 """The multi-turn rollout engine and the trajectories it produces."""
 
 from mmsr.rollout.engine import RolloutEngine, RolloutLimits, RolloutTask, TurnEncoder
+from mmsr.rollout.failures import ToolFailures, call_tool
 from mmsr.rollout.trajectory import (
     EndReason,
     ToolCall,
@@ -15,8 +16,10 @@ __all__ = [
     "RolloutLimits",
     "RolloutTask",
     "ToolCall",
+    "ToolFailures",
     "Trajectory",
     "TurnEncoder",
+    "call_tool",
     "trajectory_record",
     "write_trajectories",
 ]

@@ -4,7 +4,7 @@ One explicit state machine per trajectory: GENERATE → parse → (ANSWER: done)
 tool, render the results as the next user turn, GENERATE again) | (anything else: done). The
 generations of all live trajectories are batched into one policy call per turn, and the tool
 calls of a turn run concurrently in a thread pool, so their waits overlap. A tool failure of
-any kind is an observation (``mmsr.rollout.failures``); a policy ``Generation`` with an
+any kind is an observation (``mmsr.rollout.failures.call_tool``); a policy ``Generation`` with an
 ``error`` (a chat API that refused this prompt) ends that rollout alone as ``policy_error``.
 
 For token-level policies the engine also keeps each trajectory's token ids: the ids of the
@@ -14,11 +14,10 @@ appended as they are (mask 1) — never re-tokenised.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from mmsr.policy.base import Generation, GenerationRequest, Policy
 from mmsr.protocol.actions import parse_action
@@ -31,8 +30,8 @@ from mmsr.protocol.render import (
     render_text_results,
 )
 from mmsr.rollout.failures import ToolFailures, call_tool
-from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory, hit_record
-from mmsr.search.base import ImageSearchBackend, SearchError, TextSearchBackend
+from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory
+from mmsr.search.base import ImageSearchBackend, SearchBackends, TextSearchBackend
 from mmsr.types import Action, Answer, ImageSearch, Invalid, Role, TextSearch, Turn
 
 
@@ -145,8 +144,7 @@ class RolloutEngine:
         if policy.token_level and encoder is None:
             raise ValueError("a token-level policy needs a TurnEncoder")
         self.policy = policy
-        self.image_search = image_search
-        self.text_search = text_search
+        self.tools = SearchBackends(image_search, text_search)
         self.prompts = prompts or default_prompt_set()
         self.limits = limits
         self.render_limits = render_limits
@@ -247,35 +245,29 @@ class RolloutEngine:
         """Run the search the last action asked for; a failure becomes the observation."""
         action = state.actions[-1]
         question = state.task.question
-        start = time.perf_counter()
-        tool: Any = "image" if isinstance(action, ImageSearch) else "text"
+        tool: Literal["image", "text"] = "image" if isinstance(action, ImageSearch) else "text"
         query = action.query if isinstance(action, TextSearch) else None
         if tool == "image":
             state.image_searches += 1
         else:
             state.text_searches += 1
-        hits, error = call_tool(tool, lambda: self._hits(state, query), self.tool_failures)
-        if error is not None:
-            turn = render_search_error(tool, error, question, self.prompts, self.render_limits)
-        elif tool == "image":
-            turn = render_image_results(hits, question, self.prompts, self.render_limits)
-        else:
-            turn = render_text_results(hits, question, self.prompts, self.render_limits)
-        latency = time.perf_counter() - start
-        turn_index = len(state.actions) - 1
-        records = tuple(hit_record(hit) for hit in hits)
-        call = ToolCall(turn_index, tool, query, len(hits), error, latency, records)
+        k = self.limits.image_k if tool == "image" else self.limits.text_k
+        hits, call = call_tool(
+            self.tools,
+            tool,
+            image=state.task.image,
+            query=query,
+            question=question,
+            k=k,
+            failures=self.tool_failures,
+            turn=len(state.actions) - 1,
+        )
         state.tool_calls.append(call)
-        return turn
-
-    def _hits(self, state: _State, query: str | None) -> list[Any]:
-        if query is None:
-            if self.image_search is None:
-                raise SearchError("image search is not available", tool="image")
-            return self.image_search.search(state.task.image, self.limits.image_k)
-        if self.text_search is None:
-            raise SearchError("text search is not available", tool="text")
-        return self.text_search.search(query, self.limits.text_k, question=state.task.question)
+        if call.error is not None:
+            return render_search_error(tool, call.error, question, self.prompts, self.render_limits)
+        if tool == "image":
+            return render_image_results(hits, question, self.prompts, self.render_limits)
+        return render_text_results(hits, question, self.prompts, self.render_limits)
 
     def _add_user_turn(self, state: _State, turn: Turn) -> None:
         if self.encoder is not None:

@@ -34,12 +34,12 @@ from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.io import load_model
 from mmsr.policy.local_model import build_hf_policy
 from mmsr.rewards import score_trajectory
-from mmsr.rollout import RolloutEngine, RolloutLimits, RolloutTask, write_trajectories
+from mmsr.rollout import RolloutEngine, RolloutTask, write_trajectories
 from mmsr.search.base import SearchBackends
 from mmsr.train.batch import TokenSequence, TrainBatch, collate, token_logprobs
 from mmsr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from mmsr.train.checkpoint import set_rng_state as restore_rng
-from mmsr.train.grpo_config import AlgoSection, GRPOConfig, OptimSection, RolloutSection
+from mmsr.train.grpo_config import AlgoSection, GRPOConfig, OptimSection
 from mmsr.train.loss import group_advantages, grpo_loss, zero_variance_share
 from mmsr.train.metrics import MetricsWriter, rollout_metrics
 from mmsr.types import RewardBreakdown, Sample
@@ -106,16 +106,6 @@ def lr_factor(optim: OptimSection, total_steps: int) -> Callable[[int], float]:
         )
 
     return factor
-
-
-def rollout_limits(section: RolloutSection) -> RolloutLimits:
-    return RolloutLimits(
-        max_turns=section.max_turns,
-        max_new_tokens=section.max_new_tokens,
-        max_total_tokens=section.max_total_tokens,
-        image_k=section.image_k,
-        text_k=section.text_k,
-    )
 
 
 def sample_fields(
@@ -284,7 +274,7 @@ def train_grpo(
         image_search=parts.search.image,
         text_search=parts.search.text,
         encoder=turn_encoder,
-        limits=rollout_limits(cfg.rollout),
+        limits=cfg.rollout,
     )
     suppressed = sorted(turn_encoder.forbidden_ids)
     optimizer = torch.optim.AdamW(

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmsr.config import load_config
+from mmsr.rollout.engine import RolloutLimits
 from mmsr.train import preset_files
 
 
@@ -47,19 +48,18 @@ class SearchSection:
 
 
 @dataclass(frozen=True)
-class RolloutSection:
-    max_turns: int = 3
-    """Assistant turns per rollout (DESIGN §1)."""
+class RolloutSection(RolloutLimits):
+    """The engine's ``RolloutLimits`` (its fields, documented there) plus the sampling temperature.
+
+    The engine takes this section as its limits. Only the defaults differ: the token budgets and
+    ``text_k`` are sized for the tiny CPU run (every preset sets them anyway).
+    """
+
     max_new_tokens: int = 64
-    """Longest assistant turn."""
     max_total_tokens: int = 1024
-    """Longest whole rollout sequence."""
+    text_k: int = 3
     temperature: float = 1.0
     """Sampling temperature (the loss uses the same)."""
-    image_k: int = 5
-    """Image hits per image search."""
-    text_k: int = 3
-    """Text hits per text search."""
 
 
 @dataclass(frozen=True)

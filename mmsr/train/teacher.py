@@ -16,12 +16,13 @@ train questions:
   question whose real text hits do not contain the value is skipped (the teacher never answers
   what it cannot read).
 - ``rag`` / ``oracle`` / ``direct``: train questions in the evaluation methods' own formats
-  (``mmsr.eval.methods``), so those baselines measure what the warm start knows rather than
-  whether a tiny model can read a prompt it never saw. ``rag``: the prefetched image results,
-  a text query naming the entity (the name itself for a naming question), its real text hits,
-  the answer; ``oracle``: the searches the question's ``search_need`` labels made for it, the
-  answer; ``direct``: a head question answered from knowledge (the teacher has no answer to a
-  tail question without search, so none is drawn).
+  (``mmsr.protocol.method_turns``, which the evaluation renders with too), so those baselines
+  measure what the warm start knows rather than whether a tiny model can read a prompt it
+  never saw. ``rag``: the prefetched image results, a text query naming the entity (the name
+  itself for a naming question), its real text hits, the answer; ``oracle``: the searches the
+  question's ``search_need`` labels made for it, the answer; ``direct``: a head question
+  answered from knowledge (the teacher has no answer to a tail question without search, so
+  none is drawn).
 
 Not here: tokenisation and training (``mmsr.train.sft``).
 """
@@ -32,7 +33,7 @@ import random
 from typing import Any
 
 from mmsr.data import open_image
-from mmsr.eval.methods import (
+from mmsr.protocol.method_turns import (
     direct_first_turn,
     image_section,
     method_prompt_set,
