@@ -3,6 +3,8 @@
 Each command group lives in a small ``cli`` module next to the code it drives and exposes
 ``register(subparsers)``; this file lists those modules explicitly (no import-time
 registration). Heavy imports happen inside the command functions, so ``mmsr --help`` is fast.
+``run(argv)`` runs one command in-process for code that holds a command line; code that holds
+values calls the typed functions the commands call (``run_eval``, ``train_grpo``, …).
 """
 
 from __future__ import annotations
@@ -84,8 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+def _parse(parser: argparse.ArgumentParser, argv: Sequence[str] | None) -> argparse.Namespace:
     # Commands with config overrides (``--section.field VALUE``) set ``takes_overrides`` and
     # receive the arguments argparse does not know as ``args.overrides``; others reject them.
     args, extra = parser.parse_known_args(argv)
@@ -93,6 +94,24 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.overrides = extra
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def run(argv: Sequence[str]) -> int:
+    """Run one ``mmsr`` command in this process, as ``main`` does, but leaving logging as it
+    is and errors raised; returns the command's exit code (2: a group without a command)."""
+    parser = build_parser()
+    args = _parse(parser, list(argv))
+    func = getattr(args, "func", None)
+    if func is None:
+        parser.print_help()
+        return 2
+    return int(func(args) or 0)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = _parse(parser, argv)
     configure_logging(args.verbose)
     func = getattr(args, "func", None)
     if func is None:

@@ -66,6 +66,19 @@ def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
     return result
 
 
+def to_overrides(settings: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """``{"run": {"seed": 3}}`` → ``["--run.seed", "3"]``: the overrides ``parse_overrides``
+    reads back as ``settings`` (values as YAML scalars)."""
+    args: list[str] = []
+    for key, value in settings.items():
+        if isinstance(value, Mapping):
+            args += to_overrides(value, f"{prefix}{key}.")
+        else:
+            text = yaml.safe_dump(value, default_flow_style=True, width=10**9)
+            args += [f"--{prefix}{key}", text.removesuffix("\n...\n").strip()]
+    return args
+
+
 def merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """``base`` updated by ``extra``, section by section (nested mappings merge, values replace)."""
     out = dict(base)

@@ -5,19 +5,30 @@ Qwen2.5-VL taught by SFT to use the protocol), runs GRPO with the search penalty
 budget, evaluates on the world's held-out test split — ``direct``, ``rag``,
 ``on_demand_warmstart``, ``on_demand_rl`` and ``oracle`` — and writes ``OUT/report.md``,
 ``OUT/report.html`` (plots: reward and search ratio over training steps; accuracy vs search
-ratio per method) and ``OUT/summary.json``. Every stage is one of the ``mmsr`` commands, run
-in-process, so the demo is exactly what a user can run step by step.
+ratio per method) and ``OUT/summary.json``. Every stage calls the function one of the ``mmsr``
+commands calls (``mmsr.demo_stages``) and logs that command, so the demo is exactly what a
+user can run step by step.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import shlex
 import time
-from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mmsr.demo_stages import (
+    Stage,
+    eval_stage,
+    grpo_stage,
+    index_stage,
+    sft_more_stage,
+    world_stage,
+)
+from mmsr.eval.config import EvalRunConfig
 
 logger = logging.getLogger(__name__)
 
@@ -78,26 +89,13 @@ class DemoConfig:
         return (*self.methods, *(ABLATIONS if self.ablations else ()))
 
 
-def run_cli(argv: Sequence[str]) -> None:
-    """Run one ``mmsr`` command in-process; a non-zero exit is an error."""
-    from mmsr.cli import build_parser
-
-    parser = build_parser()
-    args, rest = parser.parse_known_args(list(argv))
-    if getattr(args, "takes_overrides", False):
-        args.overrides = rest
-    elif rest:
-        parser.error(f"unrecognised arguments: {' '.join(rest)}")
-    code = int(args.func(args) or 0)
-    if code != 0:
-        raise RuntimeError(f"'mmsr {' '.join(argv)}' failed with exit code {code}")
-
-
-def _stage(name: str, timings: dict[str, float], argv: Sequence[str]) -> None:
-    logger.info("demo: %s", name)
+def _stage(stage: Stage, timings: dict[str, float]) -> Any:
+    """Run one stage, logging the ``mmsr`` command that does the same by hand."""
+    logger.info("demo: %s: mmsr %s", stage.name, shlex.join(stage.command))
     start = time.perf_counter()
-    run_cli(argv)
-    timings[name] = round(time.perf_counter() - start, 1)
+    result = stage.run()
+    timings[stage.name] = round(time.perf_counter() - start, 1)
+    return result
 
 
 def _latest_model(run: Path) -> Path:
@@ -132,36 +130,17 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out, timings = cfg.out, dict[str, float]()
     keep_previous_run(out)
     world, index, grpo = out / "world", out / "index", out / "grpo"
-    world_args = ["world", "build", "--out", str(world), "--seed", str(cfg.seed)]
-    _stage("world", timings, [*world_args, *(["--small"] if cfg.small_world else [])])
-    _stage(
-        "index", timings, ["index", "build", "--corpus", str(world / "corpus"), "--out", str(index)]
-    )
-    overrides = [
-        *("--model.path", str(cfg.warmstart), "--data.train", str(world / "train.parquet")),
-        *("--search.spec", f"local:{index}", "--search.cache", "none", "--run.seed", str(cfg.seed)),
-        *cfg.grpo_overrides,
-    ]
-    grpo_argv = ["train", "grpo", "--preset", cfg.grpo_preset, *overrides]
-    _stage("grpo", timings, [*grpo_argv, "--out", str(grpo)])
+    _stage(world_stage(world, cfg.seed, cfg.small_world), timings)
+    _stage(index_stage(world / "corpus", index), timings)
+    settings = _grpo_settings(cfg)
+    _stage(grpo_stage("grpo", cfg.grpo_preset, settings, cfg.grpo_overrides, grpo), timings)
     models = {"warmstart": cfg.warmstart, "rl": _latest_model(grpo)}
     if cfg.ablations:
-        models.update(_run_ablations(cfg, grpo_argv, timings))
+        models.update(_run_ablations(cfg, timings))
     for name in cfg.all_methods():
         method, which = ALL_METHODS[name]
-        argv = [
-            *("eval", "--policy", f"hf:{models[which]}", "--method", method),
-            *("--data", str(world / "test.parquet"), "--search", f"local:{index}"),
-            *("--out", str(out / "eval" / name), "--benchmark", "world", "--seed", str(cfg.seed)),
-            *("--batch-size", str(cfg.eval_batch_size)),
-            *(["--limit", str(cfg.eval_limit)] if cfg.eval_limit else []),
-            *(
-                ["--max-new-tokens", str(cfg.eval_max_new_tokens)]
-                if cfg.eval_max_new_tokens
-                else []
-            ),
-        ]
-        _stage(f"eval/{name}", timings, argv)
+        run = _eval_config(cfg, method, models[which], out / "eval" / name)
+        _stage(eval_stage(name, run), timings)
     from mmsr.demo_report import write_demo_report
 
     summary = write_demo_report(out, cfg.all_methods(), grpo, timings)
@@ -170,50 +149,44 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     return summary
 
 
-def warmstart_recipe(warmstart: Path) -> list[str]:
-    """``mmsr train sft`` options that continue ``warmstart`` with its own teacher mixture.
-
-    Read from the ``sft_config.json`` the warm start was saved with (a mixture saved before a
-    teacher kind existed names the kinds of its time: ``teacher_config.saved_weights``). A folder
-    without one continues with the preset's mixture.
-    """
-    from mmsr.train.teacher_config import COPY_ENTITIES, saved_weights, weights_text
-
-    path = warmstart / "sft_config.json"
-    if not path.is_file():
-        return []
-    saved = json.loads(path.read_text(encoding="utf-8"))
-    teacher = saved.get("teacher", {})
-    argv: list[str] = []
-    if teacher.get("weights"):
-        argv += ["--weights", weights_text(saved_weights(teacher["weights"]))]
-    if "head_direct" in teacher:
-        argv += ["--head-direct", str(float(teacher["head_direct"]))]
-    if teacher.get("copy_entities") in COPY_ENTITIES:
-        argv += ["--copy-entities", str(teacher["copy_entities"])]
-    if "lr" in saved:
-        argv += ["--lr", str(float(saved["lr"]))]
-    return argv
+def _grpo_settings(cfg: DemoConfig) -> dict[str, Any]:
+    """What the demo sets in the GRPO preset (``grpo_overrides`` still win over it)."""
+    world = cfg.out / "world"
+    return {
+        "model": {"path": str(cfg.warmstart)},
+        "data": {"train": str(world / "train.parquet")},
+        "search": {"spec": f"local:{cfg.out / 'index'}", "cache": "none"},
+        "run": {"seed": cfg.seed},
+    }
 
 
-def _run_ablations(
-    cfg: DemoConfig, grpo_argv: list[str], timings: dict[str, float]
-) -> dict[str, Path]:
+def _eval_config(cfg: DemoConfig, method: str, model: Path, out: Path) -> EvalRunConfig:
+    """One evaluation of the demo: ``model`` with ``method`` on the world's test split."""
+    return EvalRunConfig(
+        policy=f"hf:{model}",
+        method=method,
+        data=cfg.out / "world" / "test.parquet",
+        out=out,
+        search=f"local:{cfg.out / 'index'}",
+        benchmark="world",
+        seed=cfg.seed,
+        batch_size=cfg.eval_batch_size,
+        limit=cfg.eval_limit or None,
+        max_new_tokens=cfg.eval_max_new_tokens or EvalRunConfig.max_new_tokens,
+    )
+
+
+def _run_ablations(cfg: DemoConfig, timings: dict[str, float]) -> dict[str, Path]:
     """Train the ablations' policies; returns their model folders by ``ABLATIONS`` key."""
     out = cfg.out
     no_penalty = out / "grpo_no_penalty"
-    argv = [*grpo_argv, "--algo.search_penalty", "0", "--out", str(no_penalty)]
-    _stage("grpo_no_penalty", timings, argv)
+    overrides = (*cfg.grpo_overrides, "--algo.search_penalty", "0")  # last: it wins
+    settings = _grpo_settings(cfg)
+    _stage(grpo_stage("grpo_no_penalty", cfg.grpo_preset, settings, overrides, no_penalty), timings)
     minutes = cfg.sft_minutes if cfg.sft_minutes is not None else timings["grpo"] / 60.0
     sft_more = out / "sft_more"
-    argv = [
-        *("train", "sft", "--world", str(out / "world"), "--index", str(out / "index")),
-        *("--out", str(sft_more), "--init", str(cfg.warmstart), "--seed", str(cfg.seed)),
-        *("--minutes", f"{minutes:.3f}", "--primer-steps", "0", "--eval-every", "0"),
-        *("--final-questions", "2", "--quiet"),
-        *warmstart_recipe(cfg.warmstart),
-    ]
-    _stage("sft_more", timings, argv)
+    stage = sft_more_stage(out / "world", out / "index", cfg.warmstart, cfg.seed, minutes, sft_more)
+    _stage(stage, timings)
     return {"rl_no_penalty": _latest_model(no_penalty), "sft_more": sft_more}
 
 

@@ -102,7 +102,9 @@ def write_eval_run(folder: Path, method: str, searches: bool, bad_line: bool = F
         right = searches or i % 2 == 0
         answer = s.answer if right else "Rock"
         traj = searching(s, answer) if searches and i % 2 == 1 else direct(s, answer)
-        lines.append(json.dumps(result_line(traj, s, method, image_dir=folder / "images")))
+        lines.append(
+            json.dumps(result_line(traj, s, method, image_dir=folder / "images").to_json())
+        )
     if bad_line:
         lines.insert(2, '{"id": "broken", "question": "cut off')
     (folder / "trajectories.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")

@@ -109,3 +109,13 @@ def test_core_modules_do_not_import_torch(module: str) -> None:
     code = f"import sys, {module}; assert not any(m in sys.modules for m in {heavy})"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
     assert out.returncode == 0, out.stderr
+
+
+def test_run_returns_the_exit_code_and_raises_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    from mmsr.cli import run
+    from mmsr.config import ConfigError
+
+    assert run(["world"]) == 2  # a group without a command: its help
+    with pytest.raises(ConfigError, match="batch_size must be at least 1"):  # not caught
+        argv = ["eval", "--policy", "scripted:abstain", "--method", "direct", "--data", "x"]
+        run([*argv, "--out", "o", "--batch-size", "0"])

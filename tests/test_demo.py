@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 import tiny_models
 
 from mmsr.config import read_yaml
-from mmsr.demo import ABLATIONS, METHODS, DemoConfig, run_demo, warmstart_recipe
+from mmsr.demo import ABLATIONS, METHODS, DemoConfig, run_demo
+from mmsr.demo_stages import warmstart_recipe
 from mmsr.models import build_tiny_model, save_pretrained
 from mmsr.train.teacher_config import parse_weights
 
@@ -159,3 +161,40 @@ def test_demo_prints_the_inspect_command(
     )
     assert mmsr.demo._cmd_demo(args) == 0
     assert f"mmsr inspect {tmp_path / 'eval'}" in capsys.readouterr().out
+
+
+def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None:
+    """The command the demo logs, parsed by the real CLI, builds the config the stage runs."""
+    from mmsr.cli import build_parser
+    from mmsr.demo import _eval_config, _grpo_settings
+    from mmsr.demo_stages import eval_stage, grpo_stage, sft_more_stage
+    from mmsr.eval.cli import config_from_args
+    from mmsr.train.grpo_config import load_grpo_config
+    from mmsr.train.sft import load_sft_config
+    from mmsr.train.sft_cli import sft_settings
+
+    teacher = {"weights": [0.08, 0.08, 0.0, 0.03, 0.7], "head_direct": 0.6, "copy_entities": "tail"}
+    (tmp_path / "sft_config.json").write_text(json.dumps({"lr": 1e-3, "teacher": teacher}))
+    cfg = DemoConfig(out=tmp_path / "demo", seed=3, warmstart=tmp_path, eval_limit=4)
+    parser = build_parser()
+
+    def parsed(command: tuple[str, ...]) -> Any:
+        args, rest = parser.parse_known_args(list(command))
+        args.overrides = rest
+        return args
+
+    overrides = (*cfg.grpo_overrides, "--algo.search_penalty", "0")
+    grpo = grpo_stage("grpo", "tiny-cpu", _grpo_settings(cfg), overrides, tmp_path / "g")
+    args = parsed(grpo.command)
+    assert load_grpo_config(args.preset, args.overrides) == grpo.config
+    assert grpo.config.algo.search_penalty == 0.0 and grpo.config.run.steps == 8
+    assert grpo.config.search.cache == "none" and grpo.config.model.path == str(tmp_path)
+
+    sft = sft_more_stage(tmp_path / "w", tmp_path / "i", tmp_path, 3, 0.123456, tmp_path / "s")
+    args = parsed(sft.command)
+    assert load_sft_config(args.preset, sft_settings(args), args.overrides) == sft.config
+    assert sft.config.minutes == 0.123 and sft.config.teacher.copy_entities == "tail"
+
+    ev = eval_stage("rag", _eval_config(cfg, "rag", tmp_path, tmp_path / "e"))
+    assert config_from_args(parsed(ev.command)) == ev.config
+    assert ev.config.limit == 4 and ev.config.max_new_tokens == 256

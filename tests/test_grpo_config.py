@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from mmsr.config import ConfigError, dump_yaml, parse_overrides
+from mmsr.config import ConfigError, dump_yaml, parse_overrides, to_overrides
 from mmsr.rollout import RolloutLimits
 from mmsr.train.grpo_config import GRPOConfig, load_grpo_config, preset_names
 
@@ -34,6 +34,18 @@ def test_every_preset_parses() -> None:
 )
 def test_parse_overrides(args: list[str], expected: dict[str, object]) -> None:
     assert parse_overrides(args) == expected
+
+
+def test_settings_sit_between_the_preset_and_the_overrides() -> None:
+    settings = {"run": {"seed": 3, "steps": 5}, "search": {"cache": "none"}}
+    cfg = load_grpo_config("tiny-cpu", ["--run.steps", "2"], settings)
+    assert (cfg.run.seed, cfg.run.steps, cfg.search.cache) == (3, 2, "none")  # overrides win
+    # to_overrides writes settings as overrides that read back the same
+    args = to_overrides(settings | {"model": {"path": "/a b: c", "init_seed": None}})
+    assert parse_overrides(args) == settings | {"model": {"path": "/a b: c", "init_seed": None}}
+    assert load_grpo_config("tiny-cpu", to_overrides(settings)) == load_grpo_config(
+        "tiny-cpu", None, settings
+    )
 
 
 def test_overrides_apply_over_the_preset() -> None:

@@ -20,7 +20,8 @@ from mmsr.chat import ChatClient
 from mmsr.data.readers import jsonl_rows
 from mmsr.eval.methods import MethodContext, get_method
 from mmsr.eval.metrics import EvalRecord, summarize
-from mmsr.eval.runner import TRAJECTORIES, eval_records, evaluate, read_finished
+from mmsr.eval.records import eval_records
+from mmsr.eval.runner import TRAJECTORIES, evaluate, read_finished, read_results
 from mmsr.policy import Generation
 from mmsr.policy.openai import OpenAIPolicy
 from mmsr.rollout import EndReason, RolloutEngine, RolloutTask
@@ -148,10 +149,10 @@ def test_refused_prompts_fail_their_question_and_retry_failed_redoes_them(
         policy = OpenAIPolicy(ChatClient(url, "m", max_retries=0))
         lines = evaluate(samples, _image, method, MethodContext(policy=policy), tmp_path)
     assert len(lines) == 6
-    failed = {line["id"]: line for line in lines if line["error"] is not None}
+    failed = {line.id: line for line in lines if line.error is not None}
     assert set(failed) == {"q1", "q4"}
     assert all(
-        "HTTP 400" in f["error"] and f["end_reason"] == "policy_error" for f in failed.values()
+        "HTTP 400" in (f.error or "") and f.end_reason == "policy_error" for f in failed.values()
     )
     overall = summarize(eval_records(lines))
     # failed questions count against accuracy: 4 of 6 right
@@ -163,9 +164,9 @@ def test_refused_prompts_fail_their_question_and_retry_failed_redoes_them(
         ctx = MethodContext(policy=policy)
         assert len(evaluate(samples, _image, method, ctx, tmp_path)) == 6
         again = evaluate(samples, _image, method, ctx, tmp_path, retry_failed=True)
-    on_disk = read_finished(tmp_path / TRAJECTORIES)
-    assert sorted(line["id"] for line in on_disk) == [f"q{i}" for i in range(6)]
-    assert sorted(line["id"] for line in again) == [f"q{i}" for i in range(6)]
+    on_disk = read_results(tmp_path / TRAJECTORIES)
+    assert sorted(line.id for line in on_disk) == [f"q{i}" for i in range(6)]
+    assert sorted(line.id for line in again) == [f"q{i}" for i in range(6)]
     assert summarize(eval_records(on_disk))["accuracy_em"] == 1.0
 
 

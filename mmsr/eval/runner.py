@@ -7,10 +7,10 @@ short by a crash is dropped (and the file truncated back to the last whole line)
 read; finished lines are never rewritten, except that ``retry_failed`` first drops the lines
 of failed questions (``error`` set: the policy could not answer them) in one atomic rewrite,
 so that they run again. A failed question is a finished line like any other: a run goes on
-past it and finishes. ``eval_records`` turns the lines into the ``EvalRecord``s the metrics
-read. The conversation's images (the question's and the thumbnails of image hits) are saved
-in ``images/`` beside the lines, once per distinct image, for ``mmsr inspect``. No progress
-bar here: the CLI passes ``on_batch``.
+past it and finishes. Lines are ``records.ResultLine``s (``read_results``; ``read_finished``
+gives the plain JSON objects). The conversation's images (the question's and the thumbnails
+of image hits) are saved in ``images/`` beside the lines, once per distinct image, for
+``mmsr inspect``. No progress bar here: ``run.run_eval`` passes ``on_batch``.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsr.eval.methods import EvalItem, Method, MethodContext
-from mmsr.eval.metrics import EvalRecord
+from mmsr.eval.records import ResultLine
 from mmsr.rewards import AnswerJudge, score_trajectory
 from mmsr.rollout.trajectory import Trajectory, trajectory_record
 from mmsr.types import Sample
@@ -95,13 +95,13 @@ def result_line(
     reward_mode: str = "em",
     judge: AnswerJudge | None = None,
     image_dir: Path | None = None,
-) -> dict[str, Any]:
-    """The JSON line of one finished question: the trajectory, its scores and its labels;
-    with ``image_dir``, the conversation's images (question and thumbnails) are saved there."""
+) -> ResultLine:
+    """The line of one finished question: the trajectory, its scores and its labels; with
+    ``image_dir``, the conversation's images (question and thumbnails) are saved there."""
     reward = score_trajectory(traj.assistant_texts, sample.golds, mode=reward_mode)
     verdict, judge_error = _verdict(judge, sample.question, reward.answer, sample.golds)
     need = sample.extra.get("search_need")
-    return {
+    record = {
         **trajectory_record(traj, image_dir),
         "method": method,
         "answer": reward.answer,
@@ -115,34 +115,13 @@ def result_line(
         "judge": verdict,
         "judge_error": judge_error,
     }
+    # through JSON, so that a new line equals the same line read back from the file
+    return ResultLine.from_json(json.loads(json.dumps(record)))
 
 
-def eval_records(lines: Iterable[dict[str, Any]]) -> list[EvalRecord]:
-    """``EvalRecord``s of result lines, for ``compute_metrics``."""
-    return [
-        EvalRecord(
-            id=str(line["id"]),
-            answer=line["answer"],
-            golds=tuple(line["golds"]),
-            image_calls=int(line["image_calls"]),
-            text_calls=int(line["text_calls"]),
-            turns=int(line["n_assistant_turns"]),
-            tokens=int(line.get("n_trained_tokens", 0)),
-            category=str(line.get("category") or ""),
-            need=line.get("need"),
-            judge_correct=line.get("judge"),
-            end_reason=str(line.get("end_reason", "")),
-            failed_image_calls=_failed_calls(line, "image"),
-            failed_text_calls=_failed_calls(line, "text"),
-            failed=line.get("error") is not None,
-        )
-        for line in lines
-    ]
-
-
-def _failed_calls(line: dict[str, Any], tool: str) -> int:
-    calls = line.get("tool_calls") or []
-    return sum(c.get("tool") == tool and c.get("error") is not None for c in calls)
+def read_results(path: Path) -> list[ResultLine]:
+    """The finished lines of ``path`` as ``ResultLine``s (see ``read_finished``)."""
+    return [ResultLine.from_json(line, str(path)) for line in read_finished(path)]
 
 
 def drop_failed(path: Path) -> int:
@@ -169,15 +148,15 @@ def evaluate(
     seed: int = 0,
     reward_mode: str = "em",
     judge: AnswerJudge | None = None,
-    on_batch: Callable[[list[dict[str, Any]]], None] | None = None,
+    on_batch: Callable[[list[ResultLine]], None] | None = None,
     retry_failed: bool = False,
-) -> list[dict[str, Any]]:
+) -> list[ResultLine]:
     """Evaluate the samples not yet finished in ``out``; returns every finished line."""
     path = out / TRAJECTORIES
     if retry_failed and (dropped := drop_failed(path)):
         logger.info("%s: retrying %d failed questions", out, dropped)
-    done = read_finished(path)
-    finished = {str(line["id"]) for line in done}
+    done = read_results(path)
+    finished = {str(line.id) for line in done}
     pending = [s for s in samples if s.id not in finished]
     if finished:
         logger.info("%s: %d questions already done, %d to go", out, len(finished), len(pending))
@@ -200,7 +179,7 @@ def evaluate(
                     zip(trajectories, batch, strict=True),
                 )
             )
-        append_lines(path, lines)
+        append_lines(path, (line.to_json() for line in lines))
         done.extend(lines)
         if on_batch is not None:
             on_batch(lines)

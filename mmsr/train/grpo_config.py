@@ -7,10 +7,11 @@ preset and ``--section.field value`` overrides to the defaults below; see ``mmsr
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
-from mmsr.config import load_config
+from mmsr.config import load_config, merge
 from mmsr.rollout.engine import RolloutLimits
 from mmsr.train import preset_files
 
@@ -157,6 +158,12 @@ def preset_names() -> list[str]:
     return preset_files.preset_names("grpo")
 
 
-def load_grpo_config(preset: str | None = None, overrides: list[str] | None = None) -> GRPOConfig:
-    """A preset (a packaged name or a YAML file path) plus overrides, over the defaults."""
-    return load_config(GRPOConfig, preset_files.read_preset("grpo", preset), overrides or [])
+def load_grpo_config(
+    preset: str | None = None,
+    overrides: Sequence[str] | None = None,
+    settings: Mapping[str, Any] | None = None,
+) -> GRPOConfig:
+    """A preset (a packaged name or a YAML file path), then ``settings`` (a nested mapping:
+    ``{"run": {"seed": 3}}``), then ``--section.field value`` overrides, over the defaults."""
+    data = merge(preset_files.read_preset("grpo", preset), settings or {})
+    return load_config(GRPOConfig, data, overrides or [])

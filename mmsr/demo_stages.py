@@ -1,0 +1,165 @@
+"""The demo's stages as typed calls, each with the ``mmsr`` command line that does the same.
+
+A ``Stage`` pairs a call of the function a command runs (``build_world``, ``build_index``,
+``train_grpo``, ``train_sft``, ``run_eval``) with that command's arguments, which the demo
+logs so that a user can rerun one stage by hand. The builders here make both from the same
+values; the tests parse each command line with the real CLI and compare the configs. Not here:
+the order of the stages and the report (``mmsr.demo``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from mmsr.config import to_overrides
+from mmsr.eval.config import EvalRunConfig
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of the demo: what to run and the command that runs it by hand."""
+
+    name: str
+    """The stage's name in logs and timings (``grpo``, ``eval/rag``, ...)."""
+    command: tuple[str, ...]
+    """The ``mmsr`` arguments doing the same (without the leading ``mmsr``)."""
+    run: Callable[[], Any]
+    """The typed call."""
+    config: Any = None
+    """The config the call runs with (None for world and index), for the tests."""
+
+
+def world_stage(out: Path, seed: int, small: bool) -> Stage:
+    """``mmsr world build``: the offline world."""
+
+    def run() -> Any:
+        from mmsr.world.build import BuildConfig, build_world
+
+        return build_world(BuildConfig(out=out, seed=seed, small=small, progress=True))
+
+    command = ("world", "build", "--out", str(out), "--seed", str(seed))
+    return Stage("world", (*command, *(["--small"] if small else [])), run)
+
+
+def index_stage(corpus: Path, out: Path) -> Stage:
+    """``mmsr index build``: the local search index of the world's corpus."""
+
+    def run() -> Any:
+        from mmsr.search.local.index import build_index
+
+        return build_index(corpus, out, progress=True)
+
+    return Stage("index", ("index", "build", "--corpus", str(corpus), "--out", str(out)), run)
+
+
+def grpo_stage(
+    name: str, preset: str, settings: dict[str, Any], overrides: tuple[str, ...], out: Path
+) -> Stage:
+    """``mmsr train grpo``: ``preset``, then ``settings``, then ``overrides`` (they win)."""
+    from mmsr.train.grpo_config import load_grpo_config
+
+    cfg = load_grpo_config(preset, overrides, settings)  # a bad override fails here, at once
+
+    def run() -> Any:
+        from mmsr.train.grpo import train_grpo
+        from mmsr.train.grpo_setup import build_parts
+
+        return train_grpo(cfg, build_parts(cfg, out), out)
+
+    command = ("train", "grpo", "--preset", preset, *to_overrides(settings), *overrides)
+    return Stage(name, (*command, "--out", str(out)), run, cfg)
+
+
+def warmstart_settings(warmstart: Path) -> dict[str, Any]:
+    """SFT settings that continue ``warmstart`` with its own teacher mixture and rate.
+
+    Read from the ``sft_config.json`` the warm start was saved with (a mixture saved before a
+    teacher kind existed names the kinds of its time: ``teacher_config.saved_weights``). A folder
+    without one continues with the preset's mixture.
+    """
+    from mmsr.train.teacher_config import COPY_ENTITIES, parse_weights, saved_weights, weights_text
+
+    path = warmstart / "sft_config.json"
+    if not path.is_file():
+        return {}
+    saved = json.loads(path.read_text(encoding="utf-8"))
+    teacher, settings = saved.get("teacher", {}), dict[str, Any]()
+    recipe: dict[str, Any] = {}
+    if teacher.get("weights"):
+        # through the --weights text (weights to 6 digits), as the logged command gives them
+        text = weights_text(saved_weights(teacher["weights"]))
+        recipe["weights"] = asdict(parse_weights(text))
+    if "head_direct" in teacher:
+        recipe["head_direct"] = float(teacher["head_direct"])
+    if teacher.get("copy_entities") in COPY_ENTITIES:
+        recipe["copy_entities"] = str(teacher["copy_entities"])
+    if recipe:
+        settings["teacher"] = recipe
+    if "lr" in saved:
+        settings["lr"] = float(saved["lr"])
+    return settings
+
+
+def warmstart_recipe(warmstart: Path) -> list[str]:
+    """``mmsr train sft`` options giving ``warmstart_settings(warmstart)``."""
+    from mmsr.train.teacher_config import KindWeights, weights_text
+
+    settings = warmstart_settings(warmstart)
+    teacher = settings.get("teacher", {})
+    argv: list[str] = []
+    if "weights" in teacher:
+        argv += ["--weights", weights_text(KindWeights(**teacher["weights"]))]
+    if "head_direct" in teacher:
+        argv += ["--head-direct", str(teacher["head_direct"])]
+    if "copy_entities" in teacher:
+        argv += ["--copy-entities", teacher["copy_entities"]]
+    if "lr" in settings:
+        argv += ["--lr", str(settings["lr"])]
+    return argv
+
+
+def sft_more_stage(
+    world: Path, index: Path, warmstart: Path, seed: int, minutes: float, out: Path
+) -> Stage:
+    """``mmsr train sft``: the warm start trained on with its own recipe for ``minutes``."""
+    from mmsr.config import merge
+    from mmsr.train.sft import load_sft_config
+
+    minutes = float(f"{minutes:.3f}")  # what the command line says
+    options = {"seed": seed, "minutes": minutes, "init_from": str(warmstart), "primer_steps": 0}
+    options |= {"eval_every_minutes": 0.0, "final_questions": 2}
+    cfg = load_sft_config("tiny-cpu", merge(options, warmstart_settings(warmstart)))
+
+    def run() -> Any:
+        from mmsr.train.sft import train_sft
+
+        return train_sft(cfg, world, index, out, progress=False)
+
+    command = (
+        *("train", "sft", "--world", str(world), "--index", str(index), "--out", str(out)),
+        *("--init", str(warmstart), "--seed", str(seed), "--minutes", f"{minutes:.3f}"),
+        *("--primer-steps", "0", "--eval-every", "0", "--final-questions", "2", "--quiet"),
+        *warmstart_recipe(warmstart),
+    )
+    return Stage("sft_more", command, run, cfg)
+
+
+def eval_stage(name: str, cfg: EvalRunConfig) -> Stage:
+    """``mmsr eval``: one method of one policy; logs the command's summary line."""
+    from mmsr.eval.cli import command_line
+
+    def run() -> Any:
+        from mmsr.eval.run import run_eval, summary_line
+
+        metrics = run_eval(cfg)
+        logger.info("%s", summary_line(cfg, metrics))
+        return metrics
+
+    return Stage(f"eval/{name}", tuple(command_line(cfg)), run, cfg)

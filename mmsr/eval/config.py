@@ -1,0 +1,223 @@
+"""What an ``mmsr eval`` run is: ``EvalRunConfig`` (the settings, checked when built) and
+``SavedEvalConfig`` (their resolved form, saved as ``OUT/config.json`` and compared on resume).
+
+The command line only builds an ``EvalRunConfig`` (``mmsr.eval.cli``); ``mmsr.eval.run.run_eval``
+runs one. Not here: building policies, search tools or the judge (that is I/O, in ``run``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmsr.config import ConfigError
+
+CONFIG_FILE = "config.json"
+EVAL_REWARD_MODES = ("em", "subem", "f1")
+POLICY_KINDS = ("hf", "openai", "scripted")
+# Settings that must not change between a run and its resumption (its lines would mix).
+RESUME_FIELDS = ("policy", "method", "data", "search", "seed", "temperature", "reward_mode")
+SECRET_WORDS = ("key", "token", "secret", "password")
+_USERINFO = re.compile(r"//[^/@\s]+@")
+
+
+@dataclass(frozen=True)
+class EvalRunConfig:
+    """One evaluation: a policy, a method and a dataset, written into ``out``."""
+
+    policy: str
+    """``hf:MODEL_DIR``, ``openai:BASE_URL#MODEL`` or ``scripted:NAME``."""
+    method: str
+    """An evaluation method of ``mmsr.eval.methods.METHODS``."""
+    data: Path
+    """The questions: any file ``mmsr.data.load_samples`` reads."""
+    out: Path
+    """The run folder (resumed when it holds a run with the same settings)."""
+    model: str | None = None
+    """Model name for ``openai:`` policies given without ``#MODEL``."""
+    api_key_env: str = "OPENAI_API_KEY"
+    """Environment variable holding the API key (policy and judge)."""
+    format: str | None = None
+    """Data format (None: detected)."""
+    benchmark: str | None = None
+    """Benchmark name in reports (None: the data's one source, else the file's stem)."""
+    search: str = "none"
+    """Search tools: a .json/.toml config file, ``local:INDEX_DIR``, ``http:URL`` or ``none``."""
+    limit: int | None = None
+    """Evaluate the first N questions only (None: all)."""
+    batch_size: int = 16
+    """Questions per rollout batch."""
+    concurrency: int = 8
+    """Parallel API, search and judge calls."""
+    judge: str | None = None
+    """LLM judge as ``BASE_URL#MODEL`` (None: no judge)."""
+    seed: int = 0
+    """Sampling seed (each question's seed derives from it and the question's id)."""
+    temperature: float = 0.0
+    """Sampling temperature; 0 is greedy."""
+    max_new_tokens: int = 256
+    """Longest assistant turn."""
+    prompts: Path | None = None
+    """Prompt set folder (``on-demand`` only; None: the method's own)."""
+    reward_mode: str = "em"
+    """Accuracy measure of the reward: one of ``EVAL_REWARD_MODES``."""
+    progress: bool = True
+    """Show a progress bar."""
+    retry_failed: bool = False
+    """Run again the questions a previous run recorded as failed."""
+
+    def __post_init__(self) -> None:
+        from mmsr.eval.methods import METHODS
+
+        kind = self.policy.partition(":")[0]
+        if kind not in POLICY_KINDS:
+            raise ConfigError(
+                f"--policy: unknown kind {kind!r}; expected hf:, openai: or scripted:"
+            )
+        if self.method not in METHODS:
+            raise ConfigError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
+        if self.reward_mode not in EVAL_REWARD_MODES:
+            raise ConfigError(
+                f"reward_mode {self.reward_mode!r} is not one of {', '.join(EVAL_REWARD_MODES)}"
+            )
+        if self.prompts is not None and self.method != "on-demand":
+            raise ConfigError("--prompts applies to --method on-demand only")
+        for name in ("batch_size", "concurrency", "max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.limit is not None and self.limit < 1:
+            raise ConfigError(f"limit must be at least 1 (or None: all), got {self.limit}")
+        if self.temperature < 0:
+            raise ConfigError(f"temperature must be at least 0, got {self.temperature}")
+
+    def saved(self, search: dict[str, Any] | None) -> SavedEvalConfig:
+        """The resolved settings with the resolved ``search`` config, secrets masked."""
+        return SavedEvalConfig(
+            policy=redact(self.policy),
+            model=self.model,
+            method=self.method,
+            data=str(self.data.resolve()),
+            format=self.format,
+            benchmark=self.benchmark,
+            search=redact(search),
+            limit=self.limit,
+            batch_size=self.batch_size,
+            concurrency=self.concurrency,
+            judge=redact(self.judge),
+            seed=self.seed,
+            temperature=self.temperature,
+            max_new_tokens=self.max_new_tokens,
+            prompts=str(self.prompts) if self.prompts else None,
+            reward_mode=self.reward_mode,
+        )
+
+
+@dataclass(frozen=True)
+class SavedEvalConfig:
+    """``OUT/config.json``: an ``EvalRunConfig`` resolved (absolute data path, the search
+    config rather than its spec, secrets masked); the same keys since the first eval runs."""
+
+    policy: str
+    """The policy spec, user:password of its url masked."""
+    model: str | None
+    """``EvalRunConfig.model``."""
+    method: str
+    """The evaluation method."""
+    data: str
+    """The data file's absolute path."""
+    format: str | None
+    """``EvalRunConfig.format``."""
+    benchmark: str | None
+    """``EvalRunConfig.benchmark``."""
+    search: dict[str, Any] | None
+    """The search config built from ``EvalRunConfig.search`` (None: no tools), secrets masked."""
+    limit: int | None
+    """``EvalRunConfig.limit``."""
+    batch_size: int
+    """``EvalRunConfig.batch_size``."""
+    concurrency: int
+    """``EvalRunConfig.concurrency``."""
+    judge: str | None
+    """The judge endpoint, user:password masked."""
+    seed: int
+    """``EvalRunConfig.seed``."""
+    temperature: float
+    """``EvalRunConfig.temperature``."""
+    max_new_tokens: int
+    """``EvalRunConfig.max_new_tokens``."""
+    prompts: str | None
+    """The prompt set folder as given."""
+    reward_mode: str
+    """``EvalRunConfig.reward_mode``."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The JSON object of ``config.json``, keys in field order."""
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    @classmethod
+    def from_json(cls, data: Any, where: str = CONFIG_FILE) -> SavedEvalConfig:
+        """The saved form read back; anything but exactly its keys is a clear error."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        if not isinstance(data, dict):
+            raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        missing = [n for n in names if n not in data]
+        unknown = sorted(set(data) - set(names))
+        if missing or unknown:
+            raise ConfigError(
+                f"{where}: not the config of an mmsr eval run "
+                f"(missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'})"
+            )
+        return cls(**data)
+
+    def changed(self, other: SavedEvalConfig) -> list[str]:
+        """The ``RESUME_FIELDS`` whose values differ between the two."""
+        return [n for n in RESUME_FIELDS if getattr(self, n) != getattr(other, n)]
+
+
+def check_resume(out: Path, now: SavedEvalConfig) -> None:
+    """Refuse to resume a run folder made with other settings (its lines would mix)."""
+    path = out / CONFIG_FILE
+    if not path.is_file():
+        return
+    before = SavedEvalConfig.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+    changed = before.changed(now)
+    if changed:
+        raise ConfigError(
+            f"{out} holds a run with other settings ({', '.join(changed)}); use another --out"
+        )
+
+
+def write_saved(out: Path, saved: SavedEvalConfig) -> Path:
+    """Write ``out/config.json``."""
+    path = out / CONFIG_FILE
+    path.write_text(json.dumps(saved.to_json(), indent=1) + "\n", encoding="utf-8")
+    return path
+
+
+def split_endpoint(spec: str, model: str | None, what: str) -> tuple[str, str]:
+    """``BASE_URL#MODEL`` → (base url, model); ``model`` fills in a missing ``#MODEL``."""
+    base, sep, name = spec.rpartition("#")
+    if not sep:
+        base, name = spec, model or ""
+    if not base.startswith(("http://", "https://")) or not name:
+        raise ValueError(f"{what}: expected BASE_URL#MODEL (http[s]://…#name), got {spec!r}")
+    return base, name
+
+
+def redact(value: Any) -> Any:
+    """``value`` with every entry whose key names a secret replaced by "***", and the
+    user:password part of URLs masked."""
+    if isinstance(value, str):
+        return _USERINFO.sub("//***@", value)
+    if isinstance(value, dict):
+        return {
+            k: "***" if any(w in str(k).lower() for w in SECRET_WORDS) else redact(v)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value

@@ -1,0 +1,211 @@
+"""``run_eval``: one ``mmsr eval`` run from an ``EvalRunConfig``, start to ``metrics.json``.
+
+Builds the parts the config names (questions, policy, search tools, judge), refuses a run
+folder made with other settings, saves the resolved config as ``OUT/config.json``, runs
+``runner.evaluate`` (resumable) under a progress bar and writes ``OUT/metrics.json``. Heavy
+imports (torch for ``hf:``) happen only on the paths that need them. Not here: the command
+line (``mmsr.eval.cli`` builds the config) or the evaluation loop itself (``runner``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import Counter
+from typing import Any
+
+from mmsr.eval.config import EvalRunConfig, check_resume, redact, split_endpoint, write_saved
+from mmsr.eval.records import ResultLine, eval_records
+
+logger = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.json"
+
+
+def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
+    """(policy, turn encoder or None) from ``cfg.policy``."""
+    kind, _, rest = cfg.policy.partition(":")
+    if kind == "scripted":
+        from mmsr.eval.baselines import scripted_policy
+
+        return scripted_policy(rest), None
+    if kind == "openai":
+        from mmsr.chat import ChatClient
+        from mmsr.policy.openai import OpenAIPolicy
+
+        base, model = split_endpoint(rest, cfg.model, "--policy openai:")
+        client = ChatClient(base, model, api_key_env=cfg.api_key_env)
+        return OpenAIPolicy(client, temperature=cfg.temperature, concurrency=cfg.concurrency), None
+    from mmsr.policy.local_model import load_hf_policy  # hf: (the config checked the kind)
+
+    return load_hf_policy(rest, temperature=cfg.temperature)
+
+
+def build_judge(cfg: EvalRunConfig) -> Any:
+    """The LLM judge of ``cfg.judge`` (its verdicts cached in the run folder), or None."""
+    if cfg.judge is None:
+        return None
+    from mmsr.chat import ChatClient
+    from mmsr.eval.judge import LLMJudge, VerdictCache
+
+    base, model = split_endpoint(cfg.judge, None, "--judge")
+    client = ChatClient(base, model, api_key_env=cfg.api_key_env)
+    return LLMJudge(client, VerdictCache(cfg.out / "judge_cache.sqlite"))
+
+
+def load_questions(cfg: EvalRunConfig) -> list[Any]:
+    """The questions to evaluate: loaded, without duplicate ids or image-less samples."""
+    from mmsr.data import load_samples
+
+    samples = load_samples(cfg.data, format=cfg.format, limit=cfg.limit)
+    seen: set[str] = set()
+    kept = []
+    for sample in samples:
+        if sample.id in seen or sample.image is None:
+            why = "duplicate id" if sample.id in seen else "no readable image"
+            logger.warning("skipping %s: %s", sample.id, why)
+            continue
+        seen.add(sample.id)
+        kept.append(sample)
+    if not kept:
+        raise ValueError(f"{cfg.data}: no questions to evaluate")
+    return kept
+
+
+def live_stats(lines: list[ResultLine]) -> dict[str, str]:
+    """Accuracy (judge where judged, else the reward's), search ratio (all and successful
+    calls), failed tool calls and failed questions, for the bar."""
+    n = len(lines) or 1
+    correct = sum(
+        bool(line.judge) if line.judge is not None else line.reward["accuracy"] > 0
+        for line in lines
+    )
+    ok_searched = sum(any(c.get("error") is None for c in line.tool_calls) for line in lines)
+    failed_calls = sum(c.get("error") is not None for line in lines for c in line.tool_calls)
+    return {
+        "acc": f"{correct / n:.3f}",
+        "search": f"{sum(line.searched() for line in lines) / n:.3f}",
+        "search_ok": f"{ok_searched / n:.3f}",
+        "failed_calls": str(failed_calls),
+        "failed_q": str(sum(line.error is not None for line in lines)),
+    }
+
+
+def benchmark_name(cfg: EvalRunConfig, samples: list[Any]) -> str:
+    """``cfg.benchmark``, else the samples' one data source, else the data file's stem."""
+    sources = {s.source for s in samples}
+    if cfg.benchmark:
+        return str(cfg.benchmark)
+    return str(sources.pop()) if len(sources) == 1 and "" not in sources else cfg.data.stem
+
+
+def run_info(cfg: EvalRunConfig, lines: list[ResultLine], samples: list[Any]) -> dict[str, Any]:
+    """What ``metrics.json`` says about the run besides the metrics."""
+    rewards = [line.reward["score"] for line in lines]
+    return {
+        "method": cfg.method,
+        "policy": redact(cfg.policy if cfg.model is None else f"{cfg.policy}#{cfg.model}"),
+        "data": str(cfg.data),
+        "benchmark": benchmark_name(cfg, samples),
+        "n_samples": len(samples),
+        "n_done": len(lines),
+        "end_reasons": dict(sorted(Counter(line.end_reason for line in lines).items())),
+        "reward_mean": sum(rewards) / len(rewards) if rewards else 0.0,
+        "judge": cfg.judge.rpartition("#")[2] if cfg.judge else None,
+        "judge_unusable": sum(line.judge_error is not None for line in lines),
+        "failed_questions": sum(line.error is not None for line in lines),
+    }
+
+
+def _context(cfg: EvalRunConfig, search: dict[str, Any] | None) -> Any:
+    """The ``MethodContext`` of the run: policy, tools, limits, prompt set."""
+    from mmsr.eval.methods import MethodContext
+    from mmsr.protocol.prompts import load_prompt_set
+    from mmsr.rollout.engine import RolloutLimits
+    from mmsr.search.base import SearchBackends
+    from mmsr.search.registry import build_search
+
+    policy, encoder = build_policy(cfg)
+    return MethodContext(
+        policy=policy,
+        search=build_search(search) if search is not None else SearchBackends(),
+        encoder=encoder,
+        limits=RolloutLimits(max_new_tokens=cfg.max_new_tokens),
+        prompts=load_prompt_set(cfg.prompts) if cfg.prompts else None,
+        tool_workers=cfg.concurrency,
+    )
+
+
+def _write_metrics(
+    cfg: EvalRunConfig, lines: list[ResultLine], samples: list[Any], ctx: Any
+) -> dict[str, Any]:
+    from mmsr.eval.metrics import compute_metrics
+
+    # the protocol's allowed calls for every method, so that methods compare
+    allowed = ctx.limits.max_image_searches + ctx.limits.max_text_searches
+    metrics = compute_metrics(eval_records(lines), allowed_calls=allowed)
+    metrics["run"] = run_info(cfg, lines, samples)
+    text = json.dumps(metrics, indent=1) + "\n"
+    (cfg.out / METRICS_FILE).write_text(text, encoding="utf-8")
+    return metrics
+
+
+def run_eval(cfg: EvalRunConfig) -> dict[str, Any]:
+    """Evaluate (or resume) the run ``cfg`` describes; returns what ``metrics.json`` holds."""
+    from tqdm import tqdm
+
+    from mmsr.data import open_image
+    from mmsr.eval.methods import get_method
+    from mmsr.eval.runner import TRAJECTORIES, evaluate, read_results
+    from mmsr.search.registry import search_config_from_spec
+
+    method = get_method(cfg.method)
+    search = search_config_from_spec(cfg.search) or None
+    saved = cfg.saved(search)
+    check_resume(cfg.out, saved)
+    samples = load_questions(cfg)
+    ctx = _context(cfg, search)
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    write_saved(cfg.out, saved)
+    wanted = {s.id for s in samples}
+    done = [line for line in read_results(cfg.out / TRAJECTORIES) if line.id in wanted]
+    bar = tqdm(total=len(samples), initial=len(done), disable=not cfg.progress, unit="q")
+    bar.set_postfix(live_stats(done))
+
+    def on_batch(new: list[ResultLine]) -> None:
+        done.extend(new)
+        bar.update(len(new))
+        bar.set_postfix(live_stats(done))
+
+    lines = evaluate(
+        samples,
+        lambda s: open_image(s.image or b""),  # image-less samples were dropped
+        method,
+        ctx,
+        cfg.out,
+        batch_size=cfg.batch_size,
+        seed=cfg.seed,
+        reward_mode=cfg.reward_mode,
+        judge=build_judge(cfg),
+        on_batch=on_batch,
+        retry_failed=cfg.retry_failed,
+    )
+    bar.close()
+    metrics = _write_metrics(cfg, [line for line in lines if line.id in wanted], samples, ctx)
+    crashes = ctx.tool_failures.snapshot()
+    if crashes:
+        logger.warning("tool calls that raised unexpectedly (each a failed call): %s", crashes)
+    return metrics
+
+
+def summary_line(cfg: EvalRunConfig, metrics: dict[str, Any]) -> str:
+    """The one line ``mmsr eval`` ends with: counts, EM, search ratios, where the metrics are."""
+    overall = metrics["overall"]
+    return (
+        f"{cfg.method} on {cfg.data.name}: {metrics['run']['n_done']} questions "
+        f"({overall['failed_questions']} failed), EM {overall['accuracy_em']:.3f}, "
+        f"search ratio {overall['search_ratio']:.3f} "
+        f"({overall['search_ratio_successful']:.3f} successful; failed calls: "
+        f"{overall['failed_image_calls']} image, {overall['failed_text_calls']} text) "
+        f"-> {cfg.out / METRICS_FILE}"
+    )
