@@ -27,7 +27,7 @@ DEFAULTS: list[tuple[dict[str, Any], type[Any], dict[str, Any]]] = [
     (
         {"backend": "local", "index": "idx"},
         LocalConfig,
-        {"index": "idx", "summary_chars": 500, "images": True},
+        {"index": "idx", "summary_chars": 500, "images": True, "color_weight": 2.0},
     ),
     # fvqa: only the folder of converted results
     ({"backend": "fvqa", "path": "fvqa"}, FvqaConfig, {"path": "fvqa"}),

@@ -22,6 +22,8 @@ class LocalConfig:
     """Longest text-hit summary, in characters."""
     images: bool = True
     """Offer the image tool (it is absent anyway when the index has no images)."""
+    color_weight: float = 2.0
+    """Weight of the colour histograms beside the image features' cosine (0: features only)."""
 
 
 def build_local(config: LocalConfig) -> SearchBackends:
@@ -32,4 +34,5 @@ def build_local(config: LocalConfig) -> SearchBackends:
     manifest = read_manifest(config.index)
     text = LocalTextSearch(config.index, summary_chars=config.summary_chars)
     use_images = config.images and manifest.images > 0
-    return SearchBackends(image=LocalImageSearch(config.index) if use_images else None, text=text)
+    image = LocalImageSearch(config.index, color_weight=config.color_weight) if use_images else None
+    return SearchBackends(image=image, text=text)

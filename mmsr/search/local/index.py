@@ -5,6 +5,7 @@ Layout of an index folder::
     manifest.json   counts, corpus digest, feature and format versions
     text/           tantivy index (fields: page, title, url, text; English stemming)
     images.npy      (N, 1280) float32 unit-length EfficientNet-Lite0 features
+    colors.npy      (N, 1728) float16 colour histograms of the same images (``colors.py``)
     images.jsonl    one {"id", "title", "url", "thumbnail"} per feature row
     thumbs/         PNG thumbnails (≤ THUMB_SIZE px) returned with image hits
 
@@ -33,8 +34,8 @@ from mmsr.search.local.corpus import Page, read_corpus
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
-FEATURES = "efficientnet-lite0/224/avgpool/l2"
+FORMAT_VERSION = 2  # 2: colors.npy beside the features
+FEATURES = "efficientnet-lite0/224/avgpool/l2+rgb12-histogram"
 THUMB_SIZE = 128
 # Small batches: on a few CPU cores larger ones were slower (measured: 60 img/s at 1-4,
 # 14 img/s at 32, one thread), and a fixed size keeps rebuilds bit-identical.
@@ -108,7 +109,10 @@ def read_manifest(index: str | Path) -> IndexManifest:
     except (TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{index}: unreadable manifest.json ({err}); rebuild the index") from err
     if manifest.format != FORMAT_VERSION:
-        raise ValueError(f"{index}: index format {manifest.format}, expected {FORMAT_VERSION}")
+        raise ValueError(
+            f"{index}: index format {manifest.format}, expected {FORMAT_VERSION}; rebuild it "
+            "with 'mmsr index build'"
+        )
     return manifest
 
 
@@ -147,8 +151,10 @@ def _build_images(
     (out / "thumbs").mkdir()
     rows: list[dict[str, str]] = []
     features: list[np.ndarray] = []
+    colors: list[np.ndarray] = []
     bad = 0
     if with_images:
+        from mmsr.search.local.colors import color_histogram
         from mmsr.search.local.features import FEATURE_DIM, ImageEncoder, prepare
 
         encoder = ImageEncoder(threads=threads)
@@ -165,12 +171,17 @@ def _build_images(
                     {"id": page.id, "title": page.title, "url": page.url, "thumbnail": thumb}
                 )
                 arrays.append(prepare(image))
+                colors.append(color_histogram(image))
             if arrays:
                 features.append(encoder.encode_arrays(np.stack(arrays)))
     matrix = np.concatenate(features) if features else np.zeros((0, 1280), dtype=np.float32)
     if with_images:
         assert matrix.shape[1] == FEATURE_DIM
     np.save(out / "images.npy", matrix.astype(np.float32))
+    from mmsr.search.local.colors import COLOR_DIM
+
+    hist = np.stack(colors) if colors else np.zeros((0, COLOR_DIM), dtype=np.float32)
+    np.save(out / "colors.npy", hist.astype(np.float16))
     with (out / "images.jsonl").open("w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")

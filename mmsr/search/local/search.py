@@ -1,4 +1,5 @@
-"""Search a local index: BM25 text search with extractive summaries, exact cosine image search.
+"""Search a local index: BM25 text search with extractive summaries, exact image search
+(features' cosine plus colour-histogram intersection, see ``colors.py``).
 
 Both searchers open a folder written by ``index.build_index`` and are safe to share between
 threads. The image encoder (torch) is loaded on the first image search, not before.
@@ -16,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from mmsr.search.base import SearchError
+from mmsr.search.local.colors import DEFAULT_COLOR_WEIGHT, color_histogram, intersection
 from mmsr.search.local.index import TEXT_FIELDS, read_manifest
 from mmsr.search.local.summary import summarize
 from mmsr.types import ImageHit, TextHit
@@ -66,20 +68,25 @@ class LocalTextSearch:
 
 
 class LocalImageSearch:
-    """Exact cosine similarity between the query image's features and every indexed image."""
+    """Exact scores of every indexed image against the query image: the features' cosine
+    plus ``color_weight`` times the colour histograms' intersection."""
 
-    def __init__(self, index: str | Path) -> None:
+    def __init__(self, index: str | Path, *, color_weight: float = DEFAULT_COLOR_WEIGHT) -> None:
         self.folder = Path(index)
         read_manifest(self.folder)
         self.features = np.load(self.folder / "images.npy")  # (N, 1280), unit rows
+        self.colors = np.load(self.folder / "colors.npy").astype(np.float32)  # (N, 1728)
+        self.color_weight = color_weight
         with (self.folder / "images.jsonl").open(encoding="utf-8") as handle:
             self.rows = [json.loads(line) for line in handle]
-        if len(self.rows) != len(self.features):
-            raise ValueError(f"{index}: images.jsonl and images.npy disagree; rebuild the index")
+        if not len(self.rows) == len(self.features) == len(self.colors):
+            raise ValueError(
+                f"{index}: images.jsonl, images.npy and colors.npy disagree; rebuild the index"
+            )
         self._encoder: Any = None
         self._lock = threading.Lock()
 
-    def _encode(self, image: Any) -> np.ndarray:
+    def _encode(self, image: Any) -> tuple[np.ndarray, np.ndarray]:
         with self._lock:
             if self._encoder is None:
                 from mmsr.search.local.features import ImageEncoder
@@ -88,13 +95,19 @@ class LocalImageSearch:
             encoder = self._encoder
         try:
             feature: np.ndarray = encoder.encode([image])[0]
+            histogram = color_histogram(image)
         except (AttributeError, OSError, ValueError, TypeError) as err:
             raise SearchError(f"could not read the query image: {err}", tool="image") from err
-        return feature
+        return feature, histogram
 
-    def nearest(self, feature: np.ndarray, k: int) -> list[int]:
-        """Rows of the ``k`` most similar images, best first (ties: lower row first)."""
+    def nearest(
+        self, feature: np.ndarray, k: int, histogram: np.ndarray | None = None
+    ) -> list[int]:
+        """Rows of the ``k`` best-scoring images, best first (ties: lower row first); without
+        ``histogram``, by the features alone."""
         scores = self.features @ feature  # (N,)
+        if histogram is not None and self.color_weight:
+            scores = scores + self.color_weight * intersection(self.colors, histogram)
         k = min(k, len(scores))
         if k == 0:
             return []
@@ -103,7 +116,8 @@ class LocalImageSearch:
 
     def search(self, image: Any, k: int) -> list[ImageHit]:
         _check_k(k)
-        rows = self.nearest(self._encode(image), k)
+        feature, histogram = self._encode(image)
+        rows = self.nearest(feature, k, histogram)
         return [self._hit(row) for row in rows]
 
     def _hit(self, row: int) -> ImageHit:
