@@ -34,6 +34,9 @@ PARSE_CASES = [
     ("", Invalid("no action")),
     # two actions of different kinds
     (R + "<search><img></search><answer>Paris</answer>", Invalid("more than one action")),
+    # an answer, then a search that ends the turn (the release would run the search)
+    (R + "<answer>Paris</answer><search><img></search>", Invalid("more than one action")),
+    (R + "<answer>Paris</answer><text_search>q</text_search>", Invalid("more than one action")),
     # two answers
     (R + "<answer>a</answer><answer>b</answer>", Invalid("more than one action")),
     # two text searches
@@ -98,6 +101,9 @@ FORMAT_CASES = [
     (R + "I will not <answer> yet<search><img></search>", None),
     # text search turn that also holds the image search tag
     (R + "<search><img></search><text_search>q</text_search>", None),
+    # an answer, then a search that ends the turn: not well formed (in the release either)
+    (R + "<answer>Paris</answer><search><img></search>", None),
+    (R + "<answer>Paris</answer><text_search>q</text_search>", None),
     # two answers
     (R + "<answer>a</answer><answer>b</answer>", None),
     # action inside the reasoning

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from mmsr.eval.metrics import EvalRecord, compute_metrics, search_decision, summarize
+from mmsr.eval.metrics import (
+    EvalRecord,
+    allowed_search_calls,
+    compute_metrics,
+    search_decision,
+    summarize,
+)
+from mmsr.rollout.engine import RolloutLimits
 
 
 def rec(answer: str | None, image: int = 0, text: int = 0, **kw: object) -> EvalRecord:
@@ -44,7 +51,7 @@ def test_summary() -> None:
     # F1: 1, 2/3 ("paris france" vs "paris"), 0, 0, 1
     assert s["accuracy_f1"] == pytest.approx((1 + 2 / 3 + 1) / 5)
     assert s["search_ratio"] == pytest.approx(4 / 5)  # any search
-    assert s["search_call_ratio"] == pytest.approx(6 / 15)  # 6 calls of 3 allowed x 5
+    assert s["search_call_ratio"] == pytest.approx(6 / 10)  # 6 calls of 2 allowed x 5
     assert (s["image_only_ratio"], s["text_only_ratio"], s["both_ratio"]) == pytest.approx(
         (0.2, 0.4, 0.2)
     )
@@ -81,3 +88,31 @@ def test_groups_and_judge() -> None:
 def test_empty() -> None:
     s = summarize([])
     assert s["n"] == 0 and s["search_ratio"] == 0.0 and s["accuracy_em"] == 0.0
+
+
+@pytest.mark.parametrize(
+    ("turns", "image", "text", "allowed"),
+    [
+        # the protocol's defaults: 3 turns, no search in the last, so 2 of the 1 + 2 searches
+        (3, 1, 2, 2),
+        # more turns: the per-tool limits bind
+        (5, 1, 2, 3),
+        (10, 2, 3, 5),
+        # two turns: one search, then the answer
+        (2, 1, 2, 1),
+        # one turn: no search can run
+        (1, 1, 2, 0),
+        # no tools at all
+        (3, 0, 0, 0),
+    ],
+)
+def test_allowed_search_calls(turns: int, image: int, text: int, allowed: int) -> None:
+    limits = RolloutLimits(max_turns=turns, max_image_searches=image, max_text_searches=text)
+    assert allowed_search_calls(limits) == allowed
+
+
+def test_a_rollout_making_every_allowed_call_reads_100_percent() -> None:
+    # rag's fixed workflow (image search, then one text search) under the default limits
+    s = summarize([rec("Paris", image=1, text=1)])
+    assert s["search_call_ratio"] == pytest.approx(1.0)
+    assert summarize([rec("Paris", image=1, text=1)], allowed_calls=4)["search_call_ratio"] == 0.5

@@ -20,7 +20,7 @@ def test_every_preset_parses() -> None:
         # the paper's GRPO constants (§2.2) hold in every preset
         assert (cfg.algo.clip_eps, cfg.algo.kl_beta, cfg.algo.group_size) == (0.2, 0.001, 8)
     big = load_grpo_config("qwen2.5-vl-7b-1gpu")
-    assert (big.model.dtype, big.optim.lr, big.optim.schedule) == ("bfloat16", 2e-6, "cosine")
+    assert (big.model.dtype, big.optim.lr, big.optim.schedule) == ("bfloat16", 2e-6, "sigmoid")
 
 
 @pytest.mark.parametrize(

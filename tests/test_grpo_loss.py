@@ -68,3 +68,36 @@ def test_empty_mask_gives_zero_loss_not_nan() -> None:
     logp = torch.zeros(2, 3)
     loss, stats = grpo_loss(logp, logp, logp, torch.ones(2), torch.zeros(2, 3))
     assert loss.item() == 0.0 and stats.trained_tokens == 0
+
+
+def test_unbiased_group_std_by_hand() -> None:
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    # mean 0.25; squared deviations 0.5625 + 3 x 0.0625 = 0.75
+    # N - 1 (veRL, torch.std): std = sqrt(0.75 / 3) = 0.5 -> (0.75, -0.25) / 0.5
+    unbiased = group_advantages(rewards, 4, unbiased=True)
+    torch.testing.assert_close(unbiased, torch.tensor([1.5, -0.5, -0.5, -0.5]), atol=1e-5, rtol=0)
+    # N (the default): std = sqrt(0.75 / 4) = sqrt(3) / 4
+    biased = group_advantages(rewards, 4)
+    s = math.sqrt(3) / 4
+    torch.testing.assert_close(
+        biased, torch.tensor([0.75 / s, -0.25 / s, -0.25 / s, -0.25 / s]), atol=1e-5, rtol=0
+    )
+    # equal rewards still teach nothing either way
+    assert group_advantages(torch.ones(4), 4, unbiased=True).abs().max() == 0.0
+
+
+def test_kl_clamp_by_hand() -> None:
+    # ref - logp = 3 and 1: k3 = e^3 - 4 = 16.0855 (clamped to 10) and e - 2 = 0.71828 (kept)
+    logp = torch.tensor([[0.0, 0.0]], requires_grad=True)
+    ref = torch.tensor([[3.0, 1.0]])
+    args = (logp, logp.detach(), ref, torch.tensor([0.0]), torch.ones(1, 2))
+    loss, stats = grpo_loss(*args, kl_beta=1.0, kl_clamp=10.0)
+    assert stats.kl == pytest.approx((10 + math.e - 2) / 2)
+    assert loss.item() == pytest.approx((10 + math.e - 2) / 2)
+    loss.backward()
+    assert logp.grad is not None
+    # the clamped token gets no gradient; the other d k3 / d logp = 1 - e^1, over 2 tokens
+    torch.testing.assert_close(logp.grad, torch.tensor([[0.0, (1 - math.e) / 2]]))
+    # without the clamp (the default) the same tokens give the raw estimate
+    _, raw = grpo_loss(*args, kl_beta=1.0)
+    assert raw.kl == pytest.approx((math.exp(3) - 4 + math.e - 2) / 2)

@@ -2,7 +2,9 @@
 
 Accuracy by EM / SubEM / F1 (``mmsr.rewards``) and, when verdicts exist, by an LLM judge; the
 search ratio under both of the paper's definitions — the share of rollouts that searched at all
-(``search_ratio``) and the search calls made divided by the calls allowed (``search_call_ratio``);
+(``search_ratio``) and the search calls made divided by the calls allowed (``search_call_ratio``;
+"allowed" is what the protocol's limits let one rollout make, ``allowed_search_calls``: with one
+image search, two text searches and three turns, no search in the last, that is 2, not 3);
 which tools were used; the same per category and per need label; and, where need labels exist,
 the precision and recall of the decision to search (did it search on the questions that needed
 it?). Failures are shown beside them: failed image and text calls, failed questions (the policy
@@ -19,8 +21,25 @@ from dataclasses import dataclass
 from typing import Any
 
 from mmsr.rewards import exact_match, substring_match, token_f1
+from mmsr.rollout.engine import RolloutLimits
 
 NO_SEARCH_NEEDED = "none"
+
+
+def allowed_search_calls(limits: RolloutLimits) -> int:
+    """The most search calls one rollout can make under ``limits``.
+
+    Each search takes a turn of its own and the last turn may not search, so at most
+    ``max_turns - 1`` calls run, and never more than the per-tool limits add up to.
+
+    >>> allowed_search_calls(RolloutLimits(max_turns=3, max_image_searches=1, max_text_searches=2))
+    2
+    """
+    return max(min(limits.max_image_searches + limits.max_text_searches, limits.max_turns - 1), 0)
+
+
+DEFAULT_ALLOWED_CALLS = allowed_search_calls(RolloutLimits())
+"""The protocol's default limits allow 2 calls (one image and one text search)."""
 
 
 @dataclass(frozen=True)
@@ -69,8 +88,13 @@ def _tool_shares(records: Sequence[EvalRecord]) -> dict[str, float]:
     }
 
 
-def summarize(records: Sequence[EvalRecord], *, allowed_calls: int = 3) -> dict[str, Any]:
-    """Headline metrics of a group of records (see the module docstring)."""
+def summarize(
+    records: Sequence[EvalRecord], *, allowed_calls: int = DEFAULT_ALLOWED_CALLS
+) -> dict[str, Any]:
+    """Headline metrics of a group of records (see the module docstring).
+
+    ``allowed_calls``: the search calls one rollout may make (``allowed_search_calls``).
+    """
     searched = [r.image_calls + r.text_calls > 0 for r in records]
     calls = sum(r.image_calls + r.text_calls for r in records)
     failed_image = sum(r.failed_image_calls for r in records)
@@ -130,7 +154,9 @@ def _grouped(
     return {k: summarize(v, allowed_calls=allowed) for k, v in sorted(groups.items())}
 
 
-def compute_metrics(records: Sequence[EvalRecord], *, allowed_calls: int = 3) -> dict[str, Any]:
+def compute_metrics(
+    records: Sequence[EvalRecord], *, allowed_calls: int = DEFAULT_ALLOWED_CALLS
+) -> dict[str, Any]:
     """Everything ``metrics.json`` holds: overall, per category, per need label, decisions."""
     metrics: dict[str, Any] = {
         "overall": summarize(records, allowed_calls=allowed_calls),

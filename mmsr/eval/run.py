@@ -139,10 +139,10 @@ def _context(cfg: EvalRunConfig, search: dict[str, Any] | None) -> Any:
 def _write_metrics(
     cfg: EvalRunConfig, lines: list[ResultLine], samples: list[Any], ctx: Any
 ) -> dict[str, Any]:
-    from mmsr.eval.metrics import compute_metrics
+    from mmsr.eval.metrics import allowed_search_calls, compute_metrics
 
-    # the protocol's allowed calls for every method, so that methods compare
-    allowed = ctx.limits.max_image_searches + ctx.limits.max_text_searches
+    # the calls the protocol's limits allow, the same for every method, so that methods compare
+    allowed = allowed_search_calls(ctx.limits)
     metrics = compute_metrics(eval_records(lines), allowed_calls=allowed)
     metrics["run"] = run_info(cfg, lines, samples)
     text = json.dumps(metrics, indent=1) + "\n"

@@ -1,4 +1,4 @@
-"""The search protocol: prompt sets, action parsing and rendering of tool results (DESIGN §1).
+"""The search protocol: prompt sets, observation layouts, action parsing, rendering (DESIGN §1).
 
 No torch here. What a turn *asks for* (``parse_action``) is kept apart from whether it is *well
 formed* (``well_formed_kind``, used by the format reward).
@@ -19,6 +19,7 @@ from mmsr.protocol.actions import (
     parse_action,
     well_formed_kind,
 )
+from mmsr.protocol.layout import DEFAULT_LAYOUT, ObservationLayout, load_layout
 from mmsr.protocol.prompts import (
     IMAGE_PLACEHOLDER,
     PromptSet,
@@ -40,6 +41,7 @@ from mmsr.protocol.render import (
 __all__ = [
     "ANSWER_CLOSE",
     "ANSWER_OPEN",
+    "DEFAULT_LAYOUT",
     "IMAGE_PLACEHOLDER",
     "IMAGE_SEARCH_TAG",
     "INFORMATION_CLOSE",
@@ -48,6 +50,7 @@ __all__ = [
     "REASON_OPEN",
     "TEXT_SEARCH_CLOSE",
     "TEXT_SEARCH_OPEN",
+    "ObservationLayout",
     "PromptSet",
     "PromptSetError",
     "RenderLimits",
@@ -55,6 +58,7 @@ __all__ = [
     "default_prompt_set",
     "extract_answer",
     "image_hit_lines",
+    "load_layout",
     "load_prompt_set",
     "neutralize",
     "parse_action",

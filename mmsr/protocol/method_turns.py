@@ -44,7 +44,8 @@ def method_prompt(method: MethodName, role: str) -> str:
 def _method_prompts(method: MethodName, **roles: str) -> PromptSet:
     """The default prompt set with some roles replaced by ``prompts/<method>/<role>.txt``."""
     texts = {role: method_prompt(method, name) for role, name in roles.items()}
-    return dataclasses.replace(default_prompt_set(), name=f"mmsr-{method}", **texts)
+    base = default_prompt_set()
+    return dataclasses.replace(base, name=f"mmsr-{method}", layout=base.layout, **texts)
 
 
 def method_prompt_set(method: MethodName) -> PromptSet:

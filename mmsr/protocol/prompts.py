@@ -3,9 +3,11 @@
 A prompt set has four texts: the first user turn (with one image placeholder and an optional
 ``{question}`` slot; without the slot the question is appended, as the original release does),
 the instruction after an image search, the instruction after a text search, and the message
-for a failed search (``{tool}`` and ``{error}`` slots). Ours live as text files in
+for a failed search (``{tool}`` and ``{error}`` slots); and the observation layout, how the turn
+after a search lays out its results (``mmsr.protocol.layout``; a folder's optional
+``layout.toml`` or ``layout.json``, else mmsr's). Ours live as text files in
 ``mmsr/protocol/prompts/default``; ``load_prompt_set(directory)`` loads another set from files,
-for instance the exact prompts the released MMSearch-R1 model was trained with.
+for instance the exact prompts and observations the released MMSearch-R1 model was trained with.
 
 Files are read verbatim (a trailing space matters). ``.pkl`` files are accepted for prompt sets
 shipped as pickles, but only a pickle holding one plain string is read: any other object is
@@ -22,9 +24,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from mmsr.protocol.layout import (
+    DEFAULT_LAYOUT,
+    LayoutError,
+    ObservationLayout,
+    find_layout,
+)
+from mmsr.protocol.layout import IMAGE_PLACEHOLDER as IMAGE_PLACEHOLDER
+
 logger = logging.getLogger(__name__)
 
-IMAGE_PLACEHOLDER = "<image>"
 QUESTION_SLOT = "{question}"
 DEFAULT_DIR = Path(__file__).parent / "prompts" / "default"
 
@@ -45,13 +54,14 @@ class PromptSetError(ValueError):
 
 @dataclass(frozen=True)
 class PromptSet:
-    """The four protocol texts; see the module docstring for their slots."""
+    """The four protocol texts and the observation layout; see the module docstring."""
 
     first_turn: str
     after_image_search: str
     after_text_search: str
     search_failed: str
     name: str = "custom"
+    layout: ObservationLayout = DEFAULT_LAYOUT
 
     def __post_init__(self) -> None:
         n_first = self.first_turn.count(IMAGE_PLACEHOLDER)
@@ -117,7 +127,9 @@ def load_prompt_set(directory: str | Path, names: Mapping[str, str] | None = Non
     ``after_text_search.txt``, ``search_failed.txt``) or the original release's
     (``round_1_user_prompt_qwenvl``, ``after_image_search_prompt_qwenvl``,
     ``after_text_search_prompt_qwenvl``; ``.txt`` or ``.pkl``). ``names`` maps a role to an
-    explicit file name inside ``directory``. ``search_failed`` is optional and defaults to ours.
+    explicit file name inside ``directory``. ``search_failed`` is optional and defaults to ours;
+    so does the observation layout (``layout.toml`` or ``layout.json``, see
+    ``mmsr.protocol.layout``).
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -138,7 +150,11 @@ def load_prompt_set(directory: str | Path, names: Mapping[str, str] | None = Non
             raise PromptSetError(
                 f"{directory}: no text for {role} (looked for {', '.join(stems)} .txt/.pkl)"
             )
-    return PromptSet(name=directory.name, **texts)
+    try:
+        layout = find_layout(directory) or DEFAULT_LAYOUT
+    except LayoutError as err:
+        raise PromptSetError(str(err)) from err
+    return PromptSet(name=directory.name, layout=layout, **texts)
 
 
 @functools.cache
@@ -147,4 +163,4 @@ def default_prompt_set() -> PromptSet:
     texts = {
         role: read_prompt_file(DEFAULT_DIR / f"{ROLE_FILES[role][0]}.txt") for role in ROLE_FILES
     }
-    return PromptSet(name="mmsr-default", **texts)
+    return PromptSet(name="mmsr-default", layout=DEFAULT_LAYOUT, **texts)

@@ -3,7 +3,8 @@
 Everything that comes from outside (the dataset's question, page titles, urls, summaries,
 error messages) is untrusted. ``neutralize`` makes sure none of it can open or close a tag —
 it cannot close ``<information>``, forge ``<answer>``, add an image placeholder or inject a
-chat-template token such as ``<|im_end|>`` — and long fields are cut to ``RenderLimits``.
+chat-template token such as ``<|im_end|>`` — and long fields are cut to ``RenderLimits``. Where
+the pieces go is the prompt set's observation layout (``mmsr.protocol.layout``).
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from mmsr.protocol.actions import INFORMATION_CLOSE, INFORMATION_OPEN
-from mmsr.protocol.prompts import IMAGE_PLACEHOLDER, QUESTION_SLOT, PromptSet
+from mmsr.protocol.layout import DEFAULT_LAYOUT, ObservationLayout, fill
+from mmsr.protocol.prompts import QUESTION_SLOT, PromptSet
 from mmsr.types import ImageHit, Role, TextHit, Turn
 
 ToolName = Literal["image", "text"]
@@ -86,41 +87,50 @@ def render_first_turn(
     return Turn(Role.USER, text, (image,))
 
 
-def _follow_up(body: str, question: str, instruction: str, limits: RenderLimits) -> str:
-    safe_question = neutralize(question, limits.max_question_chars)
-    return (
-        f"{INFORMATION_OPEN}\n{body}\n{INFORMATION_CLOSE}\nQuestion: {safe_question}\n{instruction}"
-    )
-
-
 def image_hit_lines(
-    hits: Sequence[ImageHit], limits: RenderLimits = RenderLimits()
+    hits: Sequence[ImageHit],
+    limits: RenderLimits = RenderLimits(),
+    layout: ObservationLayout = DEFAULT_LAYOUT,
 ) -> tuple[list[str], list[Any]]:
-    """Numbered ``<image> title`` lines of image hits, in hit order, and their thumbnails.
+    """The numbered entries of image hits, in hit order, and their thumbnails.
 
     Hits without a thumbnail are listed by title alone, so placeholders and images always
-    match one to one. No hits give the single line "No results.".
+    match one to one. No hits give the single entry ``layout.no_results``. By default each
+    entry is a ``<image> title`` line and "No results." stands for none.
     """
     lines: list[str] = []
     images: list[Any] = []
     for i, hit in enumerate(hits[: limits.max_image_hits], start=1):
         title = neutralize(hit.title, limits.max_title_chars) or "(untitled)"
         if hit.thumbnail is None:
-            lines.append(f"{i}. {title}")
+            lines.append(fill(layout.image_hit_no_thumbnail, n=str(i), title=title))
         else:
-            lines.append(f"{i}. {IMAGE_PLACEHOLDER} {title}")
+            lines.append(fill(layout.image_hit, n=str(i), title=title))
             images.append(hit.thumbnail)
-    return lines or ["No results."], images
+    return lines or [layout.no_results], images
 
 
-def text_hit_lines(hits: Sequence[TextHit], limits: RenderLimits = RenderLimits()) -> list[str]:
-    """Numbered ``url`` + summary entries of text hits, in hit order ("No results." if none)."""
+def text_hit_lines(
+    hits: Sequence[TextHit],
+    limits: RenderLimits = RenderLimits(),
+    layout: ObservationLayout = DEFAULT_LAYOUT,
+) -> list[str]:
+    """The numbered entries of text hits, in hit order (by default ``url`` + summary lines)."""
     entries = []
     for i, hit in enumerate(hits[: limits.max_text_hits], start=1):
         url = neutralize(hit.url, limits.max_url_chars) or "(no url)"
         summary = neutralize(hit.summary, limits.max_summary_chars) or "(no summary)"
-        entries.append(f"{i}. {url}\n{summary}")
-    return entries or ["No results."]
+        entries.append(fill(layout.text_hit, n=str(i), url=url, summary=summary))
+    return entries or [layout.no_results]
+
+
+def _observation(
+    results: str, question: str, instruction: str, prompts: PromptSet, limits: RenderLimits
+) -> str:
+    safe_question = neutralize(question, limits.max_question_chars)
+    return fill(
+        prompts.layout.observation, results=results, question=safe_question, instruction=instruction
+    )
 
 
 def render_image_results(
@@ -129,9 +139,11 @@ def render_image_results(
     prompts: PromptSet,
     limits: RenderLimits = RenderLimits(),
 ) -> Turn:
-    """The user turn after an image search: numbered (thumbnail, title) lines, in hit order."""
-    lines, images = image_hit_lines(hits, limits)
-    text = _follow_up("\n".join(lines), question, prompts.after_image_search, limits)
+    """The user turn after an image search: numbered (thumbnail, title) entries, in hit order."""
+    layout = prompts.layout
+    lines, images = image_hit_lines(hits, limits, layout)
+    results = fill(layout.image_results, hits=layout.hit_separator.join(lines))
+    text = _observation(results, question, prompts.after_image_search, prompts, limits)
     return Turn(Role.USER, text, tuple(images))
 
 
@@ -142,8 +154,12 @@ def render_text_results(
     limits: RenderLimits = RenderLimits(),
 ) -> Turn:
     """The user turn after a text search: numbered (url, summary) entries, in hit order."""
-    body = "\n".join(text_hit_lines(hits, limits))
-    return Turn(Role.USER, _follow_up(body, question, prompts.after_text_search, limits))
+    layout = prompts.layout
+    entries = layout.hit_separator.join(text_hit_lines(hits, limits, layout))
+    results = fill(layout.text_results, hits=entries)
+    return Turn(
+        Role.USER, _observation(results, question, prompts.after_text_search, prompts, limits)
+    )
 
 
 def render_search_error(
@@ -153,7 +169,12 @@ def render_search_error(
     prompts: PromptSet,
     limits: RenderLimits = RenderLimits(),
 ) -> Turn:
-    """The user turn after a failed search: the failure as an observation, then the instruction."""
+    """The user turn after a failed search: the failure as an observation, then the instruction.
+
+    ``message`` is the prompt set's ``search_failed`` text with its slots filled (the error is
+    appended when it has no ``{error}`` slot); the layout's ``image_error`` / ``text_error``
+    decides where it goes (by default where results would have been).
+    """
     if tool not in ("image", "text"):
         raise ValueError(f"unknown search tool {tool!r}; expected 'image' or 'text'")
     message = prompts.search_failed.replace("{tool}", tool)
@@ -163,4 +184,13 @@ def render_search_error(
     else:
         message = f"{message} {safe_error}"
     instruction = prompts.after_image_search if tool == "image" else prompts.after_text_search
-    return Turn(Role.USER, _follow_up(message, question, instruction, limits))
+    template = prompts.layout.image_error if tool == "image" else prompts.layout.text_error
+    text = fill(
+        template,
+        message=message,
+        error=safe_error,
+        tool=tool,
+        question=neutralize(question, limits.max_question_chars),
+        instruction=instruction,
+    )
+    return Turn(Role.USER, text)

@@ -5,7 +5,8 @@ rollout engine (temperature sampling, one seed per rollout), score every traject
 ``mmsr.rewards.score_trajectory`` (accuracy × search penalty + format), normalise the rewards
 within each group, and update the policy with the PPO-clip loss plus β·KL to the frozen initial
 model, token-mean over the generated tokens, accumulated over micro-batches, with AdamW, gradient
-clipping and the LR schedule. Every N steps: an atomic checkpoint and a sample of trajectories.
+clipping and the LR schedule (``mmsr.train.schedule``). Every N steps: an atomic checkpoint and
+a sample of trajectories.
 
 What it is not: model loading, the world and the search backends (``mmsr.train.grpo_setup``);
 the command line (``mmsr.train.grpo_cli``); the loss itself (``mmsr.train.loss``).
@@ -15,7 +16,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import math
 import os
 import random
 import time
@@ -39,9 +39,10 @@ from mmsr.search.base import SearchBackends
 from mmsr.train.batch import TokenSequence, TrainBatch, collate, token_logprobs
 from mmsr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from mmsr.train.checkpoint import set_rng_state as restore_rng
-from mmsr.train.grpo_config import AlgoSection, GRPOConfig, OptimSection
+from mmsr.train.grpo_config import AlgoSection, GRPOConfig
 from mmsr.train.loss import group_advantages, grpo_loss, zero_variance_share
 from mmsr.train.metrics import MetricsWriter, rollout_metrics
+from mmsr.train.schedule import lr_factor
 from mmsr.types import RewardBreakdown, Sample
 
 logger = logging.getLogger(__name__)
@@ -87,25 +88,6 @@ def rollout_seeds(seed: int, step: int, n: int) -> list[int]:
     """One sampling seed per rollout of a step (distinct across steps and rollouts)."""
     rng = random.Random(seed * 7_919 + step)
     return [rng.getrandbits(40) for _ in range(n)]
-
-
-def lr_factor(optim: OptimSection, total_steps: int) -> Callable[[int], float]:
-    """The LR multiplier after ``k`` scheduler steps: linear warm-up, then constant or cosine."""
-
-    def factor(k: int) -> float:
-        step = k + 1  # the multiplier used by optimiser step k + 1
-        if optim.warmup_steps and step <= optim.warmup_steps:
-            return step / optim.warmup_steps
-        if optim.schedule == "constant":
-            return 1.0
-        # the first step after warm-up uses lr, the last one min_lr_ratio * lr
-        span = max(total_steps - optim.warmup_steps - 1, 1)
-        progress = min((step - optim.warmup_steps - 1) / span, 1.0)
-        return optim.min_lr_ratio + (1 - optim.min_lr_ratio) * 0.5 * (
-            1 + math.cos(math.pi * progress)
-        )
-
-    return factor
 
 
 def sample_fields(
@@ -200,6 +182,7 @@ def update_policy(
                 batch.loss_mask,
                 clip_eps=algo.clip_eps,
                 kl_beta=algo.kl_beta,
+                kl_clamp=algo.kl_clamp,
             )
             if not torch.isfinite(loss):
                 raise TrainingDiverged(f"the loss is {loss.item()} (micro-batch {i})")
@@ -333,7 +316,7 @@ def train_grpo(
                 for t, s in zip(trajectories, repeated, strict=True)
             ]
             scores = torch.tensor([r.score for r in rewards])  # (P*G,)
-            advantages = group_advantages(scores, group)  # (P*G,)
+            advantages = group_advantages(scores, group, unbiased=algo.unbiased_std)  # (P*G,)
             # 3. the policy update on exactly the sampled ids (old log-probs from sampling)
             model.train()
             sequences = [

@@ -77,6 +77,10 @@ class AlgoSection:
     """PPO clip range ε."""
     kl_beta: float = 0.001
     """Weight of the k3 KL to the frozen initial model; 0 skips the reference."""
+    kl_clamp: float | None = None
+    """Clamp each token's k3 KL to ±this (veRL's ``low_var_kl``: 10); None: no clamp."""
+    unbiased_std: bool = False
+    """Group std with N − 1 (``torch.std``'s default, as veRL's GRPO does) instead of N."""
     reward_mode: str = "em"
     """Accuracy measure of the reward (``mmsr.rewards.REWARD_MODES``, not ``judge``)."""
     search_penalty: float = 0.1
@@ -97,10 +101,13 @@ class OptimSection:
     """Largest global gradient norm."""
     warmup_steps: int = 0
     """Linear warm-up from 0 to ``lr``."""
-    schedule: Literal["constant", "cosine"] = "constant"
-    """After warm-up: constant, or cosine down to ``min_lr_ratio`` × lr at the last step."""
+    schedule: Literal["constant", "cosine", "sigmoid"] = "constant"
+    """After warm-up: constant; cosine down to ``min_lr_ratio`` × lr at the last step; or the
+    original release's flat-then-sigmoid decay to ``min_lr_ratio`` (``mmsr.train.schedule``)."""
     min_lr_ratio: float = 0.1
-    """Floor of the cosine schedule, relative to ``lr``."""
+    """Floor of the cosine and sigmoid schedules, relative to ``lr``."""
+    sigmoid_mid_step: int = 60
+    """Sigmoid schedule: the step where the LR is halfway down (width: a tenth of it)."""
 
 
 @dataclass(frozen=True)
@@ -149,6 +156,10 @@ class GRPOConfig:
             raise ValueError("prompts_per_step, micro_batch_size and steps must be positive")
         if self.algo.ppo_epochs < 1:
             raise ValueError("algo.ppo_epochs must be at least 1")
+        if self.algo.kl_clamp is not None and self.algo.kl_clamp <= 0:
+            raise ValueError("algo.kl_clamp must be positive (or null for no clamp)")
+        if self.optim.schedule == "sigmoid" and self.optim.sigmoid_mid_step < 1:
+            raise ValueError("optim.sigmoid_mid_step must be at least 1")
         if self.algo.reward_mode == "judge":
             raise ValueError("algo.reward_mode 'judge' is not supported in training")
 

@@ -5,6 +5,11 @@
 ``KL ≈ exp(ref - logp) - (ref - logp) - 1`` against the frozen reference model. The token-mean
 runs over every trained token of the batch at once, so long and short responses weigh by
 their tokens. Shapes in comments: B rollouts, T tokens.
+
+Two choices veRL (and so the original release) makes differently are options, off by default
+so that the tiny run stays as it was: the group std with N − 1 (``unbiased``; veRL calls
+``torch.std``) and the k3 estimate clamped to ±``kl_clamp`` (veRL's ``low_var_kl`` clamps to
+±10; where it clamps, the KL term has no gradient).
 """
 
 from __future__ import annotations
@@ -14,17 +19,20 @@ from dataclasses import dataclass
 import torch
 
 
-def group_advantages(rewards: torch.Tensor, group_size: int, eps: float = 1e-6) -> torch.Tensor:
+def group_advantages(
+    rewards: torch.Tensor, group_size: int, eps: float = 1e-6, *, unbiased: bool = False
+) -> torch.Tensor:
     """``(r - mean) / (std + eps)`` within consecutive groups of ``group_size`` rollouts.
 
     ``rewards``: (B,) with B a multiple of ``group_size``; returns (B,). A group whose rewards
-    are all equal gets advantages of 0 (it teaches nothing).
+    are all equal gets advantages of 0 (it teaches nothing). ``unbiased``: the std divides by
+    N − 1 (veRL's choice) rather than N.
     """
     if rewards.ndim != 1 or rewards.numel() % group_size:
         raise ValueError(f"{tuple(rewards.shape)} rewards do not split into groups of {group_size}")
     groups = rewards.float().view(-1, group_size)  # (B/G, G)
     mean = groups.mean(dim=1, keepdim=True)
-    std = groups.std(dim=1, unbiased=False, keepdim=True)
+    std = groups.std(dim=1, unbiased=unbiased, keepdim=True)
     return ((groups - mean) / (std + eps)).view(-1)
 
 
@@ -53,12 +61,14 @@ def grpo_loss(
     *,
     clip_eps: float = 0.2,
     kl_beta: float = 0.001,
+    kl_clamp: float | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """The GRPO loss of a batch and its statistics.
 
     ``logprobs`` (B, T) under the current policy (with gradients); ``old_logprobs`` (B, T) from
     sampling; ``ref_logprobs`` (B, T) from the frozen reference (``None`` skips the KL term);
-    ``advantages`` (B,); ``mask`` (B, T), 1 on trained tokens.
+    ``advantages`` (B,); ``mask`` (B, T), 1 on trained tokens; ``kl_clamp``: clamp each token's
+    k3 estimate to ±this (``None``: no clamp).
     """
     mask = mask.float()
     n_tokens = mask.sum().clamp(min=1.0)
@@ -70,6 +80,8 @@ def grpo_loss(
     if ref_logprobs is not None:
         delta = ref_logprobs.detach() - logprobs
         kl = torch.exp(delta) - delta - 1  # (B, T), k3 estimator, >= 0
+        if kl_clamp is not None:
+            kl = torch.clamp(kl, min=-kl_clamp, max=kl_clamp)
     else:
         kl = torch.zeros_like(logprobs)
     loss = ((policy_term + kl_beta * kl) * mask).sum() / n_tokens
