@@ -154,7 +154,7 @@ def run_eval(cfg: EvalRunConfig) -> dict[str, Any]:
     """Evaluate (or resume) the run ``cfg`` describes; returns what ``metrics.json`` holds."""
     from tqdm import tqdm
 
-    from mmsr.data import open_image
+    from mmsr.data import sample_image
     from mmsr.eval.methods import get_method
     from mmsr.eval.runner import TRAJECTORIES, evaluate, read_results
     from mmsr.search.registry import search_config_from_spec
@@ -179,7 +179,7 @@ def run_eval(cfg: EvalRunConfig) -> dict[str, Any]:
 
     lines = evaluate(
         samples,
-        lambda s: open_image(s.image or b""),  # image-less samples were dropped
+        sample_image,  # image-less samples were dropped; the id is the fvqa backend's key
         method,
         ctx,
         cfg.out,
