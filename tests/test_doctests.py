@@ -11,6 +11,7 @@ import pytest
 @pytest.mark.parametrize(
     "name",
     [
+        "mmsr.data.balance",
         "mmsr.rewards",
         "mmsr.protocol.actions",
         "mmsr.protocol.render",

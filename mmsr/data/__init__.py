@@ -20,7 +20,7 @@ from mmsr.data.balance import (
 )
 from mmsr.data.export import verl_record, write_verl_parquet
 from mmsr.data.formats import FORMATS, DataFormat, detect_format
-from mmsr.data.images import open_image
+from mmsr.data.images import open_image, sample_image
 from mmsr.data.loaders import iter_samples, load_samples
 from mmsr.data.schema import DataError, FieldError, LoadStats
 from mmsr.types import Sample
@@ -43,6 +43,7 @@ __all__ = [
     "load_outcomes",
     "load_samples",
     "open_image",
+    "sample_image",
     "sample_to_ratio",
     "verl_record",
     "write_verl_parquet",

@@ -8,7 +8,8 @@ For each question, N rollouts of a search-capable policy:
 Then the labelled set is subsampled so that ``search_required`` makes up ``ratio`` of it
 (paper ≈ 68 %), deterministically from a seed. The core is pure: rollouts come from an
 injected ``rollouts(sample, n)`` callable (a policy with the rollout engine, a scripted policy
-in tests, or outcomes recorded in a JSONL file by the CLI).
+in tests, or outcomes recorded in a JSONL file: ``outcome_record`` writes a line,
+``load_outcomes`` reads the file; ``mmsr.rollout.outcomes`` makes them from a policy).
 """
 
 from __future__ import annotations
@@ -170,6 +171,15 @@ def balance(
         no_rollouts,
     )
     return result
+
+
+def outcome_record(data_id: str, outcome: RolloutOutcome) -> dict[str, Any]:
+    """One line of an outcomes JSONL file, as ``load_outcomes`` reads it.
+
+    >>> outcome_record("q1", RolloutOutcome(True, image_searches=1))
+    {'data_id': 'q1', 'correct': True, 'image_searches': 1, 'text_searches': 0}
+    """
+    return {"data_id": data_id, **dataclasses.asdict(outcome)}
 
 
 def load_outcomes(path: Path | str) -> dict[str, list[RolloutOutcome]]:

@@ -3,11 +3,12 @@
     mmsr data info FILE                              # format, counts, first sample
     mmsr data export-verl IN OUT [--skip-bad]        # any supported file -> veRL parquet
     mmsr data balance IN OUTCOMES.jsonl OUT --ratio 0.68 --seed 0
+    mmsr data balance IN OUTCOMES.jsonl OUT --policy hf:MODEL --search local:INDEX --rollouts 8
     mmsr data generate-qa CONCEPTS.jsonl OUT --base-url URL --model NAME
 
 ``balance`` reads rollouts recorded in JSONL (one ``{"data_id", "correct",
-"image_searches", "text_searches"}`` per rollout); running a policy directly (``--policy``)
-comes with the rollout engine.
+"image_searches", "text_searches"}`` per rollout); with ``--policy`` it first makes them, N
+rollouts of each question on the rollout engine, and writes them to that file.
 """
 
 from __future__ import annotations
@@ -79,10 +80,14 @@ def _cmd_balance(args: argparse.Namespace) -> int:
     from mmsr.data.loaders import load_samples
     from mmsr.types import Sample
 
+    if args.policy is None and args.search != "none":
+        raise ValueError("--search needs --policy (recorded outcomes were searched already)")
     samples = load_samples(
         args.input, format=args.format, skip_bad=args.skip_bad, limit=args.limit,
         image_dir=args.image_dir,
     )  # fmt: skip
+    if args.policy is not None:
+        _record_outcomes(args, samples)
     recorded = load_outcomes(args.outcomes)
 
     def rollouts(sample: Sample, n: int) -> list[RolloutOutcome]:
@@ -97,6 +102,37 @@ def _cmd_balance(args: argparse.Namespace) -> int:
     counts = {k: v for k, v in vars(result).items() if k != "samples"}
     print(json.dumps({"written": len(result.samples), **counts}))
     return 0
+
+
+def _record_outcomes(args: argparse.Namespace, samples: list[Any]) -> None:
+    """``--rollouts`` rollouts of each question by ``--policy`` with ``--search``, written to
+    the OUTCOMES file (replaced), one ``outcome_record`` per line."""
+    from mmsr.data.balance import outcome_record
+    from mmsr.eval.run import policy_from_spec
+    from mmsr.rollout import RolloutEngine
+    from mmsr.rollout.outcomes import iter_outcomes
+    from mmsr.search.base import SearchBackends
+    from mmsr.search.registry import build_search, search_config_from_spec
+
+    config = search_config_from_spec(args.search)
+    tools = build_search(config) if config else SearchBackends()
+    policy, encoder = policy_from_spec(
+        args.policy, api_key_env=args.api_key_env, temperature=args.temperature
+    )
+    engine = RolloutEngine(
+        policy, image_search=tools.image, text_search=tools.text, encoder=encoder
+    )
+    total = sum(s.image is not None for s in samples) * args.rollouts
+    args.outcomes.parent.mkdir(parents=True, exist_ok=True)
+    with (
+        args.outcomes.open("w", encoding="utf-8") as handle,
+        tqdm(total=total, desc="rollouts", unit="rollout") as bar,
+    ):
+        for data_id, outcome in iter_outcomes(
+            engine, samples, args.rollouts, seed=args.seed, batch_size=args.batch_size,
+            progress=bar.update,
+        ):  # fmt: skip
+            handle.write(json.dumps(outcome_record(data_id, outcome)) + "\n")
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
@@ -129,22 +165,49 @@ def _cmd_generate(args: argparse.Namespace) -> int:
     return 0 if kept or not rejected else 1
 
 
+def _add_policy_options(p: argparse.ArgumentParser) -> None:
+    """``balance``'s options for making its rollouts with a policy."""
+    p.add_argument(
+        "--policy", help="run it first: hf:MODEL_DIR | openai:BASE_URL#MODEL | scripted:NAME"
+    )
+    p.add_argument(
+        "--search",
+        default="none",
+        help="with --policy: local:INDEX_DIR, http:URL, none or a config file",
+    )
+    p.add_argument(
+        "--temperature", type=float, default=1.0,
+        help="with --policy: sampling temperature (greedy would repeat one rollout N times)",
+    )  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=16, help="with --policy: rollouts per call")
+    p.add_argument(
+        "--api-key-env", default="OPENAI_API_KEY", help="with openai:, the key's env var"
+    )
+
+
 def _register_balance(sub: Any) -> None:
     from mmsr.data.balance import DEFAULT_RATIO
 
     p = sub.add_parser(
         "balance",
-        help="label by recorded rollouts and sample to a ratio",
-        description="Label questions from rollouts recorded in JSONL (paper §3) and sample "
-        "to a share of search_required. Running a policy directly (--policy) comes with the "
-        "rollout engine.",
+        help="label by rollouts (recorded, or run with --policy) and sample to a ratio",
+        description="Label questions from rollouts (paper §3) and sample to a share of "
+        "search_required. The rollouts are read from OUTCOMES, or, with --policy, made first: "
+        "N per question on the rollout engine with --search, written to OUTCOMES.",
     )
     p.add_argument("input", type=Path, help="dataset to balance")
-    p.add_argument("outcomes", type=Path, help="JSONL of rollouts: data_id, correct, searches")
+    p.add_argument(
+        "outcomes", type=Path, help="JSONL of rollouts (data_id, correct, searches); "
+        "written (replaced) with --policy",
+    )  # fmt: skip
     p.add_argument("output", type=Path, help="balanced veRL parquet")
     p.add_argument("--ratio", type=float, default=DEFAULT_RATIO, help="share of search_required")
-    p.add_argument("--seed", type=int, default=0, help="seed of the subsampling")
-    p.add_argument("--rollouts", type=int, default=8, help="use at most N rollouts per question")
+    p.add_argument("--seed", type=int, default=0, help="seed of the subsampling and sampling")
+    p.add_argument(
+        "--rollouts", type=int, default=8,
+        help="rollouts per question: used at most N recorded, or N run with --policy",
+    )  # fmt: skip
+    _add_policy_options(p)
     _add_load_options(p)
     p.set_defaults(func=_cmd_balance)
 

@@ -1,5 +1,5 @@
-"""Images in data files: where relative names point, the field shapes releases use, and a
-check that the bytes are a readable image.
+"""Images in data files: where relative names point, the field shapes releases use, a
+check that the bytes are a readable image, and opening a sample's image with its id.
 
 Not here: what to do about a bad image (the loader's policy, see ``loaders``).
 """
@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsr.data.schema import FieldError
+from mmsr.types import Sample
 
 
 @dataclass(frozen=True)
@@ -82,8 +83,14 @@ def image_problem(data: bytes) -> str | None:
     return None
 
 
-def open_image(data: bytes) -> Any:
-    """The image in ``data`` as an RGB PIL image (what the search backends and policies take).
+DATA_ID_KEY = "data_id"
+"""Where an opened image carries its question's id (``image.info``): the fvqa search backend
+looks up the released results by it, since the pixels alone do not name the question."""
+
+
+def open_image(data: bytes, data_id: str | None = None) -> Any:
+    """The image in ``data`` as an RGB PIL image (what the search backends and policies take),
+    with ``data_id`` (when given) in ``image.info["data_id"]``.
 
     Raises ``ValueError`` when the bytes are not an image; loaders have already dropped such
     bytes, so this only fails on samples built by hand.
@@ -92,6 +99,15 @@ def open_image(data: bytes) -> Any:
 
     try:
         with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")
+            image = img.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
         raise ValueError(f"not a readable image ({err})") from err
+    if data_id is not None:
+        image.info[DATA_ID_KEY] = data_id
+    return image
+
+
+def sample_image(sample: Sample) -> Any:
+    """``sample``'s image, opened with its id as ``data_id``: what every rollout of a sample
+    hands the engine (eval, ``mmsr rollout``, GRPO, SFT eval, balancing)."""
+    return open_image(sample.image or b"", data_id=sample.id)

@@ -22,9 +22,18 @@ logger = logging.getLogger(__name__)
 METRICS_FILE = "metrics.json"
 
 
-def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
-    """(policy, turn encoder or None) from ``cfg.policy``."""
-    kind, _, rest = cfg.policy.partition(":")
+def policy_from_spec(
+    spec: str,
+    *,
+    model: str | None = None,
+    api_key_env: str = "OPENAI_API_KEY",
+    temperature: float = 0.0,
+    concurrency: int = 8,
+) -> tuple[Any, Any]:
+    """(policy, turn encoder or None) from a ``--policy`` spec: ``hf:MODEL_DIR``,
+    ``openai:BASE_URL#MODEL`` (``model`` fills in a missing ``#MODEL``) or ``scripted:NAME``.
+    Shared by ``mmsr eval`` and ``mmsr data balance --policy``."""
+    kind, _, rest = spec.partition(":")
     if kind == "scripted":
         from mmsr.eval.baselines import scripted_policy
 
@@ -33,12 +42,25 @@ def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
         from mmsr.chat import ChatClient
         from mmsr.policy.openai import OpenAIPolicy
 
-        base, model = split_endpoint(rest, cfg.model, "--policy openai:")
-        client = ChatClient(base, model, api_key_env=cfg.api_key_env)
-        return OpenAIPolicy(client, temperature=cfg.temperature, concurrency=cfg.concurrency), None
-    from mmsr.policy.local_model import load_hf_policy  # hf: (the config checked the kind)
+        base, name = split_endpoint(rest, model, "--policy openai:")
+        client = ChatClient(base, name, api_key_env=api_key_env)
+        return OpenAIPolicy(client, temperature=temperature, concurrency=concurrency), None
+    if kind == "hf":
+        from mmsr.policy.local_model import load_hf_policy
 
-    return load_hf_policy(rest, temperature=cfg.temperature)
+        return load_hf_policy(rest, temperature=temperature)
+    raise ValueError(f"--policy: unknown kind {kind!r}; expected hf:, openai: or scripted:")
+
+
+def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
+    """(policy, turn encoder or None) from ``cfg.policy``."""
+    return policy_from_spec(
+        cfg.policy,
+        model=cfg.model,
+        api_key_env=cfg.api_key_env,
+        temperature=cfg.temperature,
+        concurrency=cfg.concurrency,
+    )
 
 
 def build_judge(cfg: EvalRunConfig) -> Any:
@@ -154,7 +176,7 @@ def run_eval(cfg: EvalRunConfig) -> dict[str, Any]:
     """Evaluate (or resume) the run ``cfg`` describes; returns what ``metrics.json`` holds."""
     from tqdm import tqdm
 
-    from mmsr.data import open_image
+    from mmsr.data import sample_image
     from mmsr.eval.methods import get_method
     from mmsr.eval.runner import TRAJECTORIES, evaluate, read_results
     from mmsr.search.registry import search_config_from_spec
@@ -179,7 +201,7 @@ def run_eval(cfg: EvalRunConfig) -> dict[str, Any]:
 
     lines = evaluate(
         samples,
-        lambda s: open_image(s.image or b""),  # image-less samples were dropped
+        sample_image,  # image-less samples were dropped; the id is the fvqa backend's key
         method,
         ctx,
         cfg.out,

@@ -73,11 +73,11 @@ def _run_chunk(
     engine: Any, chunk: list[tuple[Any, int]], seed: int, out: Path, f: Any, stats: dict[str, Any]
 ) -> None:
     """Roll out one batch, write its records, add to the running statistics."""
-    from mmsr.data import open_image
+    from mmsr.data import sample_image
     from mmsr.rewards import score_trajectory
     from mmsr.rollout import RolloutTask, trajectory_record
 
-    tasks = [RolloutTask(f"{s.id}#{k}", s.question, open_image(s.image)) for s, k in chunk]
+    tasks = [RolloutTask(f"{s.id}#{k}", s.question, sample_image(s)) for s, k in chunk]
     trajectories = engine.run(tasks, seeds=[seed + i for i in range(len(chunk))])
     for (sample, _), traj in zip(chunk, trajectories, strict=True):
         reward = score_trajectory(traj.assistant_texts, sample.golds)

@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mmsr.data import open_image
+from mmsr.data import sample_image
 from mmsr.policy.local_model import build_hf_policy
 from mmsr.rewards import score_trajectory
 from mmsr.rollout import RolloutEngine
@@ -82,7 +82,7 @@ def evaluate_model(
     with torch.no_grad():
         for start in range(0, len(samples), config.batch_size):
             chunk = samples[start : start + config.batch_size]
-            tasks = [RolloutTask(s.id, s.question, open_image(s.image or b"")) for s in chunk]
+            tasks = [RolloutTask(s.id, s.question, sample_image(s)) for s in chunk]
             for sample, traj in zip(chunk, engine.run(tasks), strict=True):
                 texts = traj.assistant_texts
                 score = score_trajectory(texts, sample.golds)

@@ -3,8 +3,9 @@
 FVQA ships, per question (``data_id``), the hits a real reverse image search returned for the
 question's image, so training and evaluation can use them without a paid API. The query is
 identified by its ``data_id``: ``search(image, k)`` reads it from ``image.info["data_id"]``
-(the FVQA loader puts it there), ``search_id(data_id, k)`` takes it directly. A question the
-release has no results for is a ``SearchError`` (an observation, not a crash).
+(``mmsr.data.sample_image`` opens a rollout's image with the sample's id there; the FVQA loader
+takes the id from the ``data_id`` column), ``search_id(data_id, k)`` takes it directly. A
+question the release has no results for is a ``SearchError`` (an observation, not a crash).
 """
 
 from __future__ import annotations
