@@ -288,3 +288,19 @@ def test_nan_gradient_stops_before_the_update(tmp_path: Path, synthetic_reward: 
     for key, value in _params(parts.model).items():
         assert torch.equal(value, before[key]), key
     assert latest_checkpoint(tmp_path / "checkpoints") is None
+
+
+def test_rollout_images_carry_their_sample_id(
+    tmp_path: Path, synthetic_reward: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the fvqa search backend finds a question's results by image.info["data_id"]
+    seen: list[Any] = []
+    real = grpo.RolloutTask
+
+    def capture(id: str, question: str, image: Any) -> Any:
+        seen.append((id, image.info.get("data_id")))
+        return real(id, question, image)
+
+    monkeypatch.setattr(grpo, "RolloutTask", capture)
+    train_grpo(_config("--run.steps=1", "--run.save_every=0"), _parts(), tmp_path)
+    assert seen and all(i == d for i, d in seen)

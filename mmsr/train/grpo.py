@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from mmsr.config import config_to_dict, dump_yaml
-from mmsr.data import open_image
+from mmsr.data import sample_image
 from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.io import load_model
 from mmsr.policy.local_model import build_hf_policy
@@ -299,7 +299,7 @@ def train_grpo(
                 )
             ]
             repeated = [s for s in picked for _ in range(group)]  # (P*G,), groups consecutive
-            tasks = [RolloutTask(s.id, s.question, open_image(s.image or b"")) for s in repeated]
+            tasks = [RolloutTask(s.id, s.question, sample_image(s)) for s in repeated]
             model.eval()
             trajectories = engine.run(tasks, rollout_seeds(cfg.run.seed, step, len(tasks)))
             t_rollout = time.perf_counter()
