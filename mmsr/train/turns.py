@@ -44,7 +44,12 @@ BARE_PROMPTS = PromptSet(
     name="bare",
 )
 
-UNKNOWN_IMAGE = "I cannot tell what the image shows, so I search with it."
+UNKNOWN_THING = "nothing I know"
+"""What an unknown picture "shows": it fills the slot a known entity's name fills in a direct
+answer ("The image shows <name>."), so the search decision is taken at the token where the
+policy recognises the picture — one more class beside the head entities' names — not at the
+reply's first word, where nothing has been recognised yet."""
+UNKNOWN_IMAGE = f"The image shows {UNKNOWN_THING}, so I search with it."
 SEARCH_IMAGE = f"<reason>{UNKNOWN_IMAGE}</reason><search><img></search>"
 
 
