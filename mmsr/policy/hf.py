@@ -4,9 +4,16 @@ Batched and left-padded, one prefill over each conversation so far (all its imag
 KV cache. M-RoPE positions are computed explicitly with the model's own ``get_rope_index`` for
 the prefill and continued as text positions while decoding, so they equal the positions of the
 whole sequence computed after the fact (``mmsr.models.rope_position_ids``): the training
-forward pass sees exactly what sampling saw. Each sample has its own seeded generator; vision
-and placeholder tokens are never sampled. Log-probs are recorded under the sampling
+forward pass sees exactly what sampling saw. Each sample has its own seeded CPU generator;
+vision and placeholder tokens are never sampled. Log-probs are recorded under the sampling
 distribution (``temperature`` applied; greedy records the plain log-softmax).
+
+Every tensor is built on the model's device (``cpu`` or ``cuda``). On the CPU a sample's token
+is drawn with ``torch.multinomial`` from its own generator; elsewhere by a batched Gumbel-max
+(``gumbel_max``), whose per-row noise is drawn on the device from a seed that the row's CPU
+generator supplies each step — one kernel per row instead of a (B, V) host-to-device copy, and
+still one reproducible stream per sample. ``max_batch`` splits a call into chunks of that many
+requests, which bounds the KV cache.
 """
 
 from __future__ import annotations
@@ -14,7 +21,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import torch
 
@@ -43,6 +50,24 @@ class SpecialIds:
     """Ids never sampled (vision start/end, image and video placeholders)."""
 
 
+Sampler = Literal["auto", "multinomial", "gumbel"]
+
+
+def gumbel_max(probs: torch.Tensor, generators: Sequence[torch.Generator]) -> torch.Tensor:
+    """(B,) ids, one draw per row of ``probs`` (B, V), on ``probs``' device.
+
+    argmax(p / E) with E ~ Exp(1) is argmax(log p + Gumbel noise): a draw from p. Row b's noise
+    comes from a device generator re-seeded from ``generators[b]`` (a CPU generator), so a row's
+    draws depend on its own seed only, never on the batch it sits in.
+    """
+    noise_gen = torch.Generator(device=probs.device)
+    noise = torch.empty_like(probs, dtype=torch.float32)  # (B, V)
+    for b, g in enumerate(generators):
+        noise_gen.manual_seed(int(torch.randint(0, 2**62, (), generator=g)))
+        noise[b].exponential_(generator=noise_gen)
+    return (probs.float() / noise.clamp_min_(1e-30)).argmax(dim=-1)
+
+
 class HFPolicy:
     """Samples assistant turns from a local model; see the module docstring."""
 
@@ -58,21 +83,34 @@ class HFPolicy:
         temperature: float = 0.0,
         top_p: float = 1.0,
         force: ForceFn | None = None,
+        max_batch: int = 0,
+        sampler: Sampler = "auto",
     ) -> None:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}")
+        if max_batch < 0:
+            raise ValueError(f"max_batch must be >= 0 (0: no limit), got {max_batch}")
         self.model, self.vision, self.decode, self.special = model, vision, decode, special
         self.temperature, self.top_p, self.force = temperature, top_p, force
+        self.max_batch, self.sampler = max_batch, sampler
         self._last_logp: torch.Tensor | None = None  # (B, V) of the current step
+
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights, and so every input tensor, live."""
+        return torch.device(next(self.model.parameters()).device)
 
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        if not requests:
-            return []
-        unique, index = _shared_prompts(requests)
-        batch = self._prefill_inputs(unique)
-        sampled = self._sample(batch, index, requests)
-        return [self._finish(ids, lps, r) for (ids, lps), r in zip(sampled, requests, strict=True)]
+        size = self.max_batch or max(len(requests), 1)
+        out: list[Generation] = []
+        for start in range(0, len(requests), size):
+            chunk = requests[start : start + size]
+            unique, index = _shared_prompts(chunk)
+            batch = self._prefill_inputs(unique)
+            sampled = self._sample(batch, index.to(self.device), chunk)
+            out += [self._finish(ids, lps, r) for (ids, lps), r in zip(sampled, chunk, strict=True)]
+        return out
 
     def _prefill_inputs(self, requests: Sequence[GenerationRequest]) -> dict[str, torch.Tensor]:
         width = max(len(r.prompt_ids) for r in requests)
@@ -87,13 +125,14 @@ class HFPolicy:
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if images:
             inputs["pixel_values"], inputs["image_grid_thw"] = self.vision(images)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()}
         inputs["position_ids"] = rope_position_ids(
             self.model, input_ids, inputs.get("image_grid_thw"), attention_mask
         )
         return inputs
 
     def _next_token(
-        self, logits: torch.Tensor, generators: list[torch.Generator | None]
+        self, logits: torch.Tensor, generators: list[torch.Generator]
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick one id per row from ``logits`` (B, V); returns ids (B,) and their log-probs (B,)."""
         logits = logits.float()
@@ -110,9 +149,15 @@ class HFPolicy:
             sorted_p, order = probs.sort(dim=-1, descending=True)
             drop = sorted_p.cumsum(-1) - sorted_p > self.top_p
             probs = probs.scatter(1, order, sorted_p.masked_fill(drop, 0.0))
-        ids = torch.stack(
-            [torch.multinomial(probs[b], 1, generator=g)[0] for b, g in enumerate(generators)]
-        )
+        sampler = self.sampler
+        if sampler == "auto":
+            sampler = "multinomial" if probs.device.type == "cpu" else "gumbel"
+        if sampler == "gumbel":
+            ids = gumbel_max(probs, generators)
+        else:
+            ids = torch.stack(
+                [torch.multinomial(probs[b], 1, generator=g)[0] for b, g in enumerate(generators)]
+            )
         return ids, logp.gather(1, ids[:, None])[:, 0]
 
     def _sample(
@@ -122,7 +167,7 @@ class HFPolicy:
         requests: Sequence[GenerationRequest],
     ) -> list[tuple[list[int], list[float]]]:
         """Prefill the distinct prompts once, expand to one row per request, then decode."""
-        generators: list[torch.Generator | None] = []
+        generators: list[torch.Generator] = []
         for r in requests:
             g = torch.Generator()
             g.manual_seed(r.seed if r.seed is not None else int(torch.randint(0, 2**62, ()).item()))
@@ -147,7 +192,7 @@ class HFPolicy:
                 results[b][1].append(lp)
                 limit = requests[b].max_new_tokens
                 done[b] = token in self.special.end_of_turn or len(results[b][0]) >= limit
-            ids = torch.where(torch.tensor(done), self.special.pad, ids)
+            ids = torch.where(torch.tensor(done, device=ids.device), self.special.pad, ids)
             attention_mask = torch.cat(
                 [attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1
             )

@@ -61,8 +61,10 @@ def build_hf_policy(
     top_p: float = 1.0,
     force: ForceFn | None = None,
     system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+    max_batch: int = 0,
 ) -> tuple[HFPolicy, ChatTurnEncoder]:
-    """The policy and the turn encoder of one local model (greedy by default)."""
+    """The policy and the turn encoder of one local model (greedy by default); ``max_batch``
+    requests per forward pass at most (0: all), which bounds the KV cache."""
     suppressed = frozenset(suppressed_token_ids(tokenizer))
     special = SpecialIds(
         pad=token_id(tokenizer, ENDOFTEXT),
@@ -81,6 +83,7 @@ def build_hf_policy(
         temperature=temperature,
         top_p=top_p,
         force=force,
+        max_batch=max_batch,
     )
     encoder = ChatEncoder(tokenizer, image_processor, system_prompt=system_prompt)
     return policy, ChatTurnEncoder(encoder, suppressed)
