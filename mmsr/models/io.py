@@ -32,11 +32,14 @@ def save_pretrained(
     tokenizer: PreTrainedTokenizerBase,
     processor_config: ImageProcessorConfig | ImageProcessor,
     folder: str | Path,
+    *,
+    state_dict: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write everything ``load_model`` needs into ``folder`` (created if missing)."""
+    """Write everything ``load_model`` needs into ``folder`` (created if missing); with
+    ``state_dict``, those weights instead of the model's own (e.g. LoRA merged into a copy)."""
     path = Path(folder)
     path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(path, safe_serialization=True)
+    model.save_pretrained(path, safe_serialization=True, state_dict=state_dict)
     tokenizer.save_pretrained(path)
     processor = (
         processor_config
@@ -53,8 +56,10 @@ def load_model(
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
+    attention: str = "sdpa",
 ) -> tuple[Qwen2_5_VLForConditionalGeneration, PreTrainedTokenizerBase, ImageProcessor]:
-    """``(model, tokenizer, image_processor)`` from a local folder, in eval mode.
+    """``(model, tokenizer, image_processor)`` from a local folder, in eval mode, with
+    transformers' ``attention`` implementation (``sdpa``, its default, or ``eager``).
 
     A folder without a chat template (some real checkpoints keep it elsewhere) gets ours,
     which renders as Qwen2-VL's.
@@ -65,7 +70,7 @@ def load_model(
     if not (path / PREPROCESSOR_FILE).is_file():
         raise FileNotFoundError(f"{path} holds no {PREPROCESSOR_FILE}")
     model = Qwen2_5_VLForConditionalGeneration.from_pretrained(
-        path, local_files_only=True, dtype=dtype
+        path, local_files_only=True, dtype=dtype, attn_implementation=attention
     )
     # transformers types ``to`` through a decorator that mypy reads wrongly.
     model = model.to(torch.device(device)).train(False)  # type: ignore[arg-type]

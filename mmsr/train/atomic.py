@@ -45,7 +45,7 @@ def set_random_codes(
     common = torch.nn.functional.normalize(torch.randn(weight.shape[1], generator=generator), dim=0)
     codes = codes + shared * common
     with torch.no_grad():
-        weight[torch.tensor(list(ids))] = codes.to(weight.dtype)
+        weight[torch.tensor(list(ids), device=weight.device)] = codes.to(weight)
 
 
 def freeze_rows(model: Any, ids: Sequence[int]) -> RemovableHandle | None:
@@ -56,8 +56,8 @@ def freeze_rows(model: Any, ids: Sequence[int]) -> RemovableHandle | None:
     """
     if not ids:
         return None
-    index = torch.tensor(sorted(set(ids)))
     weight = embedding_weight(model)
+    index = torch.tensor(sorted(set(ids)), device=weight.device)
     hook = weight.register_hook(lambda grad: grad.index_fill(0, index, 0.0))  # type: ignore[no-untyped-call]
     return cast(RemovableHandle, hook)
 

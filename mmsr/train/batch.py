@@ -9,6 +9,7 @@ every next token, with the same suppressed ids and temperature as sampling.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -42,6 +43,14 @@ class TrainBatch:
     @property
     def trained_tokens(self) -> int:
         return int(self.loss_mask.sum())
+
+    def to(self, device: torch.device | str) -> TrainBatch:
+        """The same batch with every tensor on ``device``."""
+        moved = {
+            f.name: (v.to(device) if isinstance(v := getattr(self, f.name), torch.Tensor) else v)
+            for f in dataclasses.fields(self)
+        }
+        return TrainBatch(**moved)
 
 
 def teacher_sequence(encoder: ChatEncoder, turns: Sequence[Turn]) -> TokenSequence:
@@ -119,7 +128,8 @@ def token_logprobs(
         .float()
     )  # (B, T-1-start, V)
     if suppressed_ids:
-        logits = logits.index_fill(-1, torch.tensor(list(suppressed_ids)), float("-inf"))
+        suppressed = torch.tensor(list(suppressed_ids), device=logits.device)
+        logits = logits.index_fill(-1, suppressed, float("-inf"))
     if temperature not in (0.0, 1.0):
         logits = logits / temperature
     logp = torch.log_softmax(logits, dim=-1)

@@ -71,15 +71,17 @@ def save_checkpoint(
     image_processor: ImageProcessor,
     trainer_state: dict[str, Any],
     keep: int = 2,
+    weights: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write checkpoint ``step`` under ``root`` atomically; returns its folder."""
+    """Write checkpoint ``step`` under ``root`` atomically; returns its folder. ``weights``:
+    the state dict to save instead of the model's own (LoRA merged into a copy)."""
     root.mkdir(parents=True, exist_ok=True)
     final = root / f"step_{step:06d}"
     tmp = root / f".tmp-step_{step:06d}"
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir()
-    save_pretrained(model, tokenizer, image_processor, tmp / "model")
+    save_pretrained(model, tokenizer, image_processor, tmp / "model", state_dict=weights)
     torch.save({**trainer_state, "step": step, "rng": rng_state()}, tmp / TRAINER_FILE)
     _fsync_tree(tmp)
     if final.exists():  # a re-run of the same step: the new one wins

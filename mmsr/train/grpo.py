@@ -14,6 +14,7 @@ the command line (``mmsr.train.grpo_cli``); the loss itself (``mmsr.train.loss``
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import os
@@ -36,6 +37,7 @@ from mmsr.policy.local_model import build_hf_policy
 from mmsr.rewards import score_trajectory
 from mmsr.rollout import RolloutEngine, RolloutTask, write_trajectories
 from mmsr.search.base import SearchBackends
+from mmsr.train import lora
 from mmsr.train.batch import TokenSequence, TrainBatch, collate, token_logprobs
 from mmsr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
 from mmsr.train.checkpoint import set_rng_state as restore_rng
@@ -130,14 +132,11 @@ def seed_everything(seed: int) -> None:
 # --- the update ---
 
 
-def _to_device(batch: TrainBatch, device: torch.device) -> TrainBatch:
-    if device.type == "cpu":
-        return batch
-    moved = {
-        f.name: (v.to(device) if isinstance(v := getattr(batch, f.name), torch.Tensor) else v)
-        for f in dataclasses.fields(batch)
-    }
-    return TrainBatch(**moved)
+def compute_context(device: torch.device, autocast: bool) -> Any:
+    """bf16 autocast on ``device`` (fp32 master weights, bf16 matmuls), or a no-op."""
+    if not autocast:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=torch.bfloat16)
 
 
 def update_policy(
@@ -198,6 +197,7 @@ def update_policy(
         if not torch.isfinite(grad_norm):
             raise TrainingDiverged(f"the gradient norm is {grad_norm.item()}")
         optimizer.step()
+        optimizer.zero_grad(set_to_none=True)  # the rollouts that follow need the memory
     return {**sums, "loss/grad_norm": float(grad_norm), "loss/trained_tokens": float(total_tokens)}
 
 
@@ -218,11 +218,14 @@ def restore_checkpoint(
 ) -> int:
     """Load weights, optimiser, scheduler and RNG states of ``checkpoint``; returns its step."""
     state = load_trainer_state(checkpoint)
-    first = next(model.parameters())
-    # through transformers' loader: the file's key names are the checkpoint format's
-    saved, _, _ = load_model(checkpoint / "model", dtype=first.dtype, device=first.device)
-    model.load_state_dict(saved.state_dict())
-    del saved
+    if "adapters" in state:  # LoRA: the base is unchanged, only the adapters were trained
+        lora.load_adapter_state(model, state["adapters"])
+    else:
+        first = next(model.parameters())
+        # through transformers' loader: the file's key names are the checkpoint format's
+        saved, _, _ = load_model(checkpoint / "model", dtype=first.dtype, device=first.device)
+        model.load_state_dict(saved.state_dict())
+        del saved
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     restore_rng(state["rng"])
@@ -250,8 +253,17 @@ def train_grpo(
     algo, model, group = cfg.algo, parts.model, cfg.algo.group_size
     device = next(model.parameters()).device
     policy, turn_encoder = build_hf_policy(
-        model, parts.tokenizer, parts.image_processor, temperature=cfg.rollout.temperature
+        model,
+        parts.tokenizer,
+        parts.image_processor,
+        temperature=cfg.rollout.temperature,
+        max_batch=cfg.rollout.micro_batch_size,
     )
+
+    def compute() -> Any:
+        return compute_context(device, cfg.model.autocast)
+
+    uses_lora = lora.is_lora(model)
     engine = RolloutEngine(
         policy,
         image_search=parts.search.image,
@@ -270,7 +282,7 @@ def train_grpo(
 
     def make_batch(chunk: Sequence[TokenSequence]) -> TrainBatch:
         pad = int(parts.tokenizer.pad_token_id)
-        return _to_device(collate(chunk, model, parts.image_processor, pad), device)
+        return collate(chunk, model, parts.image_processor, pad).to(device)
 
     # Resume: weights, optimiser, scheduler and RNG states from the newest checkpoint; the
     # data position is a function of the step (prompt_indices), so nothing else is needed.
@@ -301,7 +313,8 @@ def train_grpo(
             repeated = [s for s in picked for _ in range(group)]  # (P*G,), groups consecutive
             tasks = [RolloutTask(s.id, s.question, sample_image(s)) for s in repeated]
             model.eval()
-            trajectories = engine.run(tasks, rollout_seeds(cfg.run.seed, step, len(tasks)))
+            with compute():
+                trajectories = engine.run(tasks, rollout_seeds(cfg.run.seed, step, len(tasks)))
             t_rollout = time.perf_counter()
             # 2. rewards (accuracy × search penalty + format, DESIGN §2), group advantages
             rewards = [
@@ -322,18 +335,21 @@ def train_grpo(
             sequences = [
                 TokenSequence(t.token_ids, t.loss_mask, t.logprobs, t.images) for t in trajectories
             ]
-            batches = _micro_batches(sequences, advantages, algo.micro_batch_size, make_batch)
+            batches = _micro_batches(
+                sequences, advantages.to(device), algo.micro_batch_size, make_batch
+            )
             try:
-                loss_metrics = update_policy(
-                    model,
-                    parts.reference,
-                    batches,
-                    optimizer,
-                    algo,
-                    suppressed_ids=suppressed,
-                    temperature=cfg.rollout.temperature,
-                    grad_clip=cfg.optim.grad_clip,
-                )
+                with compute():
+                    loss_metrics = update_policy(
+                        model,
+                        parts.reference,
+                        batches,
+                        optimizer,
+                        algo,
+                        suppressed_ids=suppressed,
+                        temperature=cfg.rollout.temperature,
+                        grad_clip=cfg.optim.grad_clip,
+                    )
             except TrainingDiverged as err:
                 kept = latest_checkpoint(ckpt_root)
                 raise TrainingDiverged(
@@ -374,8 +390,11 @@ def train_grpo(
                     trainer_state={
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
+                        **({"adapters": lora.adapter_state(model)} if uses_lora else {}),
                     },
                     keep=cfg.run.keep_checkpoints,
+                    # LoRA: the folder holds the merged weights, a plain model for evaluation
+                    weights=lora.merged_state_dict(model) if uses_lora else None,
                 )
     finally:
         bar.close()

@@ -27,9 +27,23 @@ class ModelSection:
     vocab_size: int = 2000
     """BPE vocabulary of the tokenizer trained on the world's text when ``path`` is None."""
     dtype: Literal["float32", "bfloat16"] = "float32"
-    """Weights' dtype for training (the reference model uses the same)."""
+    """Weights' dtype (float32 with ``autocast``: fp32 master weights, bf16 compute)."""
     device: str = "cpu"
-    """Where the model lives."""
+    """Where the model lives: ``cpu``, ``cuda`` or ``cuda:N``."""
+    autocast: bool = False
+    """Run forward passes under ``torch.autocast`` in bfloat16 (the reference is kept in bf16)."""
+    attention: Literal["sdpa", "eager"] = "sdpa"
+    """transformers' attention implementation (flash-attn has no wheel here)."""
+    gradient_checkpointing: bool = False
+    """Recompute each block's activations in the backward pass instead of keeping them."""
+    lora_rank: int = 0
+    """LoRA adapters of this rank on the language model's linear layers (``peft``, the ``gpu``
+    extra); the KL reference is the model with its adapters disabled. 0: full fine-tune."""
+    lora_alpha: float = 64.0
+    """LoRA's scale numerator (the adapters' output is scaled by alpha / rank)."""
+    shape: str = ""
+    """The architecture the memory plan assumes when ``path`` holds no config.json (a key of
+    ``mmsr.models.shapes.SHAPES``); empty: the tiny ``preset``."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +75,8 @@ class RolloutSection(RolloutLimits):
     text_k: int = 3
     temperature: float = 1.0
     """Sampling temperature (the loss uses the same)."""
+    micro_batch_size: int = 0
+    """Rollouts per forward pass of the policy (bounds the KV cache); 0: all of a step's."""
 
 
 @dataclass(frozen=True)
@@ -160,6 +176,8 @@ class GRPOConfig:
             raise ValueError("algo.kl_clamp must be positive (or null for no clamp)")
         if self.optim.schedule == "sigmoid" and self.optim.sigmoid_mid_step < 1:
             raise ValueError("optim.sigmoid_mid_step must be at least 1")
+        if self.model.lora_rank < 0 or self.rollout.micro_batch_size < 0:
+            raise ValueError("model.lora_rank and rollout.micro_batch_size must be >= 0")
         if self.algo.reward_mode == "judge":
             raise ValueError("algo.reward_mode 'judge' is not supported in training")
 

@@ -4,7 +4,8 @@ The model comes from ``model.path`` (the SFT warm start, or a real Qwen2.5-VL fo
 a path a random tiny model is built, with a tokenizer trained on the training questions, the
 protocol's prompts and the world's vocabulary (``vocab.json`` beside the training file, every
 entry one atomic token, DESIGN §4); it is saved once as ``out/initial_model`` so that a resumed
-run and its KL reference start from exactly the same weights.
+run and its KL reference start from exactly the same weights. ``load_policy`` puts the model
+on ``model.device`` with the section's dtype, attention, LoRA and gradient checkpointing.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import logging
 import shutil
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -30,6 +32,7 @@ from mmsr.types import Sample
 logger = logging.getLogger(__name__)
 
 INITIAL_MODEL = "initial_model"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
 
 def build_tools(section: SearchSection) -> SearchBackends:
@@ -73,6 +76,43 @@ def scratch_model(
     return folder
 
 
+def check_device(device: str) -> None:
+    """A clear error for a device this machine does not have."""
+    kind = torch.device(device).type
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"model.device is {device!r} but CUDA is not available here")
+    if kind not in ("cpu", "cuda"):
+        raise ValueError(f"model.device {device!r}: only cpu and cuda are supported")
+
+
+def load_policy(source: Path, section: ModelSection, with_reference: bool) -> tuple[Any, ...]:
+    """``(model, reference or None, tokenizer, image processor)`` as ``section`` asks.
+
+    Full fine-tune: the reference is a second, frozen copy (bf16 under autocast: the policy's
+    matmuls run in bf16 too). LoRA: the model gets adapters (only they train) and the reference
+    is the same model with its adapters disabled.
+    """
+    check_device(section.device)
+    dtype = DTYPES[section.dtype]
+    load = {"device": section.device, "attention": section.attention}
+    model, tokenizer, processor = load_model(source, dtype=dtype, **load)
+    reference: Any = None
+    if section.lora_rank > 0:
+        from mmsr.train import lora
+
+        peft_model = lora.add_lora(model, section.lora_rank, section.lora_alpha, section.init_seed)
+        model = peft_model.get_base_model()  # the same modules, adapters injected
+        reference = lora.Reference(peft_model) if with_reference else None
+    elif with_reference:
+        ref_dtype = torch.bfloat16 if section.autocast else dtype
+        reference = load_model(source, dtype=ref_dtype, **load)[0]
+        reference.requires_grad_(False)
+    if section.gradient_checkpointing:
+        kwargs = {"use_reentrant": False}  # works with frozen inputs (LoRA)
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)  # type: ignore[no-untyped-call]
+    return model, reference, tokenizer, processor
+
+
 def build_parts(cfg: GRPOConfig, out: Path) -> GRPOParts:
     """Load the data, the model (and its frozen reference) and the search tools of ``cfg``."""
     samples = load_samples(cfg.data.train, limit=cfg.data.limit)
@@ -82,12 +122,7 @@ def build_parts(cfg: GRPOConfig, out: Path) -> GRPOParts:
     source = Path(cfg.model.path) if cfg.model.path else None
     if source is None:
         source = scratch_model(cfg.model, samples, Path(cfg.data.train).parent / "vocab.json", out)
-    dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16}[cfg.model.dtype]
-    model, tokenizer, processor = load_model(source, dtype=dtype, device=cfg.model.device)
-    reference = None
-    if cfg.algo.kl_beta > 0:
-        reference = load_model(source, dtype=dtype, device=cfg.model.device)[0]
-        reference.requires_grad_(False)
+    model, reference, tokenizer, processor = load_policy(source, cfg.model, cfg.algo.kl_beta > 0)
     return GRPOParts(
         model=model,
         reference=reference,

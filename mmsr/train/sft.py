@@ -76,6 +76,8 @@ class SFTConfig:
     """BPE vocabulary before the atomic tokens are added."""
     seed: int = 0
     """Seeds the initial weights and the teacher's data stream."""
+    device: str = "cpu"
+    """Where the model trains: ``cpu``, ``cuda`` or ``cuda:N``."""
     lr: float = 5e-4
     """Peak learning rate (at 2e-3 the copying never set in; at 5e-4 within 250 primer steps)."""
     min_lr_ratio: float = 0.1
@@ -174,7 +176,7 @@ def masked_logprobs(model: Any, batch: Any, suppressed: list[int]) -> torch.Tens
     where = batch.loss_mask.bool()  # (B, T-1)
     logits = model.lm_head(hidden[where]).float()  # (N, V)
     if suppressed:
-        logits = logits.index_fill(-1, torch.tensor(suppressed), float("-inf"))
+        logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device), float("-inf"))
     targets = batch.input_ids[:, 1:][where]  # (N,)
     return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
 
@@ -235,6 +237,7 @@ def _setup(config: SFTConfig, world: Path, index: Path, eval_split: str) -> _Run
                 config.seed,
                 shared=config.atomic_shared,
             )
+    model = model.to(torch.device(config.device))  # before the hooks and the optimizer
     if config.freeze_atomic:
         freeze_rows(model, added_atomic_ids(tokenizer))
     logger.info("model %s: %d parameters", config.model_preset, count_parameters(model))
@@ -265,7 +268,8 @@ def train_sft(
     )
     model.train(True)
     step, train_seconds, next_eval, smooth = 0, 0.0, config.eval_every_minutes, 0.0
-    atomic = torch.zeros(len(tokenizer), dtype=torch.bool)
+    device = next(model.parameters()).device
+    atomic = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)
     atomic[added_atomic_ids(tokenizer)] = True
     copy_nll: dict[str, float] = {}  # smoothed NLL of the atomic targets (names, values) per kind
     bar = tqdm(total=None, desc="sft", unit="step", disable=not progress)
@@ -281,7 +285,7 @@ def train_sft(
             kind = teacher.primer_kind(step / config.primer_steps) if priming else teacher.kind()
             size = config.primer_batch_size if kind in SHORT_KINDS else config.batch_size
             seqs = [teacher_sequence(encoder, teacher.draw(kind)) for _ in range(size)]
-            batch = collate(seqs, model, run.processor, pad_id)
+            batch = collate(seqs, model, run.processor, pad_id).to(device)
             logprobs = masked_logprobs(model, batch, suppressed)
             loss = -logprobs.mean() / config.accumulation
             on_atomic = atomic[batch.input_ids[:, 1:][batch.loss_mask.bool()]]
