@@ -35,6 +35,11 @@ TOKENS_PER_IMAGE = 4
 
 @pytest.fixture(scope="module")
 def model() -> Any:
+    return micro_model()
+
+
+def micro_model() -> Any:
+    """The micro model of these tests (seeded), in eval mode."""
     config = transformers.Qwen2_5_VLConfig(
         text_config={
             "vocab_size": VOCAB,
