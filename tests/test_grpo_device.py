@@ -134,3 +134,13 @@ def test_a_grpo_step_on_cuda(folder: Path, tmp_path: Path, synthetic_reward: Non
     section = ModelSection(device="cuda", autocast=True, gradient_checkpointing=True)
     model, _ = _train(folder, tmp_path / "run", section, "--rollout.micro_batch_size=2")
     assert next(model.parameters()).device.type == "cuda"
+
+
+@pytest.mark.gpu
+@cuda
+def test_an_sft_smoke_run_on_cuda(small_world: Any, tmp_path: Path) -> None:
+    from mmsr.train.sft import load_sft_config, train_sft
+
+    world, index = small_world
+    final = train_sft(load_sft_config("smoke", {"device": "cuda"}), world, index, tmp_path / "m")
+    assert final["step"] > 0 and (tmp_path / "m" / "model.safetensors").is_file()

@@ -93,7 +93,9 @@ def memory_report(cfg: Any) -> str:
     plan, source = grpo_memory_plan(cfg)
     lines = [f"# estimated peak GPU memory (shapes from {source}):", plan.table()]
     visible = _visible_memory(cfg.model.device)
-    if visible is None:
+    if not cfg.model.device.startswith("cuda"):
+        lines.append(f"# model.device is {cfg.model.device!r}: no GPU to check against")
+    elif visible is None:
         lines.append(f"# no CUDA device visible for model.device {cfg.model.device!r}: no check")
     else:
         free, total = visible

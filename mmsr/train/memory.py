@@ -140,6 +140,10 @@ class MemoryPlan:
     def table(self) -> str:
         lines = [f"  {name:<12} {size / GIB:8.2f} GiB" for name, size in self.components.items()]
         lines.append(f"  {'peak':<12} {self.peak / GIB:8.2f} GiB")
+        lines.append(
+            "  (peak = weights + optimizer + reference + overhead + the larger of kv_cache "
+            "(rollouts) and gradients + activations (update))"
+        )
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
 

@@ -176,7 +176,9 @@ def masked_logprobs(model: Any, batch: Any, suppressed: list[int]) -> torch.Tens
     where = batch.loss_mask.bool()  # (B, T-1)
     logits = model.lm_head(hidden[where]).float()  # (N, V)
     if suppressed:
-        logits = logits.index_fill(-1, torch.tensor(suppressed, device=logits.device), float("-inf"))
+        logits = logits.index_fill(
+            -1, torch.tensor(suppressed, device=logits.device), float("-inf")
+        )
     targets = batch.input_ids[:, 1:][where]  # (N,)
     return torch.log_softmax(logits, dim=-1).gather(-1, targets[:, None]).squeeze(-1)
 
@@ -237,7 +239,8 @@ def _setup(config: SFTConfig, world: Path, index: Path, eval_split: str) -> _Run
                 config.seed,
                 shared=config.atomic_shared,
             )
-    model = model.to(torch.device(config.device))  # before the hooks and the optimizer
+    # transformers types ``to`` through a decorator that mypy reads wrongly (as in mmsr.models.io)
+    model = model.to(torch.device(config.device))  # type: ignore[arg-type]
     if config.freeze_atomic:
         freeze_rows(model, added_atomic_ids(tokenizer))
     logger.info("model %s: %d parameters", config.model_preset, count_parameters(model))
