@@ -50,6 +50,8 @@ class SpecialIds:
     """Ids never sampled (vision start/end, image and video placeholders)."""
 
 
+# auto: multinomial on the CPU (its seeded results are pinned by tests), gumbel elsewhere;
+# multinomial draws with CPU generators, so it needs the model on the CPU.
 Sampler = Literal["auto", "multinomial", "gumbel"]
 
 
@@ -90,10 +92,13 @@ class HFPolicy:
             raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}")
         if max_batch < 0:
             raise ValueError(f"max_batch must be >= 0 (0: no limit), got {max_batch}")
+        if sampler not in ("auto", "multinomial", "gumbel"):
+            raise ValueError(f"unknown sampler {sampler!r}")
         self.model, self.vision, self.decode, self.special = model, vision, decode, special
         self.temperature, self.top_p, self.force = temperature, top_p, force
         self.max_batch, self.sampler = max_batch, sampler
         self._last_logp: torch.Tensor | None = None  # (B, V) of the current step
+        self._suppressed: torch.Tensor | None = None  # the suppressed ids, on the device
 
     @property
     def device(self) -> torch.device:
@@ -136,7 +141,10 @@ class HFPolicy:
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Pick one id per row from ``logits`` (B, V); returns ids (B,) and their log-probs (B,)."""
         logits = logits.float()
-        logits[:, list(self.special.suppressed)] = float("-inf")
+        if self._suppressed is None or self._suppressed.device != logits.device:
+            banned = sorted(self.special.suppressed)
+            self._suppressed = torch.tensor(banned, dtype=torch.long, device=logits.device)
+        logits[:, self._suppressed] = float("-inf")
         if self.temperature == 0:
             logp = torch.log_softmax(logits, dim=-1)
             self._last_logp = logp

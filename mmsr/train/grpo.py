@@ -6,7 +6,9 @@ rollout engine (temperature sampling, one seed per rollout), score every traject
 within each group, and update the policy with the PPO-clip loss plus β·KL to the frozen initial
 model, token-mean over the generated tokens, accumulated over micro-batches, with AdamW, gradient
 clipping and the LR schedule (``mmsr.train.schedule``). Every N steps: an atomic checkpoint and
-a sample of trajectories.
+a sample of trajectories. The model's device (``model.device``), bf16 autocast and LoRA
+(``mmsr.train.lora``: adapters trained, the reference = adapters disabled) change where and in
+what precision this runs, not the algorithm.
 
 What it is not: model loading, the world and the search backends (``mmsr.train.grpo_setup``);
 the command line (``mmsr.train.grpo_cli``); the loss itself (``mmsr.train.loss``).
@@ -61,7 +63,8 @@ class GRPOParts:
     model: Any
     """The policy (a Qwen2.5-VL model); trained in place."""
     reference: Any | None
-    """A frozen copy of the initial policy for the KL term; None when ``kl_beta`` is 0."""
+    """A frozen copy of the initial policy for the KL term (LoRA: ``lora.Reference``, the
+    model with its adapters disabled); None when ``kl_beta`` is 0."""
     tokenizer: Any
     image_processor: ImageProcessor
     samples: list[Sample]

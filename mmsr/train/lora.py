@@ -74,24 +74,25 @@ def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
 def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
     """The state dict of ``model`` (adapters injected, e.g. ``PeftModel.get_base_model()``)
     with every adapter folded in (W + scale·B·A), on the CPU, under the plain model's key
-    names; the live weights are not touched."""
+    names; the live weights are not touched. One layer's delta at a time is on the device."""
     peft = _peft()
-    base = model
-    deltas = {
-        name: module.get_delta_weight("default")
-        for name, module in base.named_modules()
+    layers = {
+        name: module
+        for name, module in model.named_modules()
         if isinstance(module, peft.tuners.lora.LoraLayer)
     }
     merged: dict[str, torch.Tensor] = {}
-    for key, value in base.state_dict().items():
+    for key, value in model.state_dict().items():
         if "lora_" in key:
             continue
-        module, _, leaf = key.rpartition(".base_layer.")
-        if not _:
+        module, found, leaf = key.rpartition(".base_layer.")
+        if not found:
             merged[key] = value.detach().cpu()
             continue
         tensor = value.detach()
         if leaf == "weight":
-            tensor = (tensor.float() + deltas[module].float()).to(value.dtype)
+            with torch.no_grad():
+                delta = layers[module].get_delta_weight("default")
+                tensor = (tensor.float() + delta.float()).to(value.dtype)
         merged[f"{module}.{leaf}"] = tensor.cpu()
     return merged
