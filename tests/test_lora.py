@@ -147,3 +147,15 @@ def test_asking_for_lora_without_peft_is_a_clear_error(
     monkeypatch.setitem(sys.modules, "peft", None)  # import peft now raises ImportError
     with pytest.raises(ImportError, match=r"pip install -e '\.\[gpu\]'"):
         _lora(folder)
+
+
+def test_importing_the_trainer_does_not_import_peft() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, mmsr.train.grpo, mmsr.train.grpo_setup, mmsr.cli; print('peft' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "False"

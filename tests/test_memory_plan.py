@@ -175,3 +175,20 @@ def test_a_cuda_run_without_cuda_is_refused(tmp_path: Path) -> None:
     assert out.returncode == 2
     assert "CUDA is not available" in out.stderr
     assert not (tmp_path / "run").exists()  # refused before anything was written
+
+
+def test_a_run_that_does_not_fit_the_visible_gpu_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mmsr.train import grpo_cli
+
+    gib = 1024**3
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    cfg = load_grpo_config("qwen2.5-vl-3b-1gpu")  # ≈ 75 GiB planned
+    monkeypatch.setattr(grpo_cli, "_visible_memory", lambda device: (40 * gib, 48 * gib))
+    refusal = grpo_cli.fit_refusal(cfg)
+    assert refusal is not None and "exceeds the 40.0 GiB free on cuda" in refusal
+    assert "does NOT fit" in grpo_cli.memory_report(cfg)
+    monkeypatch.setattr(grpo_cli, "_visible_memory", lambda device: (130 * gib, 139 * gib))
+    assert grpo_cli.fit_refusal(cfg) is None
+    assert ": fits" in grpo_cli.memory_report(cfg)
