@@ -71,6 +71,18 @@ def test_parameter_counts_match_the_real_architecture(shape: str, expected: int)
         assert Arch.from_config(SHAPES[shape]).kv_bytes_per_token(2) == 36_864
 
 
+@pytest.mark.parametrize("preset", ["micro", "tiny"])
+def test_parameter_counts_of_a_saved_config(preset: str) -> None:
+    # transformers 5 nests the text fields under text_config; the count reads both layouts
+    import tiny_models
+
+    from mmsr.models import build_tiny_model
+
+    model = build_tiny_model(preset, tiny_models.tokenizer(), seed=0)
+    expected = sum(p.numel() for p in model.parameters())
+    assert Arch.from_config(model.config.to_dict()).params() == expected
+
+
 def test_a_small_plan_by_hand() -> None:
     plan = plan_memory(
         Arch.from_config(SMALL),
