@@ -97,12 +97,8 @@ class Arch:
 
     def lora_params(self, rank: int) -> int:
         """Parameters of rank-``rank`` adapters (A: r × in, B: out × r) on ``LORA_TARGETS``."""
-        h, q, kv, i = (
-            self.hidden,
-            self.heads * self.head_dim,
-            self.kv_heads * self.head_dim,
-            (self.intermediate),
-        )
+        h, i = self.hidden, self.intermediate
+        q, kv = self.heads * self.head_dim, self.kv_heads * self.head_dim
         in_out = [(h, q), (h, kv), (h, kv), (q, h), (h, i), (h, i), (i, h)]
         return self.layers * rank * sum(a + b for a, b in in_out)
 
