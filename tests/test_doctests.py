@@ -15,6 +15,7 @@ import pytest
         "mmsr.rewards",
         "mmsr.protocol.actions",
         "mmsr.protocol.render",
+        "mmsr.rollout.rules",
         "mmsr.inspect",
         "mmsr.inspect.views",
     ],

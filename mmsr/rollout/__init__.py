@@ -1,7 +1,8 @@
-"""The multi-turn rollout engine and the trajectories it produces."""
+"""The multi-turn rollout engine, the protocol rules it applies and the trajectories it produces."""
 
-from mmsr.rollout.engine import RolloutEngine, RolloutLimits, RolloutTask, TurnEncoder
+from mmsr.rollout.engine import RolloutEngine, RolloutTask, TurnEncoder
 from mmsr.rollout.failures import ToolFailures, call_tool
+from mmsr.rollout.rules import RolloutLimits, end_reason, fits, search_tool, turn_action
 from mmsr.rollout.trajectory import (
     EndReason,
     ToolCall,
@@ -20,6 +21,10 @@ __all__ = [
     "Trajectory",
     "TurnEncoder",
     "call_tool",
+    "end_reason",
+    "fits",
+    "search_tool",
     "trajectory_record",
+    "turn_action",
     "write_trajectories",
 ]

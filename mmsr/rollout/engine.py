@@ -17,10 +17,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 from mmsr.policy.base import Generation, GenerationRequest, Policy
-from mmsr.protocol.actions import parse_action
 from mmsr.protocol.prompts import PromptSet, default_prompt_set
 from mmsr.protocol.render import (
     RenderLimits,
@@ -30,29 +29,11 @@ from mmsr.protocol.render import (
     render_text_results,
 )
 from mmsr.rollout.failures import ToolFailures, call_tool
+from mmsr.rollout.rules import RolloutLimits as RolloutLimits  # re-exported: it lived here
+from mmsr.rollout.rules import end_reason, fits, search_tool, turn_action
 from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory
 from mmsr.search.base import ImageSearchBackend, SearchBackends, TextSearchBackend
-from mmsr.types import Action, Answer, ImageSearch, Invalid, Role, TextSearch, Turn
-
-
-@dataclass(frozen=True)
-class RolloutLimits:
-    """The protocol's limits (DESIGN §1) and the token budget of one rollout."""
-
-    max_turns: int = 3
-    """Most assistant turns; a search asked for in the last one ends the rollout."""
-    max_image_searches: int = 1
-    """Image searches allowed per rollout."""
-    max_text_searches: int = 2
-    """Text searches allowed per rollout."""
-    max_new_tokens: int = 256
-    """Longest assistant turn, in tokens."""
-    max_total_tokens: int = 4096
-    """Longest whole sequence (token-level policies); no tool turn is added past it."""
-    image_k: int = 5
-    """Image hits asked from the image search."""
-    text_k: int = 5
-    """Text hits asked from the text search."""
+from mmsr.types import Action, Role, TextSearch, Turn
 
 
 @dataclass(frozen=True)
@@ -188,7 +169,7 @@ class RolloutEngine:
         state.text_searches = sum(call.tool == "text" for call in task.prefetched)
         if self.encoder is not None:
             state.add_tokens(self.encoder.user_turn_ids(first, first=True), generated=False)
-            if len(state.token_ids) + 1 > self.limits.max_total_tokens:
+            if not fits(len(state.token_ids), 0, self.limits.max_total_tokens):
                 state.end_reason = EndReason.CONTEXT_FULL
         return state
 
@@ -214,38 +195,26 @@ class RolloutEngine:
         state.turns.append(Turn(Role.ASSISTANT, gen.text))
         if self.encoder is not None:
             state.add_tokens(gen.token_ids, generated=True, logprobs=gen.logprobs)
-        action = parse_action(gen.text)
-        if self.encoder is not None and self.encoder.forbidden_ids.intersection(gen.token_ids):
-            action = Invalid("generated a vision token")
+        ids = gen.token_ids if self.encoder is not None else ()
+        forbidden = self.encoder.forbidden_ids if self.encoder is not None else frozenset()
+        action = turn_action(gen.text, ids, forbidden)
         state.actions.append(action)
-        state.end_reason = self._end_reason(state, action, gen)
+        state.end_reason = end_reason(
+            action,
+            truncated=gen.finish_reason == "length",
+            n_turns=len(state.actions),
+            image_searches=state.image_searches,
+            text_searches=state.text_searches,
+            limits=self.limits,
+        )
         return state.end_reason is None
-
-    def _end_reason(self, state: _State, action: Action, gen: Generation) -> EndReason | None:
-        if isinstance(action, Answer):
-            return EndReason.ANSWERED
-        if isinstance(action, Invalid):
-            return (
-                EndReason.TRUNCATED if gen.finish_reason == "length" else EndReason.INVALID_ACTION
-            )
-        if gen.finish_reason == "length":  # a search tag at the very limit: the turn never closed
-            return EndReason.TRUNCATED
-        if len(state.actions) >= self.limits.max_turns:
-            return EndReason.SEARCH_IN_LAST_TURN
-        if (
-            isinstance(action, ImageSearch)
-            and state.image_searches >= self.limits.max_image_searches
-        ):
-            return EndReason.SEARCH_LIMIT
-        if isinstance(action, TextSearch) and state.text_searches >= self.limits.max_text_searches:
-            return EndReason.SEARCH_LIMIT
-        return None
 
     def _search(self, state: _State) -> Turn:
         """Run the search the last action asked for; a failure becomes the observation."""
         action = state.actions[-1]
         question = state.task.question
-        tool: Literal["image", "text"] = "image" if isinstance(action, ImageSearch) else "text"
+        tool = search_tool(action)
+        assert tool is not None  # only a search action gets here
         query = action.query if isinstance(action, TextSearch) else None
         if tool == "image":
             state.image_searches += 1
@@ -272,7 +241,7 @@ class RolloutEngine:
     def _add_user_turn(self, state: _State, turn: Turn) -> None:
         if self.encoder is not None:
             ids = self.encoder.user_turn_ids(turn, first=False)
-            if len(state.token_ids) + len(ids) + 1 > self.limits.max_total_tokens:
+            if not fits(len(state.token_ids), len(ids), self.limits.max_total_tokens):
                 state.end_reason = EndReason.CONTEXT_FULL
                 return
             state.add_tokens(ids, generated=False)
