@@ -16,6 +16,7 @@ import pytest
         "mmsr.protocol.actions",
         "mmsr.protocol.render",
         "mmsr.rollout.rules",
+        "mmsr.integrations.verl.reward",
         "mmsr.inspect",
         "mmsr.inspect.views",
     ],

@@ -105,14 +105,19 @@ class ImageProcessor:
 
     def __call__(self, image: Any) -> ProcessedImage:
         """Process one image; raises ``ImageProcessingError`` for anything unusable."""
+        out = self._qwen(images=[self.prepare(image)], return_tensors="pt")
+        t, h, w = (int(x) for x in out["image_grid_thw"][0].tolist())
+        pixel_values = out["pixel_values"].to(torch.float32)
+        return ProcessedImage(pixel_values, (t, h, w), t * h * w // self.config.merge_size**2)
+
+    def prepare(self, image: Any) -> Image.Image:
+        """The checked RGB image (at ``fixed_size`` when set) that ``__call__`` patchifies: what
+        another Qwen2-VL processor (a rollout server's) must get to count the same tokens."""
         rgb = self._to_rgb(image)
         if self.config.fixed_size is not None:
             side = self.config.fixed_size
             rgb = rgb.resize((side, side), Image.Resampling.BICUBIC)
-        out = self._qwen(images=[rgb], return_tensors="pt")
-        t, h, w = (int(x) for x in out["image_grid_thw"][0].tolist())
-        pixel_values = out["pixel_values"].to(torch.float32)
-        return ProcessedImage(pixel_values, (t, h, w), t * h * w // self.config.merge_size**2)
+        return rgb
 
     def num_tokens(self, width: int, height: int) -> int:
         """Visual tokens an image of this size takes, without processing it."""
