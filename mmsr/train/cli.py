@@ -6,11 +6,15 @@ import importlib
 from typing import Any
 
 # One line per module; each defines ``register(train_subparsers) -> None``.
-TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = ("mmsr.train.sft_cli", "mmsr.train.grpo_cli")
+TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "mmsr.train.sft_cli",
+    "mmsr.train.grpo_cli",
+    "mmsr.integrations.verl.cli",
+)
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("train", help="SFT warm start and GRPO training")
+    parser = subparsers.add_parser("train", help="SFT warm start, GRPO training, GRPO on veRL")
     train_sub = parser.add_subparsers(dest="train_command", metavar="TRAIN_COMMAND")
     for name in TRAIN_SUBCOMMAND_MODULES:
         importlib.import_module(name).register(train_sub)

@@ -1,0 +1,64 @@
+"""``mmsr train verl``: GRPO on a veRL cluster with mmsr's protocol, search tools and reward.
+
+    mmsr data export-verl --image-token '<image>' … -o train.parquet
+    mmsr train verl --data train.parquet --model /models/Qwen2.5-VL-7B-Instruct \\
+        --nodes 4 --gpus-per-node 8 --search http:http://search-host:8000 [hydra overrides…]
+
+Run it on the Ray head node. ``--dry-run`` prints veRL's composed config and starts nothing.
+Needs the ``verl`` extra (``pip install 'mmsr[verl]'``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(train_subparsers: Any) -> None:
+    parser = train_subparsers.add_parser(
+        "verl",
+        help="GRPO on a veRL cluster (needs the verl extra)",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--data", required=True, help="training parquet (mmsr data export-verl)")
+    parser.add_argument("--val", help="validation parquet")
+    parser.add_argument("--model", required=True, help="policy weights: a folder every node reads")
+    parser.add_argument("--nodes", type=int, default=1, help="nodes in the Ray cluster")
+    parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node")
+    parser.add_argument(
+        "--search", default="none", help="search spec: http:URL, local:DIR, a config file, none"
+    )
+    parser.add_argument("--out", type=Path, default=Path("runs/verl"), help="run folder")
+    parser.add_argument("--dry-run", action="store_true", help="print the composed veRL config")
+    # the rest of the command line (Hydra key=value overrides) arrives as args.overrides
+    parser.set_defaults(func=_run, takes_overrides=True)
+
+
+def _run(args: argparse.Namespace) -> int:
+    try:
+        import verl  # noqa: F401
+    except ImportError as err:
+        raise ValueError(
+            f"mmsr train verl needs the verl extra: pip install 'mmsr[verl]' ({err})"
+        ) from err
+    from mmsr.integrations.verl.launch import VerlRun, dry_run, launch
+
+    if not Path(args.data).is_file():
+        raise ValueError(f"--data {args.data}: no such file")
+    run = VerlRun(
+        data=args.data,
+        model=args.model,
+        out=args.out,
+        val=args.val,
+        nodes=args.nodes,
+        gpus_per_node=args.gpus_per_node,
+        search=args.search,
+        overrides=tuple(args.overrides),
+    )
+    if args.dry_run:
+        sys.stdout.write(dry_run(run))
+        return 0
+    return launch(run)
