@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 agent_loop_module = pytest.importorskip(
-    "verl.experimental.agent_loop.agent_loop", reason="needs the verl extra (pip install mmsr[verl])"
+    "verl.experimental.agent_loop.agent_loop", reason="needs the verl extra: pip install mmsr[verl]"
 )
 
 import tiny_models  # noqa: E402
