@@ -62,3 +62,33 @@ def test_no_source_imports_something_forbidden_even_lazily(package: str) -> None
         if bad:
             offenders[str(path.relative_to(ROOT))] = sorted(bad)
     assert offenders == {}
+
+
+VERL_ONLY = ("verl", "ray", "hydra", "omegaconf")
+
+
+def test_only_the_verl_integration_imports_verl() -> None:
+    allowed = ROOT / "integrations" / "verl"
+    offenders = {}
+    for path in sorted(ROOT.rglob("*.py")):
+        if allowed in path.parents:
+            continue
+        bad = {
+            n for n in _imported_names(path) for f in VERL_ONLY if n == f or n.startswith(f + ".")
+        }
+        if bad:
+            offenders[str(path.relative_to(ROOT))] = sorted(bad)
+    assert offenders == {}
+
+
+def test_the_cli_and_the_verl_free_modules_load_no_verl() -> None:
+    code = (
+        "import sys, mmsr.cli\n"
+        "mmsr.cli.build_parser()\n"
+        "import mmsr.integrations.verl.episode, mmsr.integrations.verl.reward\n"
+        "import mmsr.integrations.verl.launch\n"
+        f"print(sorted(m for m in sys.modules if m.split('.')[0] in {VERL_ONLY!r}))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]", out.stdout
