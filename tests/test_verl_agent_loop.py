@@ -181,3 +181,30 @@ def test_search_in_last_turn_and_a_tool_turn_that_does_not_fit() -> None:
     assert output.extra_fields["mmsr_end_reason"] == "context_full"
     assert output.response_ids == replies[0] and len(output.multi_modal_data["images"]) == 1
     assert len(server.calls) == 1
+
+
+def test_a_row_of_verls_own_dataset_from_an_exported_parquet(tmp_path: Any) -> None:
+    import io
+
+    from mmsr.data.export import write_verl_parquet
+    from mmsr.types import Sample
+
+    buf = io.BytesIO()
+    tiny_models.image(size=(224, 224)).save(buf, format="JPEG")
+    sample = Sample("q7", QUESTION, "Paris", ("Lutetia",), buf.getvalue(), source="world")
+    path = tmp_path / "train.parquet"
+    write_verl_parquet([sample], path, image_token="<image>")
+    # as veRL's data config does by default (its length filter needs qwen_vl_utils)
+    data_config = {"max_prompt_length": PROMPT_LENGTH, "filter_overlong_prompts": False}
+    data_config["cache_dir"] = str(tmp_path / "cache")
+    dataset = RLHFDataset(
+        data_files=[str(path)],
+        tokenizer=tiny_models.tokenizer(),
+        config=OmegaConf.create(data_config),
+        processor=_processor(),
+    )
+    row = dataset[0]
+    question, image = mmsr_loop.question_and_image(row["raw_prompt"])
+    assert question == QUESTION and image.size == (224, 224)
+    assert mmsr_loop.golds_of_row(row["reward_model"]) == ["Paris", "Lutetia"]
+    assert row["data_id"] == "q7"
