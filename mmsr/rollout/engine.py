@@ -7,7 +7,9 @@ calls of a turn run concurrently in a thread pool, so their waits overlap. A too
 any kind is an observation (``mmsr.rollout.failures.call_tool``); a policy ``Generation`` with an
 ``error`` (a chat API that refused this prompt) ends that rollout alone as ``policy_error``.
 
-For token-level policies the engine also keeps each trajectory's token ids: the ids of the
+What a turn means and when a rollout ends (limits, end reasons, the token budget) are the pure
+rules of ``mmsr.rollout.rules``, which the veRL agent loop (``mmsr.integrations.verl``) calls
+too. For token-level policies the engine also keeps each trajectory's token ids: the ids of the
 injected user turns come from a ``TurnEncoder`` (mask 0) and the ids the policy sampled are
 appended as they are (mask 1) — never re-tokenised.
 """

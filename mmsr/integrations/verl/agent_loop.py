@@ -136,7 +136,7 @@ def golds_of_row(reward_model: Mapping[str, Any] | None) -> list[str]:
     return [] if truth is None else [str(truth)]
 
 
-class MmsrSearchAgentLoop(AgentLoopBase):  # type: ignore[misc]
+class MmsrSearchAgentLoop(AgentLoopBase):  # type: ignore[misc, unused-ignore]
     """One rollout of mmsr's protocol per call of ``run`` (a veRL agent loop)."""
 
     def __init__(
@@ -171,9 +171,10 @@ class MmsrSearchAgentLoop(AgentLoopBase):  # type: ignore[misc]
         )
 
     def _setup(self) -> EpisodeSetup:
+        tokenizer: Any = self.tokenizer  # veRL annotates it as AutoTokenizer
         return EpisodeSetup(
             encoder=self.shared.encoder,
-            decode=lambda ids: str(self.tokenizer.decode(ids, skip_special_tokens=False)),
+            decode=lambda ids: str(tokenizer.decode(ids, skip_special_tokens=False)),
             end_ids=self.shared.end_ids,
             tools=_tools(self.search),
             prompts=self.prompts,
