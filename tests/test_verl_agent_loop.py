@@ -14,11 +14,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import yaml
 
 agent_loop_module = pytest.importorskip(
     "verl.experimental.agent_loop.agent_loop", reason="needs the verl extra: pip install mmsr[verl]"
 )
 
+import hydra  # noqa: E402
 import tiny_models  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 from transformers import Qwen2_5_VLProcessor  # noqa: E402
@@ -95,7 +97,13 @@ def _row() -> dict[str, Any]:
     }
 
 
-async def _run(replies: Sequence[list[int]], response_length: int = RESPONSE_LENGTH) -> Any:
+async def _run(
+    replies: Sequence[list[int]],
+    response_length: int = RESPONSE_LENGTH,
+    entry: Any = None,
+) -> Any:
+    """Build the loop as veRL's AgentLoopWorker does (hydra.utils.instantiate of its registry
+    entry, with the worker's keyword arguments) and run it on one row."""
     config = OmegaConf.create(
         {
             "actor_rollout_ref": {
@@ -105,17 +113,21 @@ async def _run(replies: Sequence[list[int]], response_length: int = RESPONSE_LEN
         }
     )
     server = FakeServerManager(replies)
-    loop = mmsr_loop.MmsrSearchAgentLoop(
+    if entry is None:
+        entry = {"name": mmsr_loop.AGENT_NAME, "search": "test-tools"}
+        entry["_target_"] = "mmsr.integrations.verl.agent_loop.MmsrSearchAgentLoop"
+    loop = hydra.utils.instantiate(
+        config=OmegaConf.create(entry),
         trainer_config=agent_loop_module.DictConfigWrap(config),
         server_manager=server,
         tokenizer=tiny_models.tokenizer(),
         processor=_processor(),
+        hf_model_type="qwen2_5_vl",
         dataset_cls=RLHFDataset,
         data_config=agent_loop_module.DictConfigWrap(config.data),
-        hf_model_type="qwen2_5_vl",
-        name=mmsr_loop.AGENT_NAME,
-        search="test-tools",
+        tools=agent_loop_module.ToolListWrap([]),
     )
+    assert isinstance(loop, mmsr_loop.MmsrSearchAgentLoop)
     output = await loop.run({"temperature": 1.0, "logprobs": True}, **_row())
     return output, server
 
@@ -208,3 +220,14 @@ def test_a_row_of_verls_own_dataset_from_an_exported_parquet(tmp_path: Any) -> N
     assert question == QUESTION and image.size == (224, 224)
     assert mmsr_loop.golds_of_row(row["reward_model"]) == ["Paris", "Lutetia"]
     assert row["data_id"] == "q7"
+
+
+def test_the_launchers_registry_entry_builds_the_loop(tmp_path: Any) -> None:
+    from mmsr.integrations.verl.launch import VerlRun, agent_loop_entries
+
+    (entry,) = agent_loop_entries(VerlRun("d", "m", tmp_path, search="test-tools"))
+    (tmp_path / "agent_loops.yaml").write_text(yaml.safe_dump([entry]))
+    (loaded,) = OmegaConf.load(tmp_path / "agent_loops.yaml")  # as AgentLoopWorker reads it
+    replies = [reply_ids(ENCODER, ANSWER)]
+    output, _ = asyncio.run(_run(replies, entry=loaded))
+    assert output.extra_fields["mmsr_turns"] == [ANSWER]
