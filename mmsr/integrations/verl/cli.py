@@ -1,6 +1,6 @@
 """``mmsr train verl``: GRPO on a veRL cluster with mmsr's protocol, search tools and reward.
 
-    mmsr data export-verl --image-token '<image>' … -o train.parquet
+    mmsr data export-verl --image-token '<image>' runs/world/train.parquet train.parquet
     mmsr train verl --data train.parquet --model /models/Qwen2.5-VL-7B-Instruct \\
         --nodes 4 --gpus-per-node 8 --search http:http://search-host:8000 [hydra overrides…]
 
