@@ -1,0 +1,68 @@
+"""``bench/decision_probe.py``: P(search) read where the two first replies part, and its AUC."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+import tiny_models
+import torch
+
+from mmsr.models import build_tiny_model
+from mmsr.models.chat import ChatEncoder
+from mmsr.models.io import save_pretrained
+from mmsr.train.batch import collate, teacher_sequence, token_logprobs
+from mmsr.types import Role, Turn
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "decision_probe.py"
+
+
+def _bench() -> Any:
+    spec = importlib.util.spec_from_file_location("decision_probe", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["decision_probe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_auc_and_parting() -> None:
+    bench = _bench()
+    assert bench.auc([0.9, 0.2], [0.1, 0.5]) == 0.75
+    assert math.isnan(bench.auc([], [0.1]))
+    assert bench.parting([5, 6, 7], [5, 6, 8, 9]) == 2
+
+
+def test_p_search_is_the_search_token_probability_of_a_full_forward() -> None:
+    bench = _bench()
+    tok = tiny_models.tokenizer()
+    processor = tiny_models.image_processor("micro")
+    model = build_tiny_model("micro", tok, seed=3).eval()
+    encoder = ChatEncoder(tok, processor)
+    first = Turn(Role.USER, "<image>Question: what is it?", (tiny_models.image(),))
+    search = Turn(Role.ASSISTANT, "<reason>The image shows nothing I know.</reason>")
+    answer = Turn(Role.ASSISTANT, "<reason>The image shows Peru.</reason><answer>Peru</answer>")
+    p = bench.p_search(model, encoder, processor, first, search, answer)
+    seq = teacher_sequence(encoder, [first, search])
+    at = bench.parting(seq.token_ids, teacher_sequence(encoder, [first, answer]).token_ids)
+    batch = collate([seq], model, processor, pad_id=0)
+    with torch.no_grad():
+        full = token_logprobs(model, batch)  # (1, T-1): log P(token t+1 | ..t)
+    assert p == pytest.approx(math.exp(float(full[0, at - 1])), rel=1e-4)
+    assert 0.0 < p < 1.0
+
+
+def test_probe_over_a_small_world(small_world: tuple[Path, Path], tmp_path: Path) -> None:
+    bench = _bench()
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model("micro", tok, seed=0).eval()
+    folder = save_pretrained(model, tok, tiny_models.image_processor("micro"), tmp_path / "m")
+    out = bench.probe(folder, small_world[0], "test", 6)
+    assert sum(out[k]["n"] for k in ("head", "tail") if k in out) == 6
+    for name in ("head", "tail"):
+        if name in out:
+            assert 0.0 <= out[name]["p_search"] <= 1.0
