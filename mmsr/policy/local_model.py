@@ -147,7 +147,7 @@ def build_vllm_policy(
         max_model_len=max_model_len,
         enable_prefix_caching=True,
         enable_sleep_mode=sleep_mode,
-        limit_mm_per_prompt={"image": max_images},
+        limit_mm_per_prompt={"image": max_images, "video": 0},  # no video: less to profile
         logprobs_mode="processed_logprobs",
         load_format="dummy" if dummy_weights else "auto",
     )
