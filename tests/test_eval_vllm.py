@@ -59,7 +59,7 @@ class Engines:
 def engines(monkeypatch: pytest.MonkeyPatch) -> Engines:
     fake = Engines()
     monkeypatch.setattr(local_model, "import_vllm", lambda: fake)
-    monkeypatch.delenv("VLLM_ENABLE_V1_MULTIPROCESSING", raising=False)
+    monkeypatch.setenv("VLLM_ENABLE_V1_MULTIPROCESSING", "1")  # restored after the test
     return fake
 
 
@@ -75,6 +75,7 @@ def test_vllm_spec_builds_an_offline_in_process_engine_on_the_folder(
     assert kwargs["enable_prefix_caching"] is True and kwargs["dtype"] == "bfloat16"
     assert kwargs["logprobs_mode"] == "processed_logprobs" and kwargs["max_model_len"] == 4096
     assert kwargs["load_format"] == "auto" and kwargs["enable_sleep_mode"] is False
+    assert kwargs["limit_mm_per_prompt"] == {"image": 8, "video": 0}
     assert os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"  # weights by reference
     assert os.environ["HF_HUB_OFFLINE"] == "1"
     assert encoder.forbidden_ids == policy.suppressed
@@ -115,3 +116,28 @@ def test_hf_spec_takes_device_dtype_and_micro_batches(model_dir: Path) -> None:
     if not torch.cuda.is_available():
         with pytest.raises(ValueError, match="CUDA is not available"):
             policy_from_spec(f"hf:{model_dir}", device="cuda")
+
+
+def test_grpo_builds_a_colocated_engine_with_dummy_weights(
+    model_dir: Path, engines: Engines
+) -> None:
+    from mmsr.train.grpo import GRPOParts
+    from mmsr.train.grpo_config import load_grpo_config
+    from mmsr.train.rollout_backend import build_rollout
+
+    cfg = load_grpo_config(
+        "tiny-cpu",
+        ["--model.device=cuda", "--rollout.backend=vllm", "--rollout.vllm_memory=0.4"],
+    )
+    parts = GRPOParts(None, None, None, None, [], None, source=model_dir)  # type: ignore[arg-type]
+    rollout = build_rollout(cfg, None, parts)
+    assert rollout.colocated is rollout.policy and rollout.policy.sleep_level == 2
+    (kwargs,) = engines.built
+    assert kwargs["load_format"] == "dummy"  # the trainer pushes its weights before rollouts
+    assert kwargs["enable_sleep_mode"] is True and kwargs["gpu_memory_utilization"] == 0.4
+    assert kwargs["max_model_len"] == cfg.rollout.max_total_tokens
+    limit = 1 + cfg.rollout.max_image_searches * cfg.rollout.image_k  # question + image hits
+    assert kwargs["limit_mm_per_prompt"]["image"] == limit
+    assert rollout.policy.temperature == cfg.rollout.temperature
+    with pytest.raises(ValueError, match="needs the model's folder"):
+        build_rollout(cfg, None, GRPOParts(None, None, None, None, [], None))  # type: ignore[arg-type]
