@@ -1,7 +1,8 @@
-"""GPU smoke run: two GRPO steps of a randomly initialised Qwen2.5-VL of the 3B shape, hf rollouts.
+"""GPU smoke run: two GRPO steps of a randomly initialised Qwen2.5-VL of the 3B shape, with hf
+rollouts and with colocated vLLM rollouts.
 
     python bench/gpu_smoke.py                      # on a machine with CUDA, no network needed
-    python bench/gpu_smoke.py --steps 2 --max-new-tokens 256
+    python bench/gpu_smoke.py --steps 2 --max-new-tokens 256 --rollout hf
 
 Builds ``Qwen2_5_VLForConditionalGeneration`` from ``mmsr.models.shapes.SHAPES["qwen2.5-vl-3b"]``
 (the real shape, random weights: nothing is downloaded) on ``cuda`` as the
@@ -10,8 +11,14 @@ gradient checkpointing, a bf16 reference — with a tokenizer trained in-process
 the bottom of the real 151,936-id vocabulary; the special ids are set to ours), 448-px
 question images (256 visual tokens), scripted search tools and a synthetic reward (a random
 model never answers, so the real reward would give zero-variance groups and no update). The
-checkpoint at the end is skipped (15 GB of random weights). Prints one JSON line last: step
-time, rollout tokens/s, peak GPU memory, and the memory plan's estimate for the same run.
+checkpoint at the end is skipped (15 GB of random weights). The vLLM variant
+(``rollout.backend: vllm``, the ``gpu`` extra) trains the same way while a colocated engine,
+started on a folder with the model's config, tokenizer and processor only (dummy weights; the
+trainer's are pushed before the first rollout and after every step), samples. Prints one JSON
+line last: per backend step time, rollout tokens/s, peak GPU memory (torch's allocator; vLLM's
+sleep-mode pool may sit outside it, so the device's used memory is given too) and the memory
+plan's estimate, then the vLLM/hf ratios of rollout tokens/s and step time. Without vLLM the
+vLLM entry holds the reason it did not run.
 
 Without CUDA it exits with a clear message (exit code 2). ``run_smoke`` takes any shape and
 device, so a CPU test runs it on a shrunken shape.
@@ -25,6 +32,7 @@ import json
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -98,6 +106,15 @@ def build_model(shape: dict[str, Any], tokenizer: Any, device: str) -> Any:
     return model.train(False)
 
 
+def engine_folder(model: Any, tokenizer: Any, processor: Any, folder: Path) -> Path:
+    """What a vLLM engine with dummy weights reads: config, tokenizer, processor (no weights)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    model.config.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 def run_smoke(
     shape: dict[str, Any],
     device: str,
@@ -108,8 +125,11 @@ def run_smoke(
     group: int = 8,
     max_new_tokens: int = 128,
     image_side: int = 448,
+    backend: str = "hf",
+    vllm_memory: float = 0.25,
 ) -> dict[str, Any]:
-    """Two (``steps``) GRPO steps as the 3B preset runs them; returns the figures."""
+    """Two (``steps``) GRPO steps as the 3B preset runs them, rollouts by ``backend`` (hf or
+    vllm, a share ``vllm_memory`` of the GPU for the engine); returns the figures."""
     import torch
 
     from mmsr.models import train_tokenizer
@@ -148,10 +168,21 @@ def run_smoke(
         "--run.progress=false",
         "--run.tensorboard=false",
         "--run.threads=0",
+        f"--rollout.backend={backend}",
+        f"--rollout.vllm_memory={vllm_memory}",
     ]
     cfg = load_grpo_config("qwen2.5-vl-3b-1gpu", overrides)
+    source = (
+        engine_folder(model, tokenizer, processor, out / "engine") if backend == "vllm" else None
+    )
     parts = grpo.GRPOParts(
-        model, reference, tokenizer, processor, samples, SearchBackends(image=tools, text=tools)
+        model,
+        reference,
+        tokenizer,
+        processor,
+        samples,
+        SearchBackends(image=tools, text=tools),
+        source=source,
     )
     cuda = device.startswith("cuda")
     if cuda:
@@ -169,8 +200,10 @@ def run_smoke(
     rollouts = prompts * group
     tokens = sum(r["rollout/generated_tokens"] * rollouts for r in rows)
     plan, _ = grpo_memory_plan(cfg)
+    free, total = torch.cuda.mem_get_info(device) if cuda else (0, 0)
     return {
         "device": torch.cuda.get_device_name(device) if cuda else device,
+        "backend": backend,
         "steps": steps,
         "rollouts_per_step": rollouts,
         "step_s": [round(r["perf/step_s"], 2) for r in rows],
@@ -180,26 +213,36 @@ def run_smoke(
         "peak_memory_gib": round(torch.cuda.max_memory_allocated(device) / GIB, 2)
         if cuda
         else None,
+        "device_used_gib_at_end": round((total - free) / GIB, 2) if cuda else None,
         "estimated_peak_gib": round(plan.peak / GIB, 2),
         "loss_finite": all(r["loss/total"] == r["loss/total"] for r in rows),
         "total_s": round(total, 1),
     }
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--steps", type=int, default=2)
-    parser.add_argument("--prompts", type=int, default=2, help="questions per step")
-    parser.add_argument("--group", type=int, default=8, help="rollouts per question")
-    parser.add_argument("--max-new-tokens", type=int, default=128)
-    args = parser.parse_args()
+def ratios(hf: dict[str, Any], vllm: dict[str, Any]) -> dict[str, float] | None:
+    """vLLM over hf: rollout tokens/s and the last step's time (None when either is missing)."""
+    if "rollout_tokens_per_s" not in hf or "rollout_tokens_per_s" not in vllm:
+        return None
+    return {
+        "rollout_tokens_per_s": round(vllm["rollout_tokens_per_s"] / hf["rollout_tokens_per_s"], 3),
+        "step_s": round(vllm["step_s"][-1] / hf["step_s"][-1], 3),
+        "rollout_s": round(vllm["rollout_s"][-1] / hf["rollout_s"][-1], 3),
+    }
+
+
+def _run_backend(backend: str, args: argparse.Namespace) -> dict[str, Any]:
+    import gc
+
     import torch
 
-    if not torch.cuda.is_available():
-        print("gpu_smoke: no CUDA device is visible here; run it on a machine with a GPU")
-        return 2
     from mmsr.models.shapes import SHAPES
 
+    if backend == "vllm":
+        try:
+            import vllm  # noqa: F401
+        except ImportError as err:
+            return {"backend": "vllm", "error": f"not run: {err} (pip install -e '.[gpu]')"}
     with tempfile.TemporaryDirectory() as tmp:
         figures = run_smoke(
             SHAPES["qwen2.5-vl-3b"],
@@ -209,8 +252,41 @@ def main() -> int:
             prompts=args.prompts,
             group=args.group,
             max_new_tokens=args.max_new_tokens,
+            backend=backend,
+            vllm_memory=args.vllm_memory,
         )
-    print(json.dumps(figures))
+    gc.collect()
+    torch.cuda.empty_cache()
+    return figures
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--steps", type=int, default=2)
+    parser.add_argument("--prompts", type=int, default=2, help="questions per step")
+    parser.add_argument("--group", type=int, default=8, help="rollouts per question")
+    parser.add_argument("--max-new-tokens", type=int, default=128)
+    parser.add_argument("--rollout", choices=["hf", "vllm", "both"], default="both")
+    parser.add_argument(
+        "--vllm-memory", type=float, default=0.25, help="the engine's share of the GPU"
+    )
+    args = parser.parse_args()
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_smoke: no CUDA device is visible here; run it on a machine with a GPU")
+        return 2
+    backends = ["hf", "vllm"] if args.rollout == "both" else [args.rollout]
+    results: dict[str, Any] = {}
+    for backend in backends:
+        try:
+            results[backend] = _run_backend(backend, args)
+        except Exception as err:  # the other backend's figures still print
+            traceback.print_exc()
+            results[backend] = {"backend": backend, "error": f"failed: {err!r}"}
+    if len(backends) == 2:
+        results["vllm_over_hf"] = ratios(results["hf"], results["vllm"])
+    print(json.dumps(results))
     return 0
 
 

@@ -36,8 +36,16 @@ def _cfg(tmp_path: Path, **changes: Any) -> EvalRunConfig:
         ({"temperature": -0.5}, "temperature must be at least 0"),
         ({"reward_mode": "judge"}, "reward_mode 'judge' is not one of em, subem, f1"),
         ({"method": "nope"}, "unknown method 'nope'"),
-        ({"policy": "vllm:x"}, "unknown kind 'vllm'"),
+        ({"policy": "nope:x"}, "unknown kind 'nope'"),
         ({"method": "rag", "prompts": Path("p")}, "--prompts applies to --method on-demand"),
+        ({"device": "cuda"}, "--device applies to hf: and vllm: only"),  # a scripted policy
+        ({"micro_batch_size": 4}, "--micro-batch-size applies to hf: and vllm: only"),
+        ({"policy": "hf:m", "dtype": "int8"}, "dtype 'int8' is not one of"),
+        ({"policy": "hf:m", "device": "tpu"}, "device 'tpu': expected cpu, cuda or cuda:N"),
+        ({"policy": "hf:m", "micro_batch_size": -1}, "micro_batch_size must be >= 0"),
+        ({"policy": "vllm:m", "device": "cuda:1"}, "CUDA_VISIBLE_DEVICES"),
+        ({"policy": "vllm:m", "device": "cpu"}, "runs on the visible GPU"),
+        ({"policy": "vllm:m", "micro_batch_size": 8}, "vLLM schedules its own batches"),
     ],
 )
 def test_bad_values_are_refused_naming_the_field(
@@ -57,6 +65,20 @@ def test_the_command_line_gives_the_config_back(tmp_path: Path) -> None:
     # every default left out still parses to the same config
     plain = _cfg(tmp_path)
     assert config_from_args(build_parser().parse_args(command_line(plain))) == plain
+
+
+def test_local_policies_device_dtype_and_micro_batches_round_trip(tmp_path: Path) -> None:
+    hf = _cfg(tmp_path, policy="hf:m", device="cuda:1", dtype="bfloat16", micro_batch_size=8)
+    assert config_from_args(build_parser().parse_args(command_line(hf))) == hf
+    assert "--micro-batch-size" in command_line(hf)
+    # the defaults: hf on the CPU in float32, vllm on the GPU in bfloat16, hf on cuda in bf16
+    assert (
+        _cfg(tmp_path, policy="hf:m").local_device(),
+        _cfg(tmp_path, policy="hf:m").local_dtype(),
+    ) == ("cpu", "float32")
+    vllm = _cfg(tmp_path, policy="vllm:m")
+    assert (vllm.local_device(), vllm.local_dtype()) == ("cuda", "bfloat16")
+    assert _cfg(tmp_path, policy="hf:m", device="cuda").local_dtype() == "bfloat16"
 
 
 @pytest.mark.parametrize(

@@ -204,3 +204,35 @@ def test_a_run_that_does_not_fit_the_visible_gpu_is_refused(
     monkeypatch.setattr(grpo_cli, "_visible_memory", lambda device: (130 * gib, 139 * gib))
     assert grpo_cli.fit_refusal(cfg) is None
     assert ": fits" in grpo_cli.memory_report(cfg)
+
+
+def test_vllm_rollouts_add_the_engines_weights_and_its_share_is_checked(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from mmsr.train import grpo_cli
+
+    gib = 1024**3
+    hf = grpo_memory_plan(load_grpo_config("qwen2.5-vl-7b-1gpu"))[0]
+    cfg = load_grpo_config("qwen2.5-vl-7b-1gpu", ["--rollout.backend=vllm"])
+    plan = grpo_memory_plan(cfg)[0]
+    c = plan.components
+    assert "vllm_weights" not in hf.components
+    assert c["vllm_weights"] == 2 * 8_292_166_656  # the engine's own bf16 copy
+    static = c["weights"] + c["optimizer"] + c["reference"] + c["overhead"]
+    rollouts = c["kv_cache"] + c["vllm_weights"]
+    assert plan.peak == static + max(rollouts, c["gradients"] + c["activations"])
+    assert "vllm_weights" in plan.table() and "rollout.vllm_memory" in plan.table()
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    # 0.3 of an 80-GiB GPU (24 GiB) cannot hold the engine's ≈ 29.5 GiB
+    monkeypatch.setattr(grpo_cli, "_visible_memory", lambda device: (78 * gib, 80 * gib))
+    refusal = grpo_cli.fit_refusal(cfg)
+    assert refusal is not None and "rollout.vllm_memory 0.3" in refusal
+    roomy = load_grpo_config(
+        "qwen2.5-vl-7b-1gpu", ["--rollout.backend=vllm", "--rollout.vllm_memory=0.4"]
+    )
+    assert grpo_cli.fit_refusal(roomy) is None  # 32 GiB for the engine, 60.5 GiB peak
+    # the engine's whole share counts while it is awake: 0.9 of 80 GiB leaves no room
+    greedy = load_grpo_config(
+        "qwen2.5-vl-7b-1gpu", ["--rollout.backend=vllm", "--rollout.vllm_memory=0.9"]
+    )
+    assert "exceeds the 78.0 GiB free" in (grpo_cli.fit_refusal(greedy) or "")

@@ -4,6 +4,8 @@
         --search local:world/index --out runs/top-title-on-demand
     mmsr eval --policy openai:http://localhost:8000/v1#Qwen2.5-VL-7B --method rag ...
     mmsr eval --policy hf:checkpoints/tiny --method direct ...
+    mmsr eval --policy hf:models/Qwen2.5-VL-7B-Instruct --device cuda --micro-batch-size 8 ...
+    mmsr eval --policy vllm:models/Qwen2.5-VL-7B-Instruct --batch-size 64 ...   # the gpu extra
     mmsr report runs/* --out report/
 
 A rerun with the same ``--out`` resumes: questions already in ``trajectories.jsonl`` are
@@ -30,7 +32,7 @@ def register(subparsers: Any) -> None:
     run.add_argument(
         "--policy",
         required=True,
-        help="hf:MODEL_DIR | openai:BASE_URL#MODEL | scripted:NAME "
+        help="hf:MODEL_DIR | vllm:MODEL_DIR | openai:BASE_URL#MODEL | scripted:NAME "
         f"(built in: {', '.join(SCRIPTED_POLICIES)})",
     )
     run.add_argument("--model", default=None, help="model name for openai: without '#MODEL'")
@@ -49,6 +51,21 @@ def register(subparsers: Any) -> None:
     run.add_argument("--out", required=True, type=Path, help="run folder (resumed if present)")
     run.add_argument("--limit", type=int, default=None, help="first N questions only")
     run.add_argument("--batch-size", type=int, default=16, help="questions per rollout batch")
+    run.add_argument(
+        "--device", default=None, help="hf:/vllm: cpu, cuda or cuda:N (default: cpu; vllm: cuda)"
+    )
+    run.add_argument(
+        "--dtype",
+        default=None,
+        choices=["float32", "bfloat16", "float16"],
+        help="hf:/vllm: weights' dtype (default: bfloat16 on a GPU, else float32)",
+    )
+    run.add_argument(
+        "--micro-batch-size",
+        type=int,
+        default=0,
+        help="hf: requests per forward pass, bounds the KV cache (default 0: a whole batch)",
+    )
     run.add_argument("--concurrency", type=int, default=8, help="parallel API and search calls")
     run.add_argument("--judge", default=None, help="LLM judge: BASE_URL#MODEL (optional)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed (per question)")
@@ -127,6 +144,9 @@ def config_from_args(args: argparse.Namespace) -> EvalRunConfig:
         search=args.search,
         limit=args.limit,
         batch_size=args.batch_size,
+        device=args.device,
+        dtype=args.dtype,
+        micro_batch_size=args.micro_batch_size,
         concurrency=args.concurrency,
         judge=args.judge,
         seed=args.seed,

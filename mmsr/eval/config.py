@@ -18,7 +18,8 @@ from mmsr.config import ConfigError
 
 CONFIG_FILE = "config.json"
 EVAL_REWARD_MODES = ("em", "subem", "f1")
-POLICY_KINDS = ("hf", "openai", "scripted")
+POLICY_KINDS = ("hf", "vllm", "openai", "scripted")
+LOCAL_DTYPES = ("float32", "bfloat16", "float16")
 # Settings that must not change between a run and its resumption (its lines would mix).
 RESUME_FIELDS = ("policy", "method", "data", "search", "seed", "temperature", "reward_mode")
 SECRET_WORDS = ("key", "token", "secret", "password")
@@ -30,7 +31,7 @@ class EvalRunConfig:
     """One evaluation: a policy, a method and a dataset, written into ``out``."""
 
     policy: str
-    """``hf:MODEL_DIR``, ``openai:BASE_URL#MODEL`` or ``scripted:NAME``."""
+    """``hf:MODEL_DIR``, ``vllm:MODEL_DIR``, ``openai:BASE_URL#MODEL`` or ``scripted:NAME``."""
     method: str
     """An evaluation method of ``mmsr.eval.methods.METHODS``."""
     data: Path
@@ -51,6 +52,14 @@ class EvalRunConfig:
     """Evaluate the first N questions only (None: all)."""
     batch_size: int = 16
     """Questions per rollout batch."""
+    device: str | None = None
+    """Where a local policy runs: ``cpu``, ``cuda``, ``cuda:N`` (None: ``cpu`` for ``hf:``, the
+    visible GPU for ``vllm:``, which runs on ``cuda`` only)."""
+    dtype: str | None = None
+    """A local policy's weights: one of ``LOCAL_DTYPES`` (None: bfloat16 on a GPU, else
+    float32)."""
+    micro_batch_size: int = 0
+    """``hf:`` requests per forward pass (bounds the KV cache); 0: a whole batch at once."""
     concurrency: int = 8
     """Parallel API, search and judge calls."""
     judge: str | None = None
@@ -76,7 +85,7 @@ class EvalRunConfig:
         kind = self.policy.partition(":")[0]
         if kind not in POLICY_KINDS:
             raise ConfigError(
-                f"--policy: unknown kind {kind!r}; expected hf:, openai: or scripted:"
+                f"--policy: unknown kind {kind!r}; expected hf:, vllm:, openai: or scripted:"
             )
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
@@ -93,6 +102,39 @@ class EvalRunConfig:
             raise ConfigError(f"limit must be at least 1 (or None: all), got {self.limit}")
         if self.temperature < 0:
             raise ConfigError(f"temperature must be at least 0, got {self.temperature}")
+        self._check_local(kind)
+
+    def _check_local(self, kind: str) -> None:
+        """Device, dtype and micro-batches: for local policies, and of a known kind."""
+        local = {
+            "device": self.device,
+            "dtype": self.dtype,
+            "micro_batch_size": self.micro_batch_size,
+        }
+        given = [name for name, value in local.items() if value not in (None, 0)]
+        if kind not in ("hf", "vllm") and given:
+            raise ConfigError(f"--{given[0].replace('_', '-')} applies to hf: and vllm: only")
+        if self.dtype is not None and self.dtype not in LOCAL_DTYPES:
+            raise ConfigError(f"dtype {self.dtype!r} is not one of {', '.join(LOCAL_DTYPES)}")
+        if self.device is not None and self.device.partition(":")[0] not in ("cpu", "cuda"):
+            raise ConfigError(f"device {self.device!r}: expected cpu, cuda or cuda:N")
+        if kind == "vllm" and self.device not in (None, "cuda"):
+            raise ConfigError(
+                "vllm: runs on the visible GPU (--device cuda); choose it with CUDA_VISIBLE_DEVICES"
+            )
+        if kind == "vllm" and self.micro_batch_size:
+            raise ConfigError("--micro-batch-size applies to hf: (vLLM schedules its own batches)")
+        if self.micro_batch_size < 0:
+            raise ConfigError(f"micro_batch_size must be >= 0, got {self.micro_batch_size}")
+
+    def local_device(self) -> str:
+        """The device a local policy runs on."""
+        kind = self.policy.partition(":")[0]
+        return self.device or ("cuda" if kind == "vllm" else "cpu")
+
+    def local_dtype(self) -> str:
+        """The dtype of a local policy's weights."""
+        return self.dtype or ("bfloat16" if self.local_device().startswith("cuda") else "float32")
 
     def saved(self, search: dict[str, Any] | None) -> SavedEvalConfig:
         """The resolved settings with the resolved ``search`` config, secrets masked."""

@@ -29,9 +29,15 @@ def policy_from_spec(
     api_key_env: str = "OPENAI_API_KEY",
     temperature: float = 0.0,
     concurrency: int = 8,
+    device: str = "cpu",
+    dtype: str = "float32",
+    max_batch: int = 0,
+    max_model_len: int | None = None,
 ) -> tuple[Any, Any]:
-    """(policy, turn encoder or None) from a ``--policy`` spec: ``hf:MODEL_DIR``,
-    ``openai:BASE_URL#MODEL`` (``model`` fills in a missing ``#MODEL``) or ``scripted:NAME``.
+    """(policy, turn encoder or None) from a ``--policy`` spec: ``hf:MODEL_DIR`` (on
+    ``device`` in ``dtype``, ``max_batch`` requests per forward pass), ``vllm:MODEL_DIR`` (a
+    vLLM engine on the visible GPU, the ``gpu`` extra), ``openai:BASE_URL#MODEL`` (``model``
+    fills in a missing ``#MODEL``) or ``scripted:NAME``. Model folders are read locally only.
     Shared by ``mmsr eval`` and ``mmsr data balance --policy``."""
     kind, _, rest = spec.partition(":")
     if kind == "scripted":
@@ -48,18 +54,33 @@ def policy_from_spec(
     if kind == "hf":
         from mmsr.policy.local_model import load_hf_policy
 
-        return load_hf_policy(rest, temperature=temperature)
-    raise ValueError(f"--policy: unknown kind {kind!r}; expected hf:, openai: or scripted:")
+        return load_hf_policy(
+            rest, device=device, dtype=dtype, temperature=temperature, max_batch=max_batch
+        )
+    if kind == "vllm":
+        from mmsr.policy.local_model import build_vllm_policy
+
+        return build_vllm_policy(
+            rest, temperature=temperature, dtype=dtype, max_model_len=max_model_len
+        )
+    raise ValueError(f"--policy: unknown kind {kind!r}; expected hf:, vllm:, openai: or scripted:")
 
 
 def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
-    """(policy, turn encoder or None) from ``cfg.policy``."""
+    """(policy, turn encoder or None) from ``cfg.policy``; a vLLM engine's context fits the
+    protocol's longest rollout (``RolloutLimits.max_total_tokens``)."""
+    from mmsr.rollout.engine import RolloutLimits
+
     return policy_from_spec(
         cfg.policy,
         model=cfg.model,
         api_key_env=cfg.api_key_env,
         temperature=cfg.temperature,
         concurrency=cfg.concurrency,
+        device=cfg.local_device(),
+        dtype=cfg.local_dtype(),
+        max_batch=cfg.micro_batch_size,
+        max_model_len=RolloutLimits(max_new_tokens=cfg.max_new_tokens).max_total_tokens,
     )
 
 

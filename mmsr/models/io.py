@@ -74,9 +74,18 @@ def load_model(
     )
     # transformers types ``to`` through a decorator that mypy reads wrongly.
     model = model.to(torch.device(device)).train(False)  # type: ignore[arg-type]
+    tokenizer, processor = load_tokenizer_and_processor(path)
+    logger.info("loaded %s (%s, %s)", path, model.config.model_type, dtype)
+    return model, tokenizer, processor
+
+
+def load_tokenizer_and_processor(
+    folder: str | Path,
+) -> tuple[PreTrainedTokenizerBase, ImageProcessor]:
+    """The tokenizer (with our chat template where the folder has none) and image processor
+    of a model folder, without its weights (e.g. for a vLLM engine, which loads its own)."""
+    path = Path(folder)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     if not getattr(tokenizer, "chat_template", None):
         tokenizer.chat_template = CHAT_TEMPLATE
-    processor = ImageProcessor.from_pretrained(path)
-    logger.info("loaded %s (%s, %s)", path, model.config.model_type, dtype)
-    return model, tokenizer, processor
+    return tokenizer, ImageProcessor.from_pretrained(path)

@@ -1,13 +1,17 @@
-"""Wiring a local model into the rollout: the hf policy plus the encoder of injected turns.
+"""Wiring a local model into the rollout: the hf or vLLM policy plus the encoder of injected turns.
 
 ``build_hf_policy`` takes a model, its tokenizer and image processor (from ``mmsr.models``) and
 returns the ``HFPolicy`` and the ``TurnEncoder`` the rollout engine needs for token-exact
 trajectories; ``load_hf_policy`` does the same from a saved model folder (ours, or a real
-Qwen2.5-VL checkpoint).
+Qwen2.5-VL checkpoint) on a device, in a dtype. ``build_vllm_policy`` starts a ``vllm.LLM`` on
+a model folder (only that folder's files are read: nothing is downloaded) and returns the
+``VLLMPolicy`` with the same turn encoder.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,16 +20,21 @@ import torch
 
 from mmsr.models.chat import ChatEncoder, stack_images
 from mmsr.models.image_processor import ImageProcessor
-from mmsr.models.io import load_model
+from mmsr.models.io import load_model, load_tokenizer_and_processor
 from mmsr.models.tokenizer import (
     DEFAULT_SYSTEM_PROMPT,
     ENDOFTEXT,
     IM_END,
+    IMAGE_PAD,
     suppressed_token_ids,
     token_id,
 )
 from mmsr.policy.hf import ForceFn, HFPolicy, SpecialIds
+from mmsr.policy.vllm import VLLMPolicy, import_vllm
 from mmsr.types import Turn
+
+logger = logging.getLogger(__name__)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 class ChatTurnEncoder:
@@ -89,7 +98,70 @@ def build_hf_policy(
     return policy, ChatTurnEncoder(encoder, suppressed)
 
 
-def load_hf_policy(folder: str | Path, **kwargs: Any) -> tuple[HFPolicy, ChatTurnEncoder]:
-    """``build_hf_policy`` for a model folder saved by ``mmsr.models.save_pretrained``."""
-    model, tokenizer, image_processor = load_model(folder)
+def load_hf_policy(
+    folder: str | Path, *, device: str = "cpu", dtype: str = "float32", **kwargs: Any
+) -> tuple[HFPolicy, ChatTurnEncoder]:
+    """``build_hf_policy`` for a model folder (``mmsr.models.save_pretrained``'s, or a real
+    Qwen2.5-VL checkpoint), its weights on ``device`` in ``dtype`` (a key of ``DTYPES``)."""
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r}: expected one of {', '.join(DTYPES)}")
+    if torch.device(device).type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
+    model, tokenizer, image_processor = load_model(folder, dtype=DTYPES[dtype], device=device)
     return build_hf_policy(model, tokenizer, image_processor, **kwargs)
+
+
+def build_vllm_policy(
+    folder: str | Path,
+    *,
+    temperature: float = 0.0,
+    top_p: float = 1.0,
+    dtype: str = "bfloat16",
+    gpu_memory_utilization: float = 0.9,
+    max_model_len: int | None = None,
+    max_images: int = 8,
+    sleep_mode: bool = False,
+    sleep_level: int = 1,
+    dummy_weights: bool = False,
+    seed: int = 0,
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT,
+) -> tuple[VLLMPolicy, ChatTurnEncoder]:
+    """A ``VLLMPolicy`` on a ``vllm.LLM`` of ``folder``, and the turn encoder of its tokenizer.
+
+    The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``: weights are pushed
+    into it by reference), offline (``HF_HUB_OFFLINE=1``), with prefix caching, the sampled
+    distribution's log-probs and ``sleep_mode`` for colocation with a trainer.
+    ``dummy_weights`` starts it with random weights (the trainer pushes its own before the
+    first rollout): the folder then needs only its config, tokenizer and processor files.
+    """
+    os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "0"
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    vllm = import_vllm()
+    tokenizer, image_processor = load_tokenizer_and_processor(folder)
+    llm = vllm.LLM(
+        model=str(folder),
+        tokenizer=str(folder),
+        dtype=dtype,
+        seed=seed,
+        gpu_memory_utilization=gpu_memory_utilization,
+        max_model_len=max_model_len,
+        enable_prefix_caching=True,
+        enable_sleep_mode=sleep_mode,
+        limit_mm_per_prompt={"image": max_images, "video": 0},  # no video: less to profile
+        logprobs_mode="processed_logprobs",
+        load_format="dummy" if dummy_weights else "auto",
+    )
+    policy = VLLMPolicy(
+        llm,
+        vllm.SamplingParams,
+        lambda ids: str(tokenizer.decode(ids, skip_special_tokens=False)),
+        end_of_turn=frozenset({token_id(tokenizer, IM_END), token_id(tokenizer, ENDOFTEXT)}),
+        suppressed=frozenset(suppressed_token_ids(tokenizer)),
+        image_pad=token_id(tokenizer, IMAGE_PAD),
+        temperature=temperature,
+        top_p=top_p,
+        sleep_level=sleep_level,
+    )
+    encoder = ChatEncoder(tokenizer, image_processor, system_prompt=system_prompt)
+    logger.info("vLLM engine on %s (%s, sleep mode %s)", folder, dtype, sleep_mode)
+    return policy, ChatTurnEncoder(encoder, policy.suppressed)

@@ -8,7 +8,10 @@ model, token-mean over the generated tokens, accumulated over micro-batches, wit
 clipping and the LR schedule (``mmsr.train.schedule``). Every N steps: an atomic checkpoint and
 a sample of trajectories. The model's device (``model.device``), bf16 autocast and LoRA
 (``mmsr.train.lora``: adapters trained, the reference = adapters disabled) change where and in
-what precision this runs, not the algorithm.
+what precision this runs, not the algorithm. With ``rollout.backend: vllm`` a colocated vLLM
+engine samples (``mmsr.train.rollout_backend``: asleep during each update, the new weights
+pushed into it after every optimizer step) and the old log-probs are recomputed by the trainer
+(``algo.recompute_old_logprobs``), since the engine's numerics differ from the trainer's.
 
 What it is not: model loading, the world and the search backends (``mmsr.train.grpo_setup``);
 the command line (``mmsr.train.grpo_cli``); the loss itself (``mmsr.train.loss``).
@@ -35,7 +38,6 @@ from mmsr.config import config_to_dict, dump_yaml
 from mmsr.data import sample_image
 from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.io import load_model
-from mmsr.policy.local_model import build_hf_policy
 from mmsr.rewards import score_trajectory
 from mmsr.rollout import RolloutEngine, RolloutTask, write_trajectories
 from mmsr.search.base import SearchBackends
@@ -46,6 +48,7 @@ from mmsr.train.checkpoint import set_rng_state as restore_rng
 from mmsr.train.grpo_config import AlgoSection, GRPOConfig
 from mmsr.train.loss import group_advantages, grpo_loss, zero_variance_share
 from mmsr.train.metrics import MetricsWriter, rollout_metrics
+from mmsr.train.rollout_backend import Rollout, build_rollout, trainer_weights
 from mmsr.train.schedule import lr_factor
 from mmsr.types import RewardBreakdown, Sample
 
@@ -70,6 +73,8 @@ class GRPOParts:
     samples: list[Sample]
     """The training questions (each with an image)."""
     search: SearchBackends
+    source: Path | None = None
+    """The folder the model was loaded from (a vLLM engine reads its config and tokenizer)."""
 
 
 # --- small pure helpers ---
@@ -204,6 +209,23 @@ def update_policy(
     return {**sums, "loss/grad_norm": float(grad_norm), "loss/trained_tokens": float(total_tokens)}
 
 
+@torch.no_grad()
+def recompute_old_logprobs(
+    model: Any,
+    batches: Sequence[tuple[TrainBatch, torch.Tensor]],
+    *,
+    suppressed_ids: Sequence[int],
+    temperature: float,
+) -> list[tuple[TrainBatch, torch.Tensor]]:
+    """``batches`` with their old log-probs replaced by one no-grad forward pass of ``model``
+    (the trainer's numerics: with one PPO epoch the first ratio is then exactly 1)."""
+    out = []
+    for batch, advantages in batches:
+        old = token_logprobs(model, batch, suppressed_ids=suppressed_ids, temperature=temperature)
+        out.append((dataclasses.replace(batch, old_logprobs=old * batch.loss_mask), advantages))
+    return out
+
+
 def _micro_batches(
     sequences: Sequence[TokenSequence],
     advantages: torch.Tensor,
@@ -240,11 +262,17 @@ def restore_checkpoint(
 
 
 def train_grpo(
-    cfg: GRPOConfig, parts: GRPOParts, out: Path, *, resume: bool = False
+    cfg: GRPOConfig,
+    parts: GRPOParts,
+    out: Path,
+    *,
+    resume: bool = False,
+    rollout: Rollout | None = None,
 ) -> dict[str, float]:
     """Run GRPO from step 1 (or after the newest checkpoint in ``out`` with ``resume``).
 
-    Writes ``out/config.yaml``, ``out/metrics.jsonl``, ``out/tensorboard/``,
+    ``rollout``: who samples (default: built from ``cfg.rollout.backend``). Writes
+    ``out/config.yaml``, ``out/metrics.jsonl``, ``out/tensorboard/``,
     ``out/checkpoints/step_N/`` and ``out/samples/step_N/``; returns the last step's metrics.
     One function on purpose (longer than our usual 50 lines): the whole algorithm reads top to
     bottom, the helpers above are the pure pieces.
@@ -255,13 +283,9 @@ def train_grpo(
     seed_everything(cfg.run.seed)
     algo, model, group = cfg.algo, parts.model, cfg.algo.group_size
     device = next(model.parameters()).device
-    policy, turn_encoder = build_hf_policy(
-        model,
-        parts.tokenizer,
-        parts.image_processor,
-        temperature=cfg.rollout.temperature,
-        max_batch=cfg.rollout.micro_batch_size,
-    )
+    rollout = rollout or build_rollout(cfg, model, parts)
+    policy, turn_encoder, colocated = rollout.policy, rollout.encoder, rollout.colocated
+    recompute = algo.recompute(cfg.rollout.backend)
 
     def compute() -> Any:
         return compute_context(device, cfg.model.autocast)
@@ -297,6 +321,8 @@ def train_grpo(
         logger.warning("--resume: no checkpoint in %s, starting from step 1", ckpt_root)
     if last_good is not None:
         start = restore_checkpoint(last_good, model, optimizer, scheduler)
+    if colocated is not None:  # the engine starts from the trainer's (restored) weights
+        colocated.load_weights(trainer_weights(model))
     writer = MetricsWriter(
         out, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb, config=config_to_dict(cfg)
     )
@@ -318,6 +344,8 @@ def train_grpo(
             model.eval()
             with compute():
                 trajectories = engine.run(tasks, rollout_seeds(cfg.run.seed, step, len(tasks)))
+            if colocated is not None:
+                colocated.sleep()  # the update needs the engine's memory
             t_rollout = time.perf_counter()
             # 2. rewards (accuracy × search penalty + format, DESIGN §2), group advantages
             rewards = [
@@ -333,7 +361,8 @@ def train_grpo(
             ]
             scores = torch.tensor([r.score for r in rewards])  # (P*G,)
             advantages = group_advantages(scores, group, unbiased=algo.unbiased_std)  # (P*G,)
-            # 3. the policy update on exactly the sampled ids (old log-probs from sampling)
+            # 3. the policy update on exactly the sampled ids (old log-probs from sampling, or
+            # recomputed by the trainer)
             model.train()
             sequences = [
                 TokenSequence(t.token_ids, t.loss_mask, t.logprobs, t.images) for t in trajectories
@@ -343,6 +372,13 @@ def train_grpo(
             )
             try:
                 with compute():
+                    if recompute:
+                        batches = recompute_old_logprobs(
+                            model,
+                            batches,
+                            suppressed_ids=suppressed,
+                            temperature=cfg.rollout.temperature,
+                        )
                     loss_metrics = update_policy(
                         model,
                         parts.reference,
@@ -360,6 +396,8 @@ def train_grpo(
                     f"checkpoint: {kept or 'none (no checkpoint was written yet)'}"
                 ) from None
             scheduler.step()
+            if colocated is not None:  # the next rollouts sample from the new weights
+                colocated.load_weights(trainer_weights(model))
             t_end = time.perf_counter()
             # 4. metrics, samples, checkpoint
             metrics = {

@@ -118,10 +118,23 @@ def fit_refusal(cfg: Any) -> str | None:
     if visible is None:
         return None  # the CPU: no memory check
     plan, _ = grpo_memory_plan(cfg)
-    if plan.peak <= visible[0]:
+    c = plan.components
+    engine_needs = c["kv_cache"] + c.get("vllm_weights", 0)
+    if "vllm_weights" in c and engine_needs > cfg.rollout.vllm_memory * visible[1]:
+        return (
+            f"the vLLM engine needs {engine_needs / GIB:.1f} GiB (its weights and KV cache) but "
+            f"rollout.vllm_memory {cfg.rollout.vllm_memory} of the GPU is "
+            f"{cfg.rollout.vllm_memory * visible[1] / GIB:.1f} GiB; raise it or lower "
+            "rollout.micro_batch_size or rollout.max_total_tokens"
+        )
+    peak = plan.peak
+    if "vllm_weights" in c:  # vLLM takes its whole share while it is awake
+        static = c["weights"] + c["optimizer"] + c["reference"] + c["overhead"]
+        peak = max(peak, static + int(cfg.rollout.vllm_memory * visible[1]))
+    if peak <= visible[0]:
         return None
     return (
-        f"the estimated peak memory {plan.peak / GIB:.1f} GiB exceeds the {visible[0] / GIB:.1f} "
+        f"the estimated peak memory {peak / GIB:.1f} GiB exceeds the {visible[0] / GIB:.1f} "
         f"GiB free on {cfg.model.device}; see --dry-run, and lower rollout.micro_batch_size, "
         "algo.micro_batch_size or rollout.max_total_tokens, or turn on "
         "model.gradient_checkpointing or LoRA (model.lora_rank)"

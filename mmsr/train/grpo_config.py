@@ -76,7 +76,12 @@ class RolloutSection(RolloutLimits):
     temperature: float = 1.0
     """Sampling temperature (the loss uses the same)."""
     micro_batch_size: int = 0
-    """Rollouts per forward pass of the policy (bounds the KV cache); 0: all of a step's."""
+    """Rollouts per forward pass of the hf policy (bounds the KV cache); 0: all of a step's."""
+    backend: Literal["hf", "vllm"] = "hf"
+    """Who samples the rollouts: the trained model itself (``hf``), or a vLLM engine colocated
+    on the same GPU (``vllm``, the ``gpu`` extra; weights pushed after every optimizer step)."""
+    vllm_memory: float = 0.3
+    """``vllm``: the share of the GPU's memory the engine may take (its weights and KV cache)."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,15 @@ class AlgoSection:
     """Penalty on correct answers that searched (DESIGN §2)."""
     format_weight: float = 0.1
     """α, weight of the format reward."""
+    recompute_old_logprobs: bool | None = None
+    """Take the old log-probs from one no-grad forward pass of the trainer instead of the
+    sampler's (vLLM's numerics differ from the trainer's); None: on for the vllm backend."""
+
+    def recompute(self, backend: str) -> bool:
+        """Whether old log-probs are recomputed with this rollout ``backend``."""
+        if self.recompute_old_logprobs is None:
+            return backend == "vllm"
+        return self.recompute_old_logprobs
 
 
 @dataclass(frozen=True)
@@ -178,6 +192,10 @@ class GRPOConfig:
             raise ValueError("optim.sigmoid_mid_step must be at least 1")
         if self.model.lora_rank < 0 or self.rollout.micro_batch_size < 0:
             raise ValueError("model.lora_rank and rollout.micro_batch_size must be >= 0")
+        if not 0 < self.rollout.vllm_memory < 1:
+            raise ValueError("rollout.vllm_memory must be a share of the GPU, in (0, 1)")
+        if self.rollout.backend == "vllm" and not self.model.device.startswith("cuda"):
+            raise ValueError("rollout.backend vllm needs model.device cuda (vLLM runs on GPUs)")
         if self.algo.reward_mode == "judge":
             raise ValueError("algo.reward_mode 'judge' is not supported in training")
 

@@ -130,4 +130,5 @@ def build_parts(cfg: GRPOConfig, out: Path) -> GRPOParts:
         image_processor=processor,
         samples=samples,
         search=build_tools(cfg.search),
+        source=source,
     )

@@ -12,6 +12,7 @@ of the weights (for ``mmsr eval``), and ``adapter_state`` is what a resume loads
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -71,28 +72,31 @@ def load_adapter_state(model: Any, state: dict[str, torch.Tensor]) -> None:
     model.load_state_dict(state, strict=False)
 
 
-def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
-    """The state dict of ``model`` (adapters injected, e.g. ``PeftModel.get_base_model()``)
-    with every adapter folded in (W + scale·B·A), on the CPU, under the plain model's key
-    names; the live weights are not touched. One layer's delta at a time is on the device."""
+def merged_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
+    """``(name, tensor)`` of ``model`` (adapters injected, e.g. ``PeftModel.get_base_model()``)
+    with every adapter folded in (W + scale·B·A), under the plain model's key names, on the
+    model's device, one merged weight at a time; the live weights are not touched."""
     peft = _peft()
     layers = {
         name: module
         for name, module in model.named_modules()
         if isinstance(module, peft.tuners.lora.LoraLayer)
     }
-    merged: dict[str, torch.Tensor] = {}
     for key, value in model.state_dict().items():
         if "lora_" in key:
             continue
         module, found, leaf = key.rpartition(".base_layer.")
         if not found:
-            merged[key] = value.detach().cpu()
+            yield key, value.detach()
             continue
         tensor = value.detach()
         if leaf == "weight":
             with torch.no_grad():
                 delta = layers[module].get_delta_weight("default")
                 tensor = (tensor.float() + delta.float()).to(value.dtype)
-        merged[f"{module}.{leaf}"] = tensor.cpu()
-    return merged
+        yield f"{module}.{leaf}", tensor
+
+
+def merged_state_dict(model: Any) -> dict[str, torch.Tensor]:
+    """``merged_weights`` as a state dict on the CPU (a checkpoint's plain model folder)."""
+    return {key: tensor.cpu() for key, tensor in merged_weights(model)}

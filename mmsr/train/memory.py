@@ -11,6 +11,8 @@ the bytes go, stated term by term below, for the worst case: every sequence as l
 The two phases of a step do not overlap: rollouts hold the KV cache (the gradients are freed
 after each optimizer step), the update holds gradients and activations. So the peak is
 ``weights + optimizer + reference + overhead + max(kv_cache, gradients + activations)``.
+With vLLM rollouts (``rollout.backend: vllm``) the engine's own bf16 weights
+(``vllm_weights``) join its KV cache during rollouts; it sleeps through the update.
 What it is not: a measurement (the allocator's fragmentation is a fixed ``overhead``).
 """
 
@@ -131,14 +133,16 @@ class MemoryPlan:
     def peak(self) -> int:
         c = self.components
         static = c["weights"] + c["optimizer"] + c["reference"] + c["overhead"]
-        return static + max(c["kv_cache"], c["gradients"] + c["activations"])
+        rollouts = c["kv_cache"] + c.get("vllm_weights", 0)
+        return static + max(rollouts, c["gradients"] + c["activations"])
 
     def table(self) -> str:
         lines = [f"  {name:<12} {size / GIB:8.2f} GiB" for name, size in self.components.items()]
         lines.append(f"  {'peak':<12} {self.peak / GIB:8.2f} GiB")
+        engine = " + vllm_weights" if "vllm_weights" in self.components else ""
         lines.append(
-            "  (peak = weights + optimizer + reference + overhead + the larger of kv_cache "
-            "(rollouts) and gradients + activations (update))"
+            "  (peak = weights + optimizer + reference + overhead + the larger of kv_cache"
+            f"{engine} (rollouts) and gradients + activations (update))"
         )
         lines += [f"  note: {note}" for note in self.notes]
         return "\n".join(lines)
@@ -156,8 +160,10 @@ def plan_memory(
     train_rows: int,
     max_tokens: int,
     images_per_sequence: int,
+    vllm: bool = False,
 ) -> MemoryPlan:
-    """Bytes per component of a GRPO step (see the module docstring for the phases)."""
+    """Bytes per component of a GRPO step (see the module docstring for the phases); ``vllm``:
+    the rollouts run on a colocated vLLM engine (bf16 weights and KV cache of its own)."""
     w = 4 if weights_dtype == "float32" else 2
     c = 2 if (autocast or w == 2) else 4  # compute dtype
     base, lora = arch.params(), arch.lora_params(lora_rank) if lora_rank else 0
@@ -195,6 +201,13 @@ def plan_memory(
         "activations": train_rows * (text_acts + vision_acts + logits),
         "overhead": OVERHEAD,
     }
+    if vllm:
+        components["kv_cache"] = rollout_rows * max_tokens * arch.kv_bytes_per_token(2) + sampling
+        components["vllm_weights"] = base * 2
+        notes.append(
+            "vllm: the engine takes rollout.vllm_memory x the GPU's memory, which must hold "
+            "vllm_weights + kv_cache (rollout.micro_batch_size sequences at full length)"
+        )
     return MemoryPlan(components, tuple(notes))
 
 
@@ -232,6 +245,7 @@ def grpo_memory_plan(cfg: Any) -> tuple[MemoryPlan, str]:
         train_rows=cfg.algo.micro_batch_size,
         max_tokens=cfg.rollout.max_total_tokens,
         images_per_sequence=1 + cfg.rollout.image_k * cfg.rollout.max_image_searches,
+        vllm=cfg.rollout.backend == "vllm",
     )
     return plan, source
 
