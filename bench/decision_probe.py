@@ -12,9 +12,15 @@ and the AUC of ``P(search)`` between search-required and search-free questions: 
 decision that ignores the picture, 1.0 one that separates them perfectly at some threshold
 (which RL could then move). No labels reach the model: they only sort the figures.
 
-    python bench/decision_probe.py --model mmsr/assets/warmstart-tiny --world W --index IDX
+With ``--linear N`` it also asks whether the representation could tell them apart at all: a
+logistic regression of the class on the model's hidden states at that token, fitted on N train
+questions and scored on the split's (questions whose text names the entity are left out: there
+the name decides).
 
-Last line: JSON with ``auc``, per class ``p_search`` and ``share_above_half``, ``n``.
+    python bench/decision_probe.py --model mmsr/assets/warmstart-tiny --world W --linear 900
+
+Last line: JSON with ``auc`` (``auc_pictured``: without named questions), per class
+``p_search``, ``share_above_half`` and ``n``, and with ``--linear`` its ``auc_train``/``auc``.
 """
 
 from __future__ import annotations
@@ -78,27 +84,64 @@ def question_of(sample: Sample, entities: dict[str, Entity]) -> Question:
 
 
 @torch.no_grad()
-def p_search(
+def slot(
     model: Any, encoder: ChatEncoder, processor: Any, first: Turn, search: Turn, answer: Turn
-) -> float:
-    """The probability of the search reply's token where it parts from the direct reply."""
+) -> tuple[float, torch.Tensor]:
+    """At the token where the search reply parts from the direct reply: the probability of the
+    search reply's token, and the last two layers' hidden states there (concatenated)."""
     seq = teacher_sequence(encoder, [first, search])
     other = teacher_sequence(encoder, [first, answer])
     at = parting(seq.token_ids, other.token_ids)
     if at >= len(seq.token_ids) or seq.loss_mask[at] != 1:
         raise ValueError("the two replies do not part inside the assistant turn")
     batch = collate([seq], model, processor, pad_id=0)
-    logits = model(
+    out = model(
         input_ids=batch.input_ids[:, :at],
         attention_mask=batch.attention_mask[:, :at],
         position_ids=batch.position_ids[:, :, :at],
         pixel_values=batch.pixel_values,
         image_grid_thw=batch.image_grid_thw,
-    ).logits[0, -1]
-    return float(torch.softmax(logits.float(), dim=-1)[seq.token_ids[at]])
+        output_hidden_states=True,
+    )
+    p = float(torch.softmax(out.logits[0, -1].float(), dim=-1)[seq.token_ids[at]])
+    return p, torch.cat([h[0, -1].float() for h in out.hidden_states[-2:]])
 
 
-def probe(model_dir: Path, world: Path, split: str, limit: int) -> dict[str, Any]:
+def p_search(
+    model: Any, encoder: ChatEncoder, processor: Any, first: Turn, search: Turn, answer: Turn
+) -> float:
+    """The probability of the search reply's token where it parts from the direct reply."""
+    return slot(model, encoder, processor, first, search, answer)[0]
+
+
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, steps: int = 500, l2: float = 1e-3) -> Any:
+    """A standardised L2 logistic regression of ``y`` (0/1) on ``x``; returns the scorer."""
+    mu, sd = x.mean(0), x.std(0) + 1e-6
+    w = torch.zeros(x.shape[1], requires_grad=True)
+    b = torch.zeros(1, requires_grad=True)
+    opt = torch.optim.Adam([w, b], lr=0.01)
+    z = (x - mu) / sd
+    for _ in range(steps):
+        opt.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(z @ w + b, y)
+        (loss + l2 * (w**2).sum()).backward()
+        opt.step()
+    return lambda v: ((v - mu) / sd @ w + b).detach()
+
+
+def _class_auc(scores: Sequence[float], labels: Sequence[str]) -> float:
+    tail = [s for s, k in zip(scores, labels, strict=True) if k == "tail"]
+    head = [s for s, k in zip(scores, labels, strict=True) if k == "head"]
+    return auc(tail, head)
+
+
+def probe(
+    model_dir: Path, world: Path, split: str, limit: int, linear_train: int = 0
+) -> dict[str, Any]:
+    """The figures of the module docstring; with ``linear_train`` N also a linear probe: a
+    logistic regression of the knowledge class on the hidden states at the decision token,
+    fitted on the first N train questions whose picture is not named in the question, scored
+    on this split's such questions (can the representation tell head from tail at all?)."""
     from mmsr.world.build import BuildConfig, load_world
 
     stats = json.loads((world / "stats.json").read_text(encoding="utf-8"))
@@ -108,22 +151,44 @@ def probe(model_dir: Path, world: Path, split: str, limit: int) -> dict[str, Any
     model.eval()
     encoder = ChatEncoder(tokenizer, processor)
     prompts = default_prompt_set()
+
+    def read(samples: Sequence[Sample]) -> list[tuple[str, bool, float, torch.Tensor]]:
+        rows = []
+        for sample in samples:
+            q = question_of(sample, entities)
+            first = render_first_turn(q.text, q.image, prompts)
+            p, hidden = slot(model, encoder, processor, first, first_search(q), direct(q)[0])
+            rows.append((str(sample.extra["knowledge"]), q.named, p, hidden))
+        return rows
+
     samples = load_samples(world / f"{split}.parquet")
-    if limit:
-        samples = samples[:limit]
+    rows = read(samples[:limit] if limit else samples)
     by_class: dict[str, list[float]] = {}
-    for sample in samples:
-        q = question_of(sample, entities)
-        first = render_first_turn(q.text, q.image, prompts)
-        p = p_search(model, encoder, processor, first, first_search(q), direct(q)[0])
-        by_class.setdefault(str(sample.extra["knowledge"]), []).append(p)
-    head, tail = by_class.get("head", []), by_class.get("tail", [])
-    out: dict[str, Any] = {"model": str(model_dir), "split": split, "auc": auc(tail, head)}
+    for knowledge, _, p, _ in rows:
+        by_class.setdefault(knowledge, []).append(p)
+    out: dict[str, Any] = {
+        "model": str(model_dir),
+        "split": split,
+        "auc": _class_auc([r[2] for r in rows], [r[0] for r in rows]),
+    }
+    pictured = [r for r in rows if not r[1]]
+    out["auc_pictured"] = _class_auc([r[2] for r in pictured], [r[0] for r in pictured])
     for name, values in sorted(by_class.items()):
         out[name] = {
             "n": len(values),
             "p_search": sum(values) / len(values),
             "share_above_half": sum(v > 0.5 for v in values) / len(values),
+        }
+    if linear_train and pictured:
+        train = [r for r in read(load_samples(world / "train.parquet")[:linear_train]) if not r[1]]
+        x = torch.stack([r[3] for r in train])
+        y = torch.tensor([1.0 if r[0] == "tail" else 0.0 for r in train])
+        score = fit_logistic(x, y)
+        test_scores = score(torch.stack([r[3] for r in pictured])).tolist()
+        out["linear"] = {
+            "n_train": len(train),
+            "auc_train": _class_auc(score(x).tolist(), [r[0] for r in train]),
+            "auc": _class_auc(test_scores, [r[0] for r in pictured]),
         }
     return out
 
@@ -134,8 +199,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--world", type=Path, required=True, help="the world folder")
     ap.add_argument("--split", default="test", choices=["train", "test"])
     ap.add_argument("--limit", type=int, default=0, help="first N questions (0: all)")
+    ap.add_argument(
+        "--linear", type=int, default=0, help="also a linear probe fitted on N train questions"
+    )
     args = ap.parse_args(argv)
-    result = probe(args.model, args.world, args.split, args.limit)
+    result = probe(args.model, args.world, args.split, args.limit, args.linear)
     for name in ("head", "tail"):
         if name in result:
             r = result[name]
@@ -143,7 +211,16 @@ def main(argv: list[str] | None = None) -> int:
                 f"{name}: n {r['n']}, mean P(search) {r['p_search']:.3f}, "
                 f"P > 0.5 on {100 * r['share_above_half']:.1f} %"
             )
-    print(f"AUC tail vs head: {result['auc']:.3f}")
+    print(
+        f"AUC tail vs head: {result['auc']:.3f} ({result['auc_pictured']:.3f} where the "
+        "question does not name the entity)"
+    )
+    if "linear" in result:
+        lin = result["linear"]
+        print(
+            f"linear probe on the hidden states ({lin['n_train']} train questions): "
+            f"AUC {lin['auc_train']:.3f} on them, {lin['auc']:.3f} on {args.split}"
+        )
     print(json.dumps(result))
     return 0
 

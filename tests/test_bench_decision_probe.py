@@ -61,8 +61,23 @@ def test_probe_over_a_small_world(small_world: tuple[Path, Path], tmp_path: Path
     tok = tiny_models.tokenizer()
     model = build_tiny_model("micro", tok, seed=0).eval()
     folder = save_pretrained(model, tok, tiny_models.image_processor("micro"), tmp_path / "m")
-    out = bench.probe(folder, small_world[0], "test", 6)
+    out = bench.probe(folder, small_world[0], "test", 6, linear_train=12)
     assert sum(out[k]["n"] for k in ("head", "tail") if k in out) == 6
     for name in ("head", "tail"):
         if name in out:
             assert 0.0 <= out[name]["p_search"] <= 1.0
+    if "linear" in out:  # the small world's first train questions may all name their entity
+        assert out["linear"]["n_train"] > 0
+
+
+def test_linear_probe_separates_what_is_separable() -> None:
+    bench = _bench()
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(200, 8, generator=gen)
+    y = (x[:, 3] > 0).float()
+    score = bench.fit_logistic(x, y)
+    held = torch.randn(100, 8, generator=gen)
+    labels = ["tail" if v > 0 else "head" for v in held[:, 3].tolist()]
+    assert bench._class_auc(score(held).tolist(), labels) > 0.95
+    noise = ["tail" if v > 0 else "head" for v in torch.randn(100, generator=gen).tolist()]
+    assert bench._class_auc(score(held).tolist(), noise) < 0.7
