@@ -71,7 +71,7 @@ class RolloutSection(RolloutLimits):
     """
 
     max_new_tokens: int = 64
-    max_total_tokens: int = 1024
+    max_total_tokens: int = 1536
     text_k: int = 3
     temperature: float = 1.0
     """Sampling temperature (the loss uses the same)."""
