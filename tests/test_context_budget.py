@@ -1,4 +1,4 @@
-"""The tiny GRPO preset's token budget holds the longest legal rollout (``bench/context_budget.py``).
+"""The tiny GRPO preset's token budget holds the longest legal rollout (bench/context_budget.py).
 
 Below it, a rollout that searched both ways ends ``context_full`` with reward 0: measured in
 the demo's GRPO with a 1,024-token budget, 0–22 % of each step's rollouts, most of them
