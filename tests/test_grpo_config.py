@@ -126,11 +126,11 @@ def test_the_rollout_section_is_the_engines_limits() -> None:
     # the preset's keys and overrides land on the limits; the protocol's search limits stay
     assert (cfg.rollout.max_new_tokens, cfg.rollout.max_total_tokens, cfg.rollout.text_k) == (
         9,
-        1024,
+        1536,
         3,
     )
     assert (cfg.rollout.max_image_searches, cfg.rollout.max_text_searches) == (1, 2)
     assert cfg.rollout.temperature == 0.5
     # without a preset: the tiny CPU run's budgets, not the engine's
     defaults = load_grpo_config(None).rollout
-    assert (defaults.max_new_tokens, defaults.max_total_tokens, defaults.text_k) == (64, 1024, 3)
+    assert (defaults.max_new_tokens, defaults.max_total_tokens, defaults.text_k) == (64, 1536, 3)
