@@ -34,6 +34,7 @@ from mmsr.protocol.render import (
     render_first_turn,
     render_image_results,
     render_search_error,
+    render_search_outcome,
     render_text_results,
     text_hit_lines,
 )
@@ -65,6 +66,7 @@ __all__ = [
     "render_first_turn",
     "render_image_results",
     "render_search_error",
+    "render_search_outcome",
     "render_text_results",
     "text_hit_lines",
     "well_formed_kind",

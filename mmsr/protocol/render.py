@@ -194,3 +194,20 @@ def render_search_error(
         instruction=instruction,
     )
     return Turn(Role.USER, text)
+
+
+def render_search_outcome(
+    tool: ToolName,
+    hits: Sequence[Any],
+    error: str | None,
+    question: str,
+    prompts: PromptSet,
+    limits: RenderLimits = RenderLimits(),
+) -> Turn:
+    """The user turn after a search of ``tool``: its error as an observation when it failed,
+    else its hits (image or text results)."""
+    if error is not None:
+        return render_search_error(tool, error, question, prompts, limits)
+    if tool == "image":
+        return render_image_results(hits, question, prompts, limits)
+    return render_text_results(hits, question, prompts, limits)

@@ -26,16 +26,14 @@ from mmsr.protocol.prompts import PromptSet, default_prompt_set
 from mmsr.protocol.render import (
     RenderLimits,
     render_first_turn,
-    render_image_results,
-    render_search_error,
-    render_text_results,
+    render_search_outcome,
 )
 from mmsr.rollout.failures import ToolFailures, call_tool
 from mmsr.rollout.rules import RolloutLimits as RolloutLimits  # re-exported: it lived here
-from mmsr.rollout.rules import end_reason, fits, search_tool, turn_action
+from mmsr.rollout.rules import end_reason, fits, search_request, turn_action
 from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory
 from mmsr.search.base import ImageSearchBackend, SearchBackends, TextSearchBackend
-from mmsr.types import Action, Role, TextSearch, Turn
+from mmsr.types import Action, Role, Turn
 
 
 @dataclass(frozen=True)
@@ -213,16 +211,12 @@ class RolloutEngine:
 
     def _search(self, state: _State) -> Turn:
         """Run the search the last action asked for; a failure becomes the observation."""
-        action = state.actions[-1]
         question = state.task.question
-        tool = search_tool(action)
-        assert tool is not None  # only a search action gets here
-        query = action.query if isinstance(action, TextSearch) else None
+        tool, query, k = search_request(state.actions[-1], self.limits)
         if tool == "image":
             state.image_searches += 1
         else:
             state.text_searches += 1
-        k = self.limits.image_k if tool == "image" else self.limits.text_k
         hits, call = call_tool(
             self.tools,
             tool,
@@ -234,11 +228,9 @@ class RolloutEngine:
             turn=len(state.actions) - 1,
         )
         state.tool_calls.append(call)
-        if call.error is not None:
-            return render_search_error(tool, call.error, question, self.prompts, self.render_limits)
-        if tool == "image":
-            return render_image_results(hits, question, self.prompts, self.render_limits)
-        return render_text_results(hits, question, self.prompts, self.render_limits)
+        return render_search_outcome(
+            tool, hits, call.error, question, self.prompts, self.render_limits
+        )
 
     def _add_user_turn(self, state: _State, turn: Turn) -> None:
         if self.encoder is not None:

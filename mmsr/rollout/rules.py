@@ -62,6 +62,21 @@ def search_tool(action: Action) -> Literal["image", "text"] | None:
     return None
 
 
+def search_request(
+    action: Action, limits: RolloutLimits
+) -> tuple[Literal["image", "text"], str | None, int]:
+    """What a search action runs: its tool, its query (text search only) and how many hits.
+
+    >>> search_request(TextSearch(query="Peru capital"), RolloutLimits(text_k=3))
+    ('text', 'Peru capital', 3)
+    """
+    tool = search_tool(action)
+    if tool is None:
+        raise ValueError(f"not a search action: {action!r}")
+    query = action.query if isinstance(action, TextSearch) else None
+    return tool, query, limits.image_k if tool == "image" else limits.text_k
+
+
 def end_reason(
     action: Action,
     *,

@@ -20,16 +20,14 @@ from mmsr.protocol.prompts import PromptSet
 from mmsr.protocol.render import (
     RenderLimits,
     render_first_turn,
-    render_image_results,
-    render_search_error,
-    render_text_results,
+    render_search_outcome,
 )
 from mmsr.rollout.engine import TurnEncoder
 from mmsr.rollout.failures import ToolFailures, call_tool
-from mmsr.rollout.rules import RolloutLimits, end_reason, fits, search_tool, turn_action
+from mmsr.rollout.rules import RolloutLimits, end_reason, fits, search_request, turn_action
 from mmsr.rollout.trajectory import EndReason, ToolCall
 from mmsr.search.base import SearchBackends
-from mmsr.types import Action, Role, TextSearch, Turn
+from mmsr.types import Action, Role, Turn
 
 
 @dataclass(frozen=True)
@@ -105,10 +103,7 @@ class Episode:
 
 async def _search(episode: Episode, question: str, image: Any, setup: EpisodeSetup) -> Turn:
     """Run the search the last action asked for (in a thread); failures are observations."""
-    action = episode.actions[-1]
-    tool = search_tool(action)
-    assert tool is not None  # only a search action gets here
-    query = action.query if isinstance(action, TextSearch) else None
+    tool, query, k = search_request(episode.actions[-1], setup.limits)
     if tool == "image":
         episode.image_searches += 1
     else:
@@ -120,17 +115,14 @@ async def _search(episode: Episode, question: str, image: Any, setup: EpisodeSet
         image=image,
         query=query,
         question=question,
-        k=setup.limits.image_k if tool == "image" else setup.limits.text_k,
+        k=k,
         failures=setup.failures,
         turn=len(episode.actions) - 1,
     )
     episode.tool_calls.append(call)
-    p, r = setup.prompts, setup.render_limits
-    if call.error is not None:
-        return render_search_error(tool, call.error, question, p, r)
-    if tool == "image":
-        return render_image_results(hits, question, p, r)
-    return render_text_results(hits, question, p, r)
+    return render_search_outcome(
+        tool, hits, call.error, question, setup.prompts, setup.render_limits
+    )
 
 
 def _add(
