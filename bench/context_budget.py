@@ -27,7 +27,6 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mmsr.data import open_image  # noqa: E402
 from mmsr.models.chat import ChatEncoder  # noqa: E402
 from mmsr.protocol.prompts import default_prompt_set  # noqa: E402
 from mmsr.protocol.render import (  # noqa: E402
@@ -36,10 +35,9 @@ from mmsr.protocol.render import (  # noqa: E402
     render_text_results,
 )
 from mmsr.train.grpo_config import load_grpo_config  # noqa: E402
-from mmsr.train.turns import text_query  # noqa: E402
+from mmsr.train.turns import sample_question, text_query  # noqa: E402
 from mmsr.train.world_kit import WorldKit  # noqa: E402
 from mmsr.types import Role, Turn  # noqa: E402
-from mmsr.world.questions import TEMPLATES  # noqa: E402
 
 
 def longest_rollouts(
@@ -52,20 +50,14 @@ def longest_rollouts(
     per_reply = max_new_tokens + len(encoder.separator_ids)
     totals = []
     for sample in kit.train:
-        entity = by_id[str(sample.extra["entity"])]
-        template = next(t for t in TEMPLATES if t.id == sample.extra["question_type"])
-        assert sample.image is not None, f"{sample.id} has no image"
-        image = open_image(sample.image)
-        fact = template.fact
-        query = entity.name if fact is None else text_query(entity, fact)
+        q = sample_question(sample, by_id)
+        query = q.entity.name if q.fact is None else text_query(q.entity, q.fact)
         turns = [
-            render_first_turn(sample.question, image, prompts),
+            render_first_turn(q.text, q.image, prompts),
             stub,
-            render_image_results(kit.image_hits(sample, image, image_k), sample.question, prompts),
+            render_image_results(kit.image_hits(sample, q.image, image_k), q.text, prompts),
             stub,
-            render_text_results(
-                kit.text_hits(query, sample.question, text_k), sample.question, prompts
-            ),
+            render_text_results(kit.text_hits(query, q.text, text_k), q.text, prompts),
             stub,
         ]
         segments = encoder.encode_segments(turns)

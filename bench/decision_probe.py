@@ -38,16 +38,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mmsr.data import load_samples, open_image  # noqa: E402
+from mmsr.data import load_samples  # noqa: E402
 from mmsr.models.chat import ChatEncoder  # noqa: E402
 from mmsr.models.io import load_model  # noqa: E402
 from mmsr.protocol.prompts import default_prompt_set  # noqa: E402
 from mmsr.protocol.render import render_first_turn  # noqa: E402
 from mmsr.train.batch import collate, teacher_sequence  # noqa: E402
-from mmsr.train.turns import Question, direct, first_search  # noqa: E402
+from mmsr.train.turns import direct, first_search, sample_question  # noqa: E402
+from mmsr.train.world_kit import world_config  # noqa: E402
 from mmsr.types import Sample, Turn  # noqa: E402
-from mmsr.world.entities import Entity  # noqa: E402
-from mmsr.world.questions import TEMPLATES  # noqa: E402
+from mmsr.world.build import load_world  # noqa: E402
 
 
 def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
@@ -74,15 +74,6 @@ def parting(a: Sequence[int], b: Sequence[int]) -> int:
     return min(len(a), len(b))
 
 
-def question_of(sample: Sample, entities: dict[str, Entity]) -> Question:
-    entity = entities[str(sample.extra["entity"])]
-    template = next(t for t in TEMPLATES if t.id == sample.extra["question_type"])
-    assert sample.image is not None, f"{sample.id} has no image"
-    return Question(
-        entity, template.fact, template.named, sample.question, open_image(sample.image)
-    )
-
-
 @torch.no_grad()
 def slot(
     model: Any, encoder: ChatEncoder, processor: Any, first: Turn, search: Turn, answer: Turn
@@ -107,13 +98,6 @@ def slot(
     return p, torch.cat([h[0, -1].float() for h in out.hidden_states[-2:]])
 
 
-def p_search(
-    model: Any, encoder: ChatEncoder, processor: Any, first: Turn, search: Turn, answer: Turn
-) -> float:
-    """The probability of the search reply's token where it parts from the direct reply."""
-    return slot(model, encoder, processor, first, search, answer)[0]
-
-
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, steps: int = 500, l2: float = 1e-3) -> Any:
     """A standardised L2 logistic regression of ``y`` (0/1) on ``x``; returns the scorer."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
@@ -129,7 +113,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, steps: int = 500, l2: floa
     return lambda v: ((v - mu) / sd @ w + b).detach()
 
 
-def _class_auc(scores: Sequence[float], labels: Sequence[str]) -> float:
+def class_auc(scores: Sequence[float], labels: Sequence[str]) -> float:
     tail = [s for s, k in zip(scores, labels, strict=True) if k == "tail"]
     head = [s for s, k in zip(scores, labels, strict=True) if k == "head"]
     return auc(tail, head)
@@ -142,11 +126,7 @@ def probe(
     logistic regression of the knowledge class on the hidden states at the decision token,
     fitted on the first N train questions whose picture is not named in the question, scored
     on this split's such questions (can the representation tell head from tail at all?)."""
-    from mmsr.world.build import BuildConfig, load_world
-
-    stats = json.loads((world / "stats.json").read_text(encoding="utf-8"))
-    config = BuildConfig(out=world, seed=int(stats["seed"]), small=bool(stats["small"]))
-    entities = {e.id: e for e in load_world(config)[0]}
+    entities = {e.id: e for e in load_world(world_config(world))[0]}
     model, tokenizer, processor = load_model(model_dir)
     model.eval()
     encoder = ChatEncoder(tokenizer, processor)
@@ -155,7 +135,7 @@ def probe(
     def read(samples: Sequence[Sample]) -> list[tuple[str, bool, float, torch.Tensor]]:
         rows = []
         for sample in samples:
-            q = question_of(sample, entities)
+            q = sample_question(sample, entities)
             first = render_first_turn(q.text, q.image, prompts)
             p, hidden = slot(model, encoder, processor, first, first_search(q), direct(q)[0])
             rows.append((str(sample.extra["knowledge"]), q.named, p, hidden))
@@ -169,10 +149,10 @@ def probe(
     out: dict[str, Any] = {
         "model": str(model_dir),
         "split": split,
-        "auc": _class_auc([r[2] for r in rows], [r[0] for r in rows]),
+        "auc": class_auc([r[2] for r in rows], [r[0] for r in rows]),
     }
     pictured = [r for r in rows if not r[1]]
-    out["auc_pictured"] = _class_auc([r[2] for r in pictured], [r[0] for r in pictured])
+    out["auc_pictured"] = class_auc([r[2] for r in pictured], [r[0] for r in pictured])
     for name, values in sorted(by_class.items()):
         out[name] = {
             "n": len(values),
@@ -187,8 +167,8 @@ def probe(
         test_scores = score(torch.stack([r[3] for r in pictured])).tolist()
         out["linear"] = {
             "n_train": len(train),
-            "auc_train": _class_auc(score(x).tolist(), [r[0] for r in train]),
-            "auc": _class_auc(test_scores, [r[0] for r in pictured]),
+            "auc_train": class_auc(score(x).tolist(), [r[0] for r in train]),
+            "auc": class_auc(test_scores, [r[0] for r in pictured]),
         }
     return out
 

@@ -35,7 +35,7 @@ for path in (REPO, REPO / "bench"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from decision_probe import _class_auc, fit_logistic  # noqa: E402
+from decision_probe import class_auc, fit_logistic  # noqa: E402
 
 from mmsr.data import load_samples, open_image  # noqa: E402
 from mmsr.search.local.colors import color_histogram  # noqa: E402
@@ -84,14 +84,14 @@ def separability(
     out: dict[str, Any] = {
         "n_train": len(train_y),
         "n_test": len(test_y),
-        "linear_auc_train": _class_auc(score(torch.cat([cnn_tr, col_tr], 1)).tolist(), train_y),
-        "linear_auc": _class_auc(score(torch.cat([cnn_te, col_te], 1)).tolist(), test_y),
+        "linear_auc_train": class_auc(score(torch.cat([cnn_tr, col_tr], 1)).tolist(), train_y),
+        "linear_auc": class_auc(score(torch.cat([cnn_te, col_te], 1)).tolist(), test_y),
         "knn": {},
     }
     for k in ks:
         share = knn_tail_share(cnn_tr, cnn_te, train_y, k)
         right = sum((s > 0.5) == (y == "tail") for s, y in zip(share, test_y, strict=True))
-        out["knn"][str(k)] = {"auc": _class_auc(share, test_y), "accuracy": right / len(test_y)}
+        out["knn"][str(k)] = {"auc": class_auc(share, test_y), "accuracy": right / len(test_y)}
     return out
 
 

@@ -46,7 +46,7 @@ def test_p_search_is_the_search_token_probability_of_a_full_forward() -> None:
     first = Turn(Role.USER, "<image>Question: what is it?", (tiny_models.image(),))
     search = Turn(Role.ASSISTANT, "<reason>The image shows nothing I know.</reason>")
     answer = Turn(Role.ASSISTANT, "<reason>The image shows Peru.</reason><answer>Peru</answer>")
-    p = bench.p_search(model, encoder, processor, first, search, answer)
+    p = bench.slot(model, encoder, processor, first, search, answer)[0]
     seq = teacher_sequence(encoder, [first, search])
     at = bench.parting(seq.token_ids, teacher_sequence(encoder, [first, answer]).token_ids)
     batch = collate([seq], model, processor, pad_id=0)
@@ -78,6 +78,6 @@ def test_linear_probe_separates_what_is_separable() -> None:
     score = bench.fit_logistic(x, y)
     held = torch.randn(100, 8, generator=gen)
     labels = ["tail" if v > 0 else "head" for v in held[:, 3].tolist()]
-    assert bench._class_auc(score(held).tolist(), labels) > 0.95
+    assert bench.class_auc(score(held).tolist(), labels) > 0.95
     noise = ["tail" if v > 0 else "head" for v in torch.randn(100, generator=gen).tolist()]
-    assert bench._class_auc(score(held).tolist(), noise) < 0.7
+    assert bench.class_auc(score(held).tolist(), noise) < 0.7

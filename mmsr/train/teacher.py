@@ -32,7 +32,6 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from mmsr.data import open_image
 from mmsr.protocol.method_turns import (
     direct_first_turn,
     image_section,
@@ -59,6 +58,7 @@ from mmsr.train.turns import (
     answer,
     direct,
     query_action,
+    sample_question,
     say,
     search_path,
     text_query,
@@ -66,7 +66,6 @@ from mmsr.train.turns import (
 )
 from mmsr.train.world_kit import WorldKit
 from mmsr.types import ImageHit, Sample, TextHit, Turn
-from mmsr.world.questions import TEMPLATES
 
 __all__ = [
     "COPY_ENTITIES",
@@ -82,12 +81,7 @@ __all__ = [
 
 
 def _sample_question(c: DrawContext, sample: Sample) -> Question:
-    entity = c.kit.by_id[str(sample.extra["entity"])]
-    template = next(t for t in TEMPLATES if t.id == sample.extra["question_type"])
-    assert sample.image is not None, f"{sample.id} has no image"
-    return Question(
-        entity, template.fact, template.named, sample.question, open_image(sample.image)
-    )
+    return sample_question(sample, c.kit.by_id)
 
 
 def _real_hits(c: DrawContext, sample: Sample, q: Question) -> list[ImageHit]:

@@ -9,14 +9,15 @@ the drills (``mmsr.train.drills``). Not here: drawing questions or hits.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from mmsr.data import open_image
 from mmsr.protocol import IMAGE_PLACEHOLDER
 from mmsr.protocol.prompts import QUESTION_SLOT, PromptSet
 from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
-from mmsr.types import ImageHit, Role, TextHit, Turn
+from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
 from mmsr.world.build import flag_facts_text
 from mmsr.world.entities import Entity
 from mmsr.world.questions import TEMPLATES, Template
@@ -82,6 +83,16 @@ class Question:
     @property
     def value(self) -> str:
         return self.entity.name if self.fact is None else self.entity.facts[self.fact]
+
+
+def sample_question(sample: Sample, entities: Mapping[str, Entity]) -> Question:
+    """The ``Question`` of a world question row (its entity looked up in ``entities`` by id)."""
+    entity = entities[str(sample.extra["entity"])]
+    template = next(t for t in TEMPLATES if t.id == sample.extra["question_type"])
+    assert sample.image is not None, f"{sample.id} has no image"
+    return Question(
+        entity, template.fact, template.named, sample.question, open_image(sample.image)
+    )
 
 
 def direct(q: Question) -> list[Turn]:

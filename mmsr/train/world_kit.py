@@ -29,6 +29,14 @@ from mmsr.world.sources import find_noto_font
 logger = logging.getLogger(__name__)
 
 
+def world_config(world: str | Path) -> BuildConfig:
+    """The build config a world was written with (its seed and size, from ``stats.json``):
+    ``load_world`` of it re-derives the world's labelled entities."""
+    world = Path(world)
+    stats = json.loads((world / "stats.json").read_text(encoding="utf-8"))
+    return BuildConfig(out=world, seed=int(stats["seed"]), small=bool(stats["small"]))
+
+
 @dataclass
 class WorldKit:
     """A built world and its index, opened for making teacher conversations."""
@@ -51,8 +59,7 @@ class WorldKit:
     @classmethod
     def open(cls, world: str | Path, index: str | Path) -> WorldKit:
         world, index = Path(world), Path(index)
-        stats = json.loads((world / "stats.json").read_text(encoding="utf-8"))
-        config = BuildConfig(out=world, seed=int(stats["seed"]), small=bool(stats["small"]))
+        config = world_config(world)
         entities, _ = load_world(config)
         _check_labels(entities, world / "entities.jsonl")
         drawer = QueryDrawer(find_noto_font(None), config.image_size, config.seed)
