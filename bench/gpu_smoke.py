@@ -78,25 +78,9 @@ def build_model(shape: dict[str, Any], tokenizer: Any, device: str) -> Any:
     import torch
     import transformers
 
-    from mmsr.models.tokenizer import (
-        ENDOFTEXT,
-        IM_END,
-        IMAGE_PAD,
-        VIDEO_PAD,
-        VISION_END,
-        VISION_START,
-        token_id,
-    )
+    from mmsr.models.config import special_token_ids
 
-    ids = {
-        "bos_token_id": token_id(tokenizer, ENDOFTEXT),
-        "pad_token_id": token_id(tokenizer, ENDOFTEXT),
-        "eos_token_id": token_id(tokenizer, IM_END),
-        "image_token_id": token_id(tokenizer, IMAGE_PAD),
-        "video_token_id": token_id(tokenizer, VIDEO_PAD),
-        "vision_start_token_id": token_id(tokenizer, VISION_START),
-        "vision_end_token_id": token_id(tokenizer, VISION_END),
-    }
+    ids = special_token_ids(tokenizer)
     if shape["vocab_size"] < len(tokenizer):
         raise ValueError("the shape's vocabulary is smaller than the tokenizer's")
     config = transformers.Qwen2_5_VLConfig(**{**shape, **ids}, attn_implementation="sdpa")

@@ -128,10 +128,22 @@ def resolve_config(preset_or_config: str | TinyVLConfig) -> TinyVLConfig:
     return PRESETS[preset_or_config]
 
 
+def special_token_ids(tokenizer: PreTrainedTokenizerBase) -> dict[str, int]:
+    """The Qwen2.5-VL config's special-token keys, as ids of ``tokenizer``."""
+    return {
+        "bos_token_id": token_id(tokenizer, ENDOFTEXT),
+        "pad_token_id": token_id(tokenizer, ENDOFTEXT),
+        "eos_token_id": token_id(tokenizer, IM_END),
+        "image_token_id": token_id(tokenizer, IMAGE_PAD),
+        "video_token_id": token_id(tokenizer, VIDEO_PAD),
+        "vision_start_token_id": token_id(tokenizer, VISION_START),
+        "vision_end_token_id": token_id(tokenizer, VISION_END),
+    }
+
+
 def hf_config(cfg: TinyVLConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5_VLConfig:
     """The ``transformers`` config of a tiny model whose vocabulary is ``tokenizer``'s."""
-    ids = {t: token_id(tokenizer, t) for t in (ENDOFTEXT, IM_END, IMAGE_PAD, VIDEO_PAD)}
-    ids |= {t: token_id(tokenizer, t) for t in (VISION_START, VISION_END)}
+    ids = special_token_ids(tokenizer)
     text = {
         "vocab_size": len(tokenizer),
         "hidden_size": cfg.hidden_size,
@@ -145,9 +157,9 @@ def hf_config(cfg: TinyVLConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5_
             "rope_theta": cfg.rope_theta,
             "mrope_section": list(cfg.mrope_section),
         },
-        "bos_token_id": ids[ENDOFTEXT],
-        "eos_token_id": ids[IM_END],
-        "pad_token_id": ids[ENDOFTEXT],
+        "bos_token_id": ids["bos_token_id"],
+        "eos_token_id": ids["eos_token_id"],
+        "pad_token_id": ids["pad_token_id"],
         "tie_word_embeddings": cfg.tie_word_embeddings,
     }
     vision = {
@@ -165,10 +177,10 @@ def hf_config(cfg: TinyVLConfig, tokenizer: PreTrainedTokenizerBase) -> Qwen2_5_
     return Qwen2_5_VLConfig(
         text_config=text,
         vision_config=vision,
-        image_token_id=ids[IMAGE_PAD],
-        video_token_id=ids[VIDEO_PAD],
-        vision_start_token_id=ids[VISION_START],
-        vision_end_token_id=ids[VISION_END],
+        image_token_id=ids["image_token_id"],
+        video_token_id=ids["video_token_id"],
+        vision_start_token_id=ids["vision_start_token_id"],
+        vision_end_token_id=ids["vision_end_token_id"],
         tie_word_embeddings=cfg.tie_word_embeddings,
     )
 
