@@ -9,12 +9,15 @@ from typing import Any
 TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mmsr.train.sft_cli",
     "mmsr.train.grpo_cli",
+    "mmsr.train.vision_cli",
     "mmsr.integrations.verl.cli",
 )
 
 
 def register(subparsers: Any) -> None:
-    parser = subparsers.add_parser("train", help="SFT warm start, GRPO training, GRPO on veRL")
+    parser = subparsers.add_parser(
+        "train", help="SFT warm start, GRPO training, vision pretraining, GRPO on veRL"
+    )
     train_sub = parser.add_subparsers(dest="train_command", metavar="TRAIN_COMMAND")
     for name in TRAIN_SUBCOMMAND_MODULES:
         importlib.import_module(name).register(train_sub)

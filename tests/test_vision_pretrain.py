@@ -1,0 +1,150 @@
+"""The batched vision tower (``mmsr.models.vision_batch``) and ``mmsr train vision``."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tiny_models
+import torch
+from PIL import Image
+from safetensors.torch import load_file
+
+from mmsr.models import PRESETS, ImageProcessor, build_tiny_model
+from mmsr.models.io import save_pretrained
+from mmsr.models.vision_batch import image_features
+from mmsr.train.vision import VisionConfig, lr_factor, train_vision
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "vision_probe.py"
+
+
+def _inputs(processor: ImageProcessor, sizes: list[tuple[int, int]]) -> tuple[Any, Any]:
+    rng = np.random.default_rng(0)
+    images = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for w, h in sizes]
+    processed = [processor(im) for im in images]
+    pixels = torch.cat([p.pixel_values for p in processed])
+    return pixels, torch.tensor([p.grid_thw for p in processed])
+
+
+def _reference(visual: Any, pixels: torch.Tensor, grid: torch.Tensor) -> list[torch.Tensor]:
+    merged = visual(pixels, grid_thw=grid).pooler_output
+    tokens = (grid.prod(-1) // visual.spatial_merge_unit).tolist()
+    return list(torch.split(merged, tokens))
+
+
+@pytest.mark.parametrize("preset", ["micro", "tiny"])
+def test_batched_tower_is_the_tower(preset: str) -> None:
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model(preset, tok, seed=0)
+    visual = model.model.visual
+    pixels, grid = _inputs(tiny_models.image_processor(preset), [(80, 60)] * 5)
+    fast = image_features(visual, pixels, grid)
+    ref = _reference(visual, pixels, grid)
+    assert fast.shape == (5, *ref[0].shape)
+    for row, want in zip(fast, ref, strict=True):
+        torch.testing.assert_close(row, want, rtol=1e-5, atol=1e-5)
+    # the gradients are the tower's too
+    fast.square().sum().backward()
+    got = [p.grad.clone() for p in visual.parameters()]
+    visual.zero_grad()
+    torch.cat(ref).square().sum().backward()
+    for g, p in zip(got, visual.parameters(), strict=True):
+        torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-5)
+
+
+def test_mixed_grids_fall_back_to_the_tower() -> None:
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model("micro", tok, seed=0)
+    config = dataclasses.replace(
+        PRESETS["micro"].image_processor_config(), fixed_size=None, max_pixels=112 * 112
+    )
+    pixels, grid = _inputs(ImageProcessor(config), [(56, 56), (112, 56)])
+    assert not bool((grid == grid[0]).all())
+    fast = image_features(model.model.visual, pixels, grid)
+    ref = _reference(model.model.visual, pixels, grid)
+    for row, want in zip(fast, ref, strict=True):
+        torch.testing.assert_close(row[: len(want)], want)
+        assert not row[len(want) :].any()  # padding rows are zeros
+
+
+def test_vision_config_needs_a_budget() -> None:
+    with pytest.raises(ValueError, match="budget"):
+        VisionConfig(minutes=0, max_steps=0)
+    config = VisionConfig(minutes=1, warmup_steps=4)
+    assert lr_factor(0, 0.0, config) == pytest.approx(0.25)
+    assert lr_factor(10, 1.0, config) == pytest.approx(0.0)
+
+
+def test_train_vision_changes_the_tower_only(
+    small_world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model("micro", tok, seed=0)
+    init = save_pretrained(model, tok, tiny_models.image_processor("micro"), tmp_path / "init")
+    config = VisionConfig(minutes=0, max_steps=3, batch_size=6, eval_pictures=8, eval_every=2)
+    metrics = train_vision(*small_world, init, tmp_path / "out", config)
+    assert metrics["final"]["step"] == 3
+    assert [h["step"] for h in metrics["history"]] == [0, 2]
+    assert 0.0 <= metrics["final"]["entity_accuracy"] <= 1.0
+    assert (tmp_path / "out" / "vision_metrics.json").is_file()
+    before = load_file(init / "model.safetensors")
+    after = load_file(tmp_path / "out" / "model.safetensors")
+    assert before.keys() == after.keys()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("visual.") for k in changed)
+
+
+def test_cli_refuses_a_folder_without_a_model(tmp_path: Path) -> None:
+    from mmsr.cli import main
+
+    with pytest.raises(SystemExit, match="not a saved model folder"):
+        main(
+            [
+                "train",
+                "vision",
+                "--world",
+                "w",
+                "--index",
+                "i",
+                "--init",
+                str(tmp_path),
+                "--out",
+                str(tmp_path / "o"),
+            ]
+        )
+
+
+def _bench() -> Any:
+    spec = importlib.util.spec_from_file_location("vision_probe", BENCH)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["vision_probe"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_mlp_reads_an_arbitrary_split() -> None:
+    bench = _bench()
+    gen = torch.Generator().manual_seed(0)
+    centres = torch.randn(30, 8, generator=gen)
+    tail = torch.tensor([float(i % 2) for i in range(30)])
+    ids = torch.randint(0, 30, (1200,), generator=gen)
+    x = centres[ids] + 0.05 * torch.randn(1200, 8, generator=gen)
+    score = bench.fit_mlp(x[:1000], tail[ids[:1000]], hidden=64, steps=800)
+    pred = score(x[1000:]) > 0
+    assert (pred.float() == tail[ids[1000:]]).float().mean() > 0.9
+
+
+def test_probe_over_a_small_world(small_world: tuple[Path, Path], tmp_path: Path) -> None:
+    bench = _bench()
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model("micro", tok, seed=0)
+    folder = save_pretrained(model, tok, tiny_models.image_processor("micro"), tmp_path / "m")
+    out = bench.probe(bench.tower_features(folder), *small_world, 24)
+    assert out["n"] == 24 and out["n_test"] > 0
+    assert 0.0 <= out["auc"] <= 1.0
