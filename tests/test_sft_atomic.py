@@ -88,3 +88,16 @@ def test_primers_are_short_first_hit_copies(kit: WorldKit) -> None:
             # no instructions: the rendered turn ends with the question
             assert results.rstrip("\n").split("\n")[-1].startswith("Question: ")
     assert BARE_PROMPTS.after_image_search == ""
+
+
+def test_the_vision_tower_gets_its_own_learning_rate_share() -> None:
+    model, *_ = _setup()
+    plain = param_groups(model, weight_decay=0.1)
+    assert len(plain) == 2 and all(g["lr_scale"] == 1.0 for g in plain)
+    groups = param_groups(model, weight_decay=0.1, vision_lr_scale=0.2)
+    assert [g["lr_scale"] for g in groups] == [1.0, 1.0, 0.2]
+    tower = {id(p) for p in model.model.visual.parameters()}
+    assert {id(p) for p in groups[2]["params"]} == tower
+    assert not tower & {id(p) for g in groups[:2] for p in g["params"]}
+    every = [id(p) for g in groups for p in g["params"]]
+    assert sorted(every) == sorted(id(p) for p in model.parameters())

@@ -62,11 +62,20 @@ def freeze_rows(model: Any, ids: Sequence[int]) -> RemovableHandle | None:
     return cast(RemovableHandle, hook)
 
 
-def param_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: the embedding without weight decay, every other parameter with it."""
+def param_groups(
+    model: Any, weight_decay: float, vision_lr_scale: float = 1.0
+) -> list[dict[str, Any]]:
+    """AdamW groups: the embedding without weight decay, every other parameter with it; with
+    ``vision_lr_scale`` ≠ 1 the vision tower (``model.model.visual``) is a group of its own
+    whose ``lr_scale`` the training loop multiplies its learning rate by."""
     embedding = embedding_weight(model)
-    rest = [p for p in model.parameters() if p is not embedding]
-    return [
-        {"params": [embedding], "weight_decay": 0.0},
-        {"params": rest, "weight_decay": weight_decay},
+    vision = {id(p) for p in model.model.visual.parameters()} if vision_lr_scale != 1.0 else set()
+    rest = [p for p in model.parameters() if p is not embedding and id(p) not in vision]
+    groups: list[dict[str, Any]] = [
+        {"params": [embedding], "weight_decay": 0.0, "lr_scale": 1.0},
+        {"params": rest, "weight_decay": weight_decay, "lr_scale": 1.0},
     ]
+    if vision:
+        tower = [p for p in model.model.visual.parameters()]
+        groups.append({"params": tower, "weight_decay": weight_decay, "lr_scale": vision_lr_scale})
+    return groups

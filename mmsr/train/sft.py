@@ -86,6 +86,9 @@ class SFTConfig:
     """Linear warmup steps."""
     weight_decay: float = 0.01
     """AdamW weight decay."""
+    vision_lr_scale: float = 1.0
+    """The vision tower's learning rate as a share of ``lr`` (below 1 keeps a tower pretrained
+    by ``mmsr train vision`` close to what it learnt while the language model adapts)."""
     grad_clip: float = 1.0
     """Largest global gradient norm."""
     batch_size: int = 4
@@ -267,7 +270,9 @@ def train_sft(
     suppressed = suppressed_token_ids(tokenizer)
     pad_id = token_id(tokenizer, ENDOFTEXT)
     optimizer = torch.optim.AdamW(
-        param_groups(model, config.weight_decay), lr=config.lr, betas=(0.9, 0.95)
+        param_groups(model, config.weight_decay, config.vision_lr_scale),
+        lr=config.lr,
+        betas=(0.9, 0.95),
     )
     model.train(True)
     step, train_seconds, next_eval, smooth = 0, 0.0, config.eval_every_minutes, 0.0
@@ -280,7 +285,7 @@ def train_sft(
         start = time.perf_counter()
         factor = lr_factor(step, budget_progress(step, train_seconds, config), config)
         for group in optimizer.param_groups:
-            group["lr"] = config.lr * factor
+            group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
         optimizer.zero_grad(set_to_none=True)
         total = 0.0
         for _ in range(config.accumulation):
