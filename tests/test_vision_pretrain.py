@@ -148,3 +148,38 @@ def test_probe_over_a_small_world(small_world: tuple[Path, Path], tmp_path: Path
     out = bench.probe(bench.tower_features(folder), *small_world, 24)
     assert out["n"] == 24 and out["n_test"] > 0
     assert 0.0 <= out["auc"] <= 1.0
+
+
+@pytest.mark.parametrize("preset", ["micro", "tiny"])
+def test_model_inputs_give_the_models_own_forward(preset: str) -> None:
+    from mmsr.models.vision_batch import model_inputs
+    from mmsr.policy.local_model import build_hf_policy
+    from mmsr.train.batch import collate, teacher_sequence
+
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model(preset, tok, seed=0)
+    processor = tiny_models.image_processor(preset)
+    _, turns = build_hf_policy(model, tok, processor)
+    seqs = [teacher_sequence(turns.encoder, tiny_models.conversation()) for _ in range(2)]
+    batch = collate(seqs, model, processor, 0)
+    inputs = model_inputs(model, batch.input_ids, batch.pixel_values, batch.image_grid_thw)
+    assert set(inputs) == {"inputs_embeds"}  # the batched tower was used
+    common = {"attention_mask": batch.attention_mask, "position_ids": batch.position_ids}
+    want = model(
+        input_ids=batch.input_ids,
+        pixel_values=batch.pixel_values,
+        image_grid_thw=batch.image_grid_thw,
+        **common,
+    ).logits
+    torch.testing.assert_close(model(**inputs, **common).logits, want, rtol=1e-5, atol=1e-5)
+    # pads that do not match the images are left for the model to refuse
+    fewer = model_inputs(model, batch.input_ids[:1], batch.pixel_values, batch.image_grid_thw)
+    assert "pixel_values" in fewer
+
+
+def test_vision_bench_runs_and_checks_equality() -> None:
+    spec = importlib.util.spec_from_file_location("vision_bench", BENCH.parent / "vision_bench.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.timed(lambda: None, 2) >= 0.0

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
+from transformers import Qwen2_5_VLForConditionalGeneration
 from transformers.vision_utils import get_vision_position_ids, get_vision_window_index
 
 
@@ -73,3 +74,33 @@ def image_features(visual: Any, pixel_values: torch.Tensor, grid_thw: torch.Tens
     merged = visual.merger(x.reshape(n * per, -1)).reshape(n, per // unit, -1)
     features: torch.Tensor = merged[:, torch.argsort(order)]
     return features
+
+
+def model_inputs(
+    model: Any,
+    input_ids: torch.Tensor,
+    pixel_values: torch.Tensor | None,
+    image_grid_thw: torch.Tensor | None,
+) -> dict[str, torch.Tensor]:
+    """The keyword arguments of a forward pass over ``input_ids`` with these images: the token
+    embeddings with the image pads replaced by ``image_features`` (what the model's own forward
+    does, through the batched tower), or, when the tower cannot batch them or the pads do not
+    match the images, or ``model`` is a wrapper (PEFT, LoRA's reference), the plain
+    ``input_ids``/``pixel_values`` for the model to handle."""
+    plain = {"input_ids": input_ids}
+    if pixel_values is None or image_grid_thw is None:
+        return plain
+    plain |= {"pixel_values": pixel_values, "image_grid_thw": image_grid_thw}
+    if not isinstance(model, Qwen2_5_VLForConditionalGeneration):
+        return plain  # a wrapper (LoRA reference, PEFT): its own forward knows its modules
+    grid = torch.as_tensor(image_grid_thw)
+    visual = model.model.visual
+    if not bool((grid == grid[0]).all()) or _one_window(visual, grid[:1]) is None:
+        return plain
+    pads = input_ids == model.config.image_token_id
+    features = image_features(visual, pixel_values, grid)
+    if int(pads.sum()) != features.shape[0] * features.shape[1]:
+        return plain
+    embeds = model.get_input_embeddings()(input_ids)
+    flat = features.reshape(-1, features.shape[-1]).to(embeds.dtype)
+    return {"inputs_embeds": embeds.masked_scatter(pads[..., None].expand_as(embeds), flat)}

@@ -19,6 +19,7 @@ import torch
 from mmsr.models.chat import ChatEncoder, stack_images
 from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.positions import rope_position_ids
+from mmsr.models.vision_batch import model_inputs
 from mmsr.types import Role, Turn
 
 
@@ -117,11 +118,9 @@ def token_logprobs(
     width = batch.input_ids.shape[1]
     logits = (
         model(
-            input_ids=batch.input_ids,
+            **model_inputs(model, batch.input_ids, batch.pixel_values, batch.image_grid_thw),
             attention_mask=batch.attention_mask,
             position_ids=batch.position_ids,
-            pixel_values=batch.pixel_values,
-            image_grid_thw=batch.image_grid_thw,
             logits_to_keep=max(width - start, 1),
         )
         .logits[:, :-1]

@@ -48,6 +48,7 @@ from mmsr.models import (
     train_tokenizer,
 )
 from mmsr.models.tokenizer import ENDOFTEXT
+from mmsr.models.vision_batch import model_inputs
 from mmsr.protocol import default_prompt_set
 from mmsr.train import preset_files
 from mmsr.train.atomic import freeze_rows, param_groups, set_random_codes
@@ -170,11 +171,9 @@ def masked_logprobs(model: Any, batch: Any, suppressed: list[int]) -> torch.Tens
     conversation out of hundreds), which is most of a step's cost on CPU otherwise.
     """
     hidden = model.model(
-        input_ids=batch.input_ids,
+        **model_inputs(model, batch.input_ids, batch.pixel_values, batch.image_grid_thw),
         attention_mask=batch.attention_mask,
         position_ids=batch.position_ids,
-        pixel_values=batch.pixel_values,
-        image_grid_thw=batch.image_grid_thw,
     )[0][:, :-1]  # (B, T-1, H): the states that predict input_ids[:, 1:]
     where = batch.loss_mask.bool()  # (B, T-1)
     logits = model.lm_head(hidden[where]).float()  # (N, V)
