@@ -210,8 +210,8 @@ def test_shared_prompts_are_prefilled_once_with_the_same_results(model: Any) -> 
     original_forward = model.forward
 
     def counting_forward(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("pixel_values") is not None:
-            calls.append(kwargs["input_ids"].shape[0])
+        if kwargs.get("inputs_embeds") is not None:  # a prefill (decoding feeds input_ids)
+            calls.append(kwargs["inputs_embeds"].shape[0])
         return original_forward(*args, **kwargs)
 
     policy = _policy(model, 1.0)
