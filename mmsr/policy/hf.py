@@ -33,7 +33,7 @@ import torch
 from mmsr.policy.base import Generation, GenerationRequest
 from mmsr.policy.cpu_attention import gqa_attention
 from mmsr.policy.hf_prefill import Prefill, build_prefill, image_key, shared_prompts
-from mmsr.policy.kv_cache import PrefixStore, RowCache, split_rows
+from mmsr.policy.kv_cache import PrefixStore, RowCache
 
 # force(request, ids sampled so far in this turn) -> the id to emit next, or None to sample.
 # Constrained decoding: the forced id is scored (its log-prob recorded) like a sampled one.
@@ -262,32 +262,29 @@ class HFPolicy:
         image_keys: Sequence[tuple[Hashable, ...]],
         sampled: Sequence[list[int]],
     ) -> dict[tuple[int, ...], RowCache]:
-        """Each request's conversation cache after its turn: its prompt and the sampled ids
-        that were fed (all but the last), at their positions in the batch cache."""
-        wc = prefill.cache_width
-        wn = prefill.embeds.shape[1]
-        picked: dict[tuple[int, ...], tuple[int, int]] = {}
-        spans = []
+        """Each request's conversation after its turn — its prompt and the sampled ids that
+        were fed (all but the last) — and where their keys/values are in the batch cache."""
+        wc, wn = prefill.cache_width, prefill.embeds.shape[1]
+        next_position = prefill.next_position[index].tolist()
+        rows: dict[tuple[int, ...], RowCache] = {}
         for b, (r, ids) in enumerate(zip(requests, sampled, strict=True)):
             fed = max(len(ids) - 1, 0)
             key = (*r.prompt_ids, *ids[:fed])
-            if key in picked:  # a group's identical rows: one copy
-                continue
-            u = int(index[b])
-            cached, new = prefill.cached[u], len(r.prompt_ids) - prefill.cached[u]
-            picked[key] = (b, fed)
-            spans.append((b, [(wc - cached, wc), (wc + wn - new, wc + wn + fed)]))
-        layers = split_rows(prefill.cache, spans)
-        next_position = prefill.next_position[index].tolist()
-        return {
-            key: RowCache(
-                ids=key,
-                image_keys=image_keys[b],
-                layers=tuple(kv),
-                next_position=int(next_position[b]) + fed,
+            cached = prefill.cached[int(index[b])]
+            new = len(r.prompt_ids) - cached
+            spans = ((wc - cached, wc), (wc + wn - new, wc + wn + fed))
+            rows.setdefault(  # a group's identical rows: the first one
+                key,
+                RowCache(
+                    ids=key,
+                    image_keys=image_keys[b],
+                    next_position=int(next_position[b]) + fed,
+                    source=prefill.cache,
+                    row=b,
+                    spans=tuple((s, e) for s, e in spans if e > s),
+                ),
             )
-            for (key, (b, fed)), kv in zip(picked.items(), layers, strict=True)
-        }
+        return rows
 
     def _apply_force(
         self,

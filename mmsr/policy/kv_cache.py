@@ -4,12 +4,13 @@
 allocated once for the whole turn (prompt + every decoding step) instead of concatenating
 the whole cache at every step; what attention reads is a view of the filled part.
 
-``PrefixStore`` keeps, after a turn, each conversation's keys/values (``RowCache``: only its
-real tokens, no padding) under its token ids and images, for one *session* (one rollout
+``PrefixStore`` keeps, after a turn, where each conversation's keys/values are (``RowCache``:
+its real tokens, not the padding) under its token ids and images, for one *session* (one rollout
 engine run, during which the weights do not change). The next turn of that conversation
 starts with those ids, so only the tokens after them — the sampled end-of-turn token and the
-injected tool turn — are prefilled. ``batch_cache`` lays the cached rows of a batch out
-right-aligned in one cache; ``split_rows`` takes each row's real tokens back out.
+injected tool turn — are prefilled. A ``RowCache`` points into the batch cache of the turn
+that made it; ``batch_cache`` copies the rows a new batch continues into one cache,
+right-aligned, so rows that end are never copied at all.
 
 What it is not: sampling, positions or inputs (``mmsr.policy.hf``); no cache survives a
 session, since the keys/values of old weights would be wrong after an optimizer step.
@@ -107,16 +108,21 @@ class GrowingCache(Cache):
 
 @dataclass(frozen=True)
 class RowCache:
-    """The keys/values of one conversation's real tokens, after a turn."""
+    """Where one conversation's keys/values are, after a turn: a row of that turn's cache."""
 
     ids: tuple[int, ...]
     """The token ids they cover (the prompt and the fed part of the sampled turn)."""
     image_keys: tuple[Hashable, ...]
     """Content keys of the images among those ids, in placeholder order."""
-    layers: tuple[KV, ...]
-    """Per layer: keys and values, (H, len(ids), D) each."""
     next_position: int
     """The M-RoPE position of the token that follows ``ids``."""
+    source: GrowingCache
+    """The batch cache of the turn that computed them (shared by the rows of that batch)."""
+    row: int
+    """This conversation's row in ``source``."""
+    spans: tuple[tuple[int, int], ...]
+    """The positions of ``ids`` in that row, as half-open ranges in order (the rest of the row
+    is padding)."""
 
 
 class PrefixStore:
@@ -153,39 +159,25 @@ class PrefixStore:
 def batch_cache(
     hits: Sequence[RowCache | None], n_layers: int, width: int, capacity: int
 ) -> GrowingCache | None:
-    """One cache of ``width`` positions for the rows of a batch, each hit right-aligned (rows
-    without a hit stay zero: their positions are masked); None when no row has a hit."""
+    """One cache of ``width`` positions for the rows of a batch, each hit's keys/values copied
+    in right-aligned (rows without a hit stay zero: their positions are masked); None when no
+    row has a hit. Only the rows that are continued are ever copied out of an older batch."""
     present = [h for h in hits if h is not None]
     if not present or width == 0:
         return None
     prefix = []
     for i in range(n_layers):
-        k0 = present[0].layers[i][0]
-        shape = (len(hits), k0.shape[0], width, k0.shape[-1])
+        k0, _ = present[0].source.layer_kv(i)
+        shape = (len(hits), k0.shape[1], width, k0.shape[-1])
         keys, values = k0.new_zeros(shape), k0.new_zeros(shape)
         for row, hit in enumerate(hits):
-            if hit is not None:
-                k, v = hit.layers[i]
-                keys[row, :, width - k.shape[1] :] = k
-                values[row, :, width - v.shape[1] :] = v
+            if hit is None:
+                continue
+            src_k, src_v = hit.source.layer_kv(i)
+            at = width - len(hit.ids)
+            for start, end in hit.spans:
+                keys[row, :, at : at + end - start] = src_k[hit.row, :, start:end]
+                values[row, :, at : at + end - start] = src_v[hit.row, :, start:end]
+                at += end - start
         prefix.append((keys, values))
     return GrowingCache(n_layers, capacity, prefix)
-
-
-def split_rows(
-    cache: GrowingCache, rows: Sequence[tuple[int, Sequence[tuple[int, int]]]]
-) -> list[list[KV]]:
-    """For each ``(b, spans)``: per layer, batch row ``b``'s keys/values at the positions of
-    ``spans`` (half-open ranges, in order), concatenated and copied out of the batch."""
-    out: list[list[KV]] = [[] for _ in rows]
-    for i in range(len(cache.growing)):
-        keys, values = cache.layer_kv(i)
-        for j, (b, spans) in enumerate(rows):
-            kept = [(s, e) for s, e in spans if e > s]
-            out[j].append(
-                (
-                    torch.cat([keys[b, :, s:e] for s, e in kept], dim=1),
-                    torch.cat([values[b, :, s:e] for s, e in kept], dim=1),
-                )
-            )
-    return out

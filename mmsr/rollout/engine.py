@@ -163,14 +163,14 @@ class RolloutEngine:
 
     def _turn(self, live: list[_State], session: int, pool: ThreadPoolExecutor) -> None:
         """One generation for every live trajectory, its searches started as turns finish."""
-        searches: dict[int, Future[Turn]] = {}
+        searches: dict[int, Future[tuple[Turn, list[int]]]] = {}
         advanced: set[int] = set()
 
         def finished(i: int) -> Callable[[Generation], None]:
             def record(gen: Generation) -> None:
                 advanced.add(i)
                 if self._advance(live[i], gen):
-                    searches[i] = pool.submit(self._search, live[i])
+                    searches[i] = pool.submit(self._tool_turn, live[i])
 
             return record
 
@@ -182,7 +182,7 @@ class RolloutEngine:
             if i not in advanced:  # a policy that does not call on_done
                 finished(i)(gen)
         for i in sorted(searches):
-            self._add_user_turn(live[i], searches[i].result())
+            self._add_user_turn(live[i], *searches[i].result())
 
     # --- the steps of the state machine ---
 
@@ -262,9 +262,15 @@ class RolloutEngine:
             tool, hits, call.error, question, self.prompts, self.render_limits
         )
 
-    def _add_user_turn(self, state: _State, turn: Turn) -> None:
+    def _tool_turn(self, state: _State) -> tuple[Turn, list[int]]:
+        """The search's observation as the next user turn, and its ids (token-level policies;
+        encoded here, in the tool's worker thread, so that it overlaps like the search)."""
+        turn = self._search(state)
+        ids = self.encoder.user_turn_ids(turn, first=False) if self.encoder is not None else []
+        return turn, ids
+
+    def _add_user_turn(self, state: _State, turn: Turn, ids: list[int]) -> None:
         if self.encoder is not None:
-            ids = self.encoder.user_turn_ids(turn, first=False)
             if not fits(len(state.token_ids), len(ids), self.limits.max_total_tokens):
                 state.end_reason = EndReason.CONTEXT_FULL
                 return
