@@ -29,6 +29,7 @@ from test_hf_policy import model as model  # the micro model fixture
 
 from mmsr.policy import GenerationRequest
 from mmsr.policy.hf import HFPolicy
+from mmsr.policy.kv_cache import GrowingCache, PrefixStore, RowCache
 from mmsr.rollout import RolloutEngine, RolloutLimits, RolloutTask, Trajectory
 from mmsr.types import ImageHit, Role, Turn
 
@@ -171,3 +172,23 @@ def test_nothing_is_reused_across_runs(model: Any) -> None:
     # a direct call without a session keeps nothing
     policy.generate([GenerationRequest((), (9, 10), (), 4, seed=1)])
     assert len(policy._store) == 0
+
+
+def test_the_store_tells_apart_conversations_with_the_same_ids_and_other_images() -> None:
+    # two questions worded alike, with other pictures: the ids match, the images do not
+    source = GrowingCache(1, 4)
+    ids = (9, 10, 11)
+    rows = {
+        (ids, (key, "a")): RowCache(ids, (key, "a"), 3, source, row, ((0, 3),))
+        for row, key in enumerate(("red", "green"))
+    }
+    store = PrefixStore()
+    store.start("run")
+    store.replace(rows)
+    assert len(store) == 2
+    hit = store.lookup((*ids, 12), ("green", "a", "thumb"))
+    assert hit is not None and hit.row == 1
+    assert store.lookup((*ids, 12), ("blue", "a")) is None
+    assert store.lookup(ids, ("red", "a")) is None  # a prefix must leave a token to feed
+    store.start("another run")
+    assert len(store) == 0

@@ -33,7 +33,7 @@ import torch
 from mmsr.policy.base import Generation, GenerationRequest
 from mmsr.policy.cpu_attention import gqa_attention
 from mmsr.policy.hf_prefill import Prefill, build_prefill, image_key, shared_prompts
-from mmsr.policy.kv_cache import PrefixStore, RowCache
+from mmsr.policy.kv_cache import PrefixStore, RowCache, RowKey
 
 # force(request, ids sampled so far in this turn) -> the id to emit next, or None to sample.
 # Constrained decoding: the forced id is scored (its log-prob recorded) like a sampled one.
@@ -127,7 +127,7 @@ class HFPolicy:
         sessions = {r.session for r in requests}
         session = sessions.pop() if self.kv_reuse and len(sessions) == 1 else None
         self._store.start(session)
-        kept: dict[tuple[int, ...], RowCache] = {}
+        kept: dict[RowKey, RowCache] = {}
         out: list[Generation] = []
         with gqa_attention(self.model):
             for start in range(0, len(requests), size):
@@ -261,12 +261,12 @@ class HFPolicy:
         requests: Sequence[GenerationRequest],
         image_keys: Sequence[tuple[Hashable, ...]],
         sampled: Sequence[list[int]],
-    ) -> dict[tuple[int, ...], RowCache]:
+    ) -> dict[RowKey, RowCache]:
         """Each request's conversation after its turn — its prompt and the sampled ids that
         were fed (all but the last) — and where their keys/values are in the batch cache."""
         wc, wn = prefill.cache_width, prefill.embeds.shape[1]
         next_position = prefill.next_position[index].tolist()
-        rows: dict[tuple[int, ...], RowCache] = {}
+        rows: dict[RowKey, RowCache] = {}
         for b, (r, ids) in enumerate(zip(requests, sampled, strict=True)):
             fed = max(len(ids) - 1, 0)
             key = (*r.prompt_ids, *ids[:fed])
@@ -274,7 +274,7 @@ class HFPolicy:
             new = len(r.prompt_ids) - cached
             spans = ((wc - cached, wc), (wc + wn - new, wc + wn + fed))
             rows.setdefault(  # a group's identical rows: the first one
-                key,
+                (key, image_keys[b]),
                 RowCache(
                     ids=key,
                     image_keys=image_keys[b],

@@ -125,15 +125,20 @@ class RowCache:
     is padding)."""
 
 
+RowKey = tuple[tuple[int, ...], tuple[Hashable, ...]]
+"""A conversation: its token ids and its images' content keys."""
+
+
 class PrefixStore:
     """The ``RowCache`` s of the latest turn of one session, looked up by prompt prefix."""
 
     def __init__(self) -> None:
         self.session: Hashable | None = None
-        self._rows: dict[tuple[int, ...], RowCache] = {}
+        self._rows: dict[tuple[int, ...], list[RowCache]] = {}  # by ids: the same ids may
+        # come with different images (two questions worded alike)
 
     def __len__(self) -> int:
-        return len(self._rows)
+        return sum(len(rows) for rows in self._rows.values())
 
     def start(self, session: Hashable | None) -> None:
         """Forget every row unless ``session`` is the one they belong to."""
@@ -141,18 +146,20 @@ class PrefixStore:
             self._rows = {}
         self.session = session
 
-    def replace(self, rows: dict[tuple[int, ...], RowCache]) -> None:
+    def replace(self, rows: dict[RowKey, RowCache]) -> None:
         """Keep only ``rows`` (the turn just sampled): older turns are never continued."""
-        self._rows = rows
+        self._rows = {}
+        for (ids, _), row in rows.items():
+            self._rows.setdefault(ids, []).append(row)
 
     def lookup(self, prompt: tuple[int, ...], image_keys: tuple[Hashable, ...]) -> RowCache | None:
         """The longest stored row that is a strict prefix of ``prompt`` with the same images."""
         for length in sorted({len(k) for k in self._rows}, reverse=True):
             if length >= len(prompt):
                 continue
-            row = self._rows.get(prompt[:length])
-            if row is not None and image_keys[: len(row.image_keys)] == row.image_keys:
-                return row
+            for row in self._rows.get(prompt[:length], ()):
+                if image_keys[: len(row.image_keys)] == row.image_keys:
+                    return row
         return None
 
 
