@@ -94,7 +94,8 @@ class GrowingCache(Cache):
         self.growing = [
             GrowingLayer(capacity, prefix[i] if prefix else None) for i in range(n_layers)
         ]
-        super().__init__(layers=list[Any](self.growing))
+        layers: list[Any] = list(self.growing)
+        super().__init__(layers=layers)
 
     def select_rows(self, index: torch.Tensor) -> None:
         """Keep batch rows ``index`` of every layer (``(unique, ...)`` -> ``(B, ...)``)."""
