@@ -218,9 +218,16 @@ class HFPolicy:
         attention_mask = prefill.attention_mask[index]
         results: list[tuple[list[int], list[float]]] = [([], []) for _ in requests]
         finished: list[Generation | None] = [None] * len(requests)
+
+        def finish(b: int) -> None:
+            gen = finished[b] = self._finish(*results[b], requests[b])
+            report = requests[b].on_done
+            if report is not None:
+                report(gen)
+
         for b, r in enumerate(requests):
             if r.max_new_tokens <= 0:
-                finished[b] = self._finish([], [], r)
+                finish(b)
         for step in range(max(r.max_new_tokens for r in requests)):
             done = [g is not None for g in finished]
             if all(done):
@@ -236,7 +243,9 @@ class HFPolicy:
                 limit = requests[b].max_new_tokens
                 if token in self.special.end_of_turn or len(results[b][0]) >= limit:
                     done[b] = True
-                    finished[b] = self._finish(*results[b], requests[b])
+                    finish(b)
+            if all(done):  # nothing left to feed
+                break
             # a finished row feeds padding; its last sampled token is never fed (or cached)
             ids = torch.where(torch.tensor(done, device=ids.device), self.special.pad, ids)
             attention_mask = torch.cat(
@@ -250,8 +259,8 @@ class HFPolicy:
                 past_key_values=cache,
                 use_cache=True,
             ).logits[:, -1, :]
-        generations = [g if g is not None else self._finish(*results[b], requests[b])
-                       for b, g in enumerate(finished)]  # fmt: skip
+        generations = [g for g in finished if g is not None]  # each row ends by its limit
+        assert len(generations) == len(requests)
         return generations, [ids for ids, _ in results]
 
     def _rows(
