@@ -1,16 +1,23 @@
-"""Benchmark the rollout engine: throughput, and whether the tool calls of a turn overlap.
+"""Benchmark the rollout engine: throughput, the gain of KV reuse, and whether tool calls overlap.
 
 A tiny Qwen2.5-VL (the default preset, ≈4 M parameters, random weights, tokenizer trained on the
 world's text) rolls out 8 prompts × 8 rollouts of a small offline world against its local
-index. The first turn is constrained to an image search (the model still scores every token);
-the second is sampled freely, so every rollout has two turns. Figures:
+index. The first turn is constrained to an image search (the model still scores every token;
+``--free-tokens N`` samples N tokens of its reason, so that a group's first turns differ as
+they do in training); the second is sampled freely, so every rollout has two turns. Figures:
 
-- ``rollouts_per_min``: with the real (instant) local search;
-- ``slow_tool_ratio``: wall time per turn with 200 ms added to every tool call ÷ with the
-  instant tool, same run (≤ 1.2 means the waits of one turn overlap instead of adding up);
-- ``sequential_tool_ratio``: the same with one tool worker, for comparison.
+- ``rollouts_per_min``: with the real (instant) local search, KV reuse across turns on;
+- ``rollouts_per_min_no_kv_reuse``: the same with KV reuse off (every turn prefills the whole
+  conversation), same run; ``kv_reuse_speedup`` is the ratio of the two;
+- ``slow_tool_ratio``: wall time with 200 ms added to every tool call ÷ with the instant tool,
+  same run (≤ 1.2 means the waits overlap instead of adding up);
+- ``sequential_tool_ratio``: the slow tool with one tool worker, for comparison.
 
-    .venv/bin/python bench/rollout_bench.py            # ~1-2 minutes on 2 cores
+Each timing is the best of ``--repeats`` runs, the conditions interleaved, so that a burst of
+load from other jobs on a shared machine does not land on one condition only. One torch thread
+by default: with two on two busy cores every small op waits for the descheduled thread.
+
+    .venv/bin/python bench/rollout_bench.py            # ~1 minute on 2 cores
 The last line printed is one JSON object.
 """
 
@@ -36,7 +43,7 @@ from mmsr.rollout import RolloutEngine, RolloutLimits, RolloutTask
 from mmsr.search.registry import build_search
 from mmsr.types import ImageHit, Role
 
-SEARCH_TURN = "<reason>I do not recognise this.</reason><search><img></search>"
+SEARCH_TURN = ("<reason>I do not recognise this.", "</reason><search><img></search>")
 
 
 class SlowImageSearch:
@@ -61,7 +68,7 @@ def _world(work: Path) -> tuple[Path, Path]:
     return world, index
 
 
-def _policy(world: Path, seed: int) -> tuple[Any, Any]:
+def _policy(world: Path, seed: int, free_tokens: int) -> tuple[Any, Any]:
     vocab = json.loads((world / "vocab.json").read_text(encoding="utf-8"))
     pages = [json.loads(line)["text"] for line in (world / "corpus" / "pages.jsonl").open()]
     prompts = default_prompt_set()
@@ -70,11 +77,18 @@ def _policy(world: Path, seed: int) -> tuple[Any, Any]:
     model = build_tiny_model("tiny", tokenizer, seed=seed).eval()
     processor = ImageProcessor(PRESETS["tiny"].image_processor_config())
     policy, encoder = build_hf_policy(model, tokenizer, processor, temperature=1.0)
-    script = [*encoder.encoder.encode_text(SEARCH_TURN), encoder.encoder.im_end_id]
+    head = encoder.encoder.encode_text(SEARCH_TURN[0])
+    tail = [*encoder.encoder.encode_text(SEARCH_TURN[1]), encoder.encoder.im_end_id]
 
     def force(request: GenerationRequest, sampled: list[int]) -> int | None:
-        first_turn = not any(t.role is Role.ASSISTANT for t in request.turns)
-        return script[len(sampled)] if first_turn and len(sampled) < len(script) else None
+        """The first turn: the search turn, ``free_tokens`` sampled ones inside its reason."""
+        if any(t.role is Role.ASSISTANT for t in request.turns):
+            return None
+        n = len(sampled)
+        if n < len(head):
+            return head[n]
+        n -= len(head) + free_tokens
+        return tail[n] if 0 <= n < len(tail) else None
 
     policy.force = force
     return policy, encoder
@@ -92,12 +106,24 @@ def main() -> None:
     parser.add_argument("--group", type=int, default=8, help="rollouts per prompt")
     parser.add_argument("--max-new-tokens", type=int, default=48)
     parser.add_argument("--delay-ms", type=float, default=200.0)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads; 1: on 2 cores shared with other jobs, 2 threads ran 1.5-3x slower",
+    )
+    parser.add_argument(
+        "--free-tokens",
+        type=int,
+        default=0,
+        help="sampled tokens in the first turn's reason (0: the group's first turns are equal)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="runs per condition (best kept)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
         world, index = _world(Path(tmp))
-        policy, encoder = _policy(world, seed=0)
+        policy, encoder = _policy(world, seed=0, free_tokens=args.free_tokens)
         tools = build_search({"backend": "local", "index": str(index)})
         samples = load_samples(world / "test.parquet", limit=args.prompts)
         tasks = [
@@ -115,22 +141,38 @@ def main() -> None:
             )  # fmt: skip
 
         _timed_run(engine(tools.image), tasks[:4])  # warm-up
-        instant, trajectories = _timed_run(engine(tools.image), tasks)
         delay = args.delay_ms / 1000
-        slow, _ = _timed_run(engine(SlowImageSearch(tools.image, delay)), tasks)
+        conditions: dict[str, tuple[RolloutEngine, bool]] = {
+            "instant": (engine(tools.image), True),
+            "no_kv_reuse": (engine(tools.image), False),
+            "slow": (engine(SlowImageSearch(tools.image, delay)), True),
+        }
+        best: dict[str, float] = {}
+        for _ in range(args.repeats):
+            for name, (eng, kv_reuse) in conditions.items():
+                policy.kv_reuse = kv_reuse
+                seconds, trajectories = _timed_run(eng, tasks)
+                best[name] = min(best.get(name, seconds), seconds)
+        policy.kv_reuse = True
         sequential, _ = _timed_run(engine(SlowImageSearch(tools.image, delay), workers=1), tasks)
     turns = sum(len(t.assistant_texts) for t in trajectories)
+    instant = best["instant"]
     figures = {
         "rollouts": len(tasks),
         "mean_turns": turns / len(tasks),
         "seconds_instant_tool": round(instant, 3),
-        "seconds_slow_tool": round(slow, 3),
+        "seconds_no_kv_reuse": round(best["no_kv_reuse"], 3),
+        "seconds_slow_tool": round(best["slow"], 3),
         "seconds_slow_tool_sequential": round(sequential, 3),
         "rollouts_per_min": round(len(tasks) / instant * 60, 1),
-        "slow_tool_ratio": round(slow / instant, 3),
+        "rollouts_per_min_no_kv_reuse": round(len(tasks) / best["no_kv_reuse"] * 60, 1),
+        "kv_reuse_speedup": round(best["no_kv_reuse"] / instant, 3),
+        "slow_tool_ratio": round(best["slow"] / instant, 3),
         "sequential_tool_ratio": round(sequential / instant, 3),
         "tool_delay_ms": args.delay_ms,
         "torch_threads": args.threads,
+        "repeats": args.repeats,
+        "free_tokens": args.free_tokens,
     }
     for key, value in figures.items():
         print(f"{key:>30}: {value}")

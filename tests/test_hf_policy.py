@@ -210,8 +210,8 @@ def test_shared_prompts_are_prefilled_once_with_the_same_results(model: Any) -> 
     original_forward = model.forward
 
     def counting_forward(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("pixel_values") is not None:
-            calls.append(kwargs["input_ids"].shape[0])
+        if kwargs.get("inputs_embeds") is not None:  # a prefill (decoding feeds input_ids)
+            calls.append(kwargs["inputs_embeds"].shape[0])
         return original_forward(*args, **kwargs)
 
     policy = _policy(model, 1.0)
@@ -227,3 +227,31 @@ def test_shared_prompts_are_prefilled_once_with_the_same_results(model: Any) -> 
         torch.testing.assert_close(
             torch.tensor(a.logprobs), torch.tensor(b.logprobs), atol=2e-4, rtol=1e-4
         )
+
+
+def test_on_done_reports_a_turn_while_the_others_still_decode(model: Any) -> None:
+    forwards: list[int] = []
+    reported: dict[int, tuple[int, Any]] = {}
+    original_forward = model.forward
+
+    def counting_forward(*args: Any, **kwargs: Any) -> Any:
+        forwards.append(1)
+        return original_forward(*args, **kwargs)
+
+    def on_done(i: int) -> Any:
+        return lambda gen: reported.setdefault(i, (len(forwards), gen))
+
+    requests = [
+        GenerationRequest((), (9, 10), (), n, seed=1, on_done=on_done(i))
+        for i, n in enumerate((2, 10))
+    ]
+    force = lambda request, sampled: 5  # noqa: E731 - never end a turn early
+    policy = HFPolicy(model, Vision(), str, SPECIAL, temperature=1.0, force=force)
+    model.forward = counting_forward
+    try:
+        gens = policy.generate(requests)
+    finally:
+        model.forward = original_forward
+    assert [len(g.token_ids) for g in gens] == [2, 10]
+    assert reported[0][0] == 2 < reported[1][0] == len(forwards)  # after 1 prefill + 1 step
+    assert [reported[0][1], reported[1][1]] == gens  # the very turns returned

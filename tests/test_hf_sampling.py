@@ -80,8 +80,8 @@ def test_max_batch_changes_no_result(model: Any, sampler: str) -> None:
     original_forward = model.forward
 
     def counting_forward(*args: Any, **kwargs: Any) -> Any:
-        if kwargs.get("past_key_values") is None:  # a prefill
-            calls.append(kwargs["input_ids"].shape[0])
+        if kwargs.get("inputs_embeds") is not None:  # a prefill (decoding feeds input_ids)
+            calls.append(kwargs["inputs_embeds"].shape[0])
         return original_forward(*args, **kwargs)
 
     model.forward = counting_forward

@@ -156,6 +156,51 @@ def test_batch_tool_calls_overlap() -> None:
     assert elapsed < 0.2 * 8 / 2  # sequential calls would take 1.6 s
 
 
+class EarlyPolicy:
+    """Reports each turn through ``on_done`` as it "finishes", the first before the second is
+    generated; records what the tool had done by then. Also keeps sessions."""
+
+    token_level = False
+
+    def __init__(self, tool: ImageTool) -> None:
+        self.tool = tool
+        self.calls_before_return: list[int] = []
+        self.sessions: list[Any] = []
+        self.ended: list[Any] = []
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        out = []
+        for r in requests:
+            gen = Generation(IMG if len(r.turns) == 1 else ANSWER)
+            assert r.on_done is not None
+            r.on_done(gen)
+            out.append(gen)
+            if len(r.turns) == 1 and len(out) == 1:  # the first search runs meanwhile
+                deadline = time.perf_counter() + 5
+                while not self.tool.calls and time.perf_counter() < deadline:
+                    time.sleep(0.01)
+        self.calls_before_return.append(len(self.tool.calls))
+        self.sessions += [r.session for r in requests]
+        return out
+
+    def end_session(self, session: Any) -> None:
+        self.ended.append(session)
+
+
+def test_a_search_starts_as_soon_as_its_turn_is_done() -> None:
+    tool = ImageTool()
+    policy = EarlyPolicy(tool)
+    engine = RolloutEngine(policy, image_search=tool)
+    trajs = engine.run([RolloutTask(f"q{i}", "?", i) for i in range(2)])
+    assert all(t.end_reason is EndReason.ANSWERED and len(t.tool_calls) == 1 for t in trajs)
+    # the first trajectory's search ran while the policy was still on the second's turn
+    assert policy.calls_before_return[0] >= 1 and len(tool.calls) == 2
+    # one session for the run's requests, ended with the run; the next run gets another
+    assert len(set(policy.sessions)) == 1 and policy.ended == policy.sessions[:1]
+    engine.run([TASK])
+    assert policy.ended[1] != policy.ended[0]
+
+
 def test_each_trajectory_follows_its_own_script() -> None:
     def script(turns: tuple[Turn, ...]) -> str:
         question = turns[0].text.rsplit("Question: ", 1)[1]

@@ -8,9 +8,9 @@ uses exactly what was generated — no decode → re-encode drift).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from collections.abc import Callable, Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
 
 from mmsr.types import Turn
 
@@ -32,6 +32,13 @@ class GenerationRequest:
     """Upper bound on the length of the generated turn, in tokens."""
     seed: int | None = None
     """Seed for this sample's sampling; the same seed gives the same turn."""
+    session: Hashable | None = None
+    """The rollout run this request belongs to. Within one session the weights do not change,
+    so a policy may keep state for a conversation from one turn to the next (the hf policy's
+    KV cache); ``None``: nothing is kept."""
+    on_done: Callable[[Generation], None] | None = field(default=None, compare=False)
+    """Called with this request's turn as soon as it is complete, before ``generate`` returns
+    (by policies that can: the hf policy); lets the caller start a tool call early."""
 
 
 @dataclass(frozen=True)
@@ -49,6 +56,14 @@ class Generation:
     error: str | None = None
     """Set (with an empty text) when the policy could not continue this conversation for a
     reason of its own (e.g. a chat API refused the prompt); the rollout records it and ends."""
+
+
+@runtime_checkable
+class KeepsSessions(Protocol):
+    """A policy that keeps state between the turns of a session (``GenerationRequest.session``)."""
+
+    def end_session(self, session: Hashable) -> None:
+        """The session's rollouts are over: drop what was kept for it."""
 
 
 class Policy(Protocol):

@@ -1,12 +1,18 @@
 """A token-level policy on a local Qwen2.5-VL model (transformers), with its own sampling loop.
 
-Batched and left-padded, one prefill over each conversation so far (all its images) and then a
-KV cache. M-RoPE positions are computed explicitly with the model's own ``get_rope_index`` for
-the prefill and continued as text positions while decoding, so they equal the positions of the
-whole sequence computed after the fact (``mmsr.models.rope_position_ids``): the training
-forward pass sees exactly what sampling saw. Each sample has its own seeded CPU generator;
-vision and placeholder tokens are never sampled. Log-probs are recorded under the sampling
-distribution (``temperature`` applied; greedy records the plain log-softmax).
+Batched and left-padded: one prefill per turn and then a KV cache. Between the turns of one
+session (``GenerationRequest.session``: one rollout engine run) each conversation's KV cache is
+kept (``kv_reuse``, on by default), so a later turn prefills only the tokens after the cached
+ones — the sampled end-of-turn token and the injected tool turn — not the whole conversation
+and its images again (``mmsr.policy.hf_prefill``, ``mmsr.policy.kv_cache``). M-RoPE positions
+are computed explicitly with the model's own ``get_rope_index`` for what is prefilled, continued
+from the cached part, and continued as text positions while decoding, so they equal the
+positions of the whole sequence computed after the fact (``mmsr.models.rope_position_ids``):
+the training forward pass sees exactly what sampling saw. Each sample has its own seeded CPU
+generator; vision and placeholder tokens are never sampled. Log-probs are recorded under the
+sampling distribution (``temperature`` applied; greedy records the plain log-softmax). A
+request's ``on_done`` is called as soon as its turn is complete, while other rows still decode
+(the engine starts that turn's tool call then).
 
 Every tensor is built on the model's device (``cpu`` or ``cuda``). On the CPU a sample's token
 is drawn with ``torch.multinomial`` from its own generator; elsewhere by a batched Gumbel-max
@@ -18,15 +24,16 @@ requests, which bounds the KV cache.
 
 from __future__ import annotations
 
-import hashlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
 import torch
 
-from mmsr.models.positions import rope_position_ids
 from mmsr.policy.base import Generation, GenerationRequest
+from mmsr.policy.cpu_attention import gqa_attention
+from mmsr.policy.hf_prefill import Prefill, build_prefill, image_key, shared_prompts
+from mmsr.policy.kv_cache import PrefixStore, RowCache, RowKey
 
 # force(request, ids sampled so far in this turn) -> the id to emit next, or None to sample.
 # Constrained decoding: the forced id is scored (its log-prob recorded) like a sampled one.
@@ -87,6 +94,7 @@ class HFPolicy:
         force: ForceFn | None = None,
         max_batch: int = 0,
         sampler: Sampler = "auto",
+        kv_reuse: bool = True,
     ) -> None:
         if temperature < 0 or not 0 < top_p <= 1:
             raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}")
@@ -97,6 +105,9 @@ class HFPolicy:
         self.model, self.vision, self.decode, self.special = model, vision, decode, special
         self.temperature, self.top_p, self.force = temperature, top_p, force
         self.max_batch, self.sampler = max_batch, sampler
+        self.kv_reuse = kv_reuse
+        """Keep each conversation's KV cache between the turns of a session."""
+        self._store = PrefixStore()
         self._last_logp: torch.Tensor | None = None  # (B, V) of the current step
         self._suppressed: torch.Tensor | None = None  # the suppressed ids, on the device
 
@@ -105,36 +116,47 @@ class HFPolicy:
         """Where the model's weights, and so every input tensor, live."""
         return torch.device(next(self.model.parameters()).device)
 
+    def end_session(self, session: Hashable) -> None:
+        """Drop the KV caches kept for ``session`` (its rollouts are over)."""
+        if self._store.session == session:
+            self._store.start(None)
+
     @torch.no_grad()
     def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
         size = self.max_batch or max(len(requests), 1)
+        sessions = {r.session for r in requests}
+        session = sessions.pop() if self.kv_reuse and len(sessions) == 1 else None
+        self._store.start(session)
+        kept: dict[RowKey, RowCache] = {}
         out: list[Generation] = []
-        for start in range(0, len(requests), size):
-            chunk = requests[start : start + size]
-            unique, index = _shared_prompts(chunk)
-            batch = self._prefill_inputs(unique)
-            sampled = self._sample(batch, index.to(self.device), chunk)
-            out += [self._finish(ids, lps, r) for (ids, lps), r in zip(sampled, chunk, strict=True)]
+        with gqa_attention(self.model):
+            for start in range(0, len(requests), size):
+                chunk = requests[start : start + size]
+                image_keys = [tuple(image_key(image) for image in r.images) for r in chunk]
+                unique, index = shared_prompts(chunk, image_keys)
+                hits = [
+                    self._store.lookup(chunk[i].prompt_ids, image_keys[i])
+                    if session is not None
+                    else None
+                    for i in unique
+                ]
+                steps = max((r.max_new_tokens for r in chunk), default=0)
+                prefill = build_prefill(
+                    self.model,
+                    self.vision,
+                    self.special.pad,
+                    [chunk[i] for i in unique],
+                    [image_keys[i] for i in unique],
+                    hits,
+                    max(steps, 0),
+                )
+                index = index.to(self.device)
+                generations, sampled = self._sample(prefill, index, chunk)
+                if session is not None:
+                    kept.update(self._rows(prefill, index, chunk, image_keys, sampled))
+                out += generations
+        self._store.replace(kept)
         return out
-
-    def _prefill_inputs(self, requests: Sequence[GenerationRequest]) -> dict[str, torch.Tensor]:
-        width = max(len(r.prompt_ids) for r in requests)
-        input_ids = torch.full((len(requests), width), self.special.pad, dtype=torch.long)
-        attention_mask = torch.zeros((len(requests), width), dtype=torch.long)
-        for row, r in enumerate(requests):  # left padding
-            input_ids[row, width - len(r.prompt_ids) :] = torch.tensor(
-                r.prompt_ids, dtype=torch.long
-            )
-            attention_mask[row, width - len(r.prompt_ids) :] = 1
-        images = [image for r in requests for image in r.images]
-        inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if images:
-            inputs["pixel_values"], inputs["image_grid_thw"] = self.vision(images)
-        inputs = {k: v.to(self.device) for k, v in inputs.items()}
-        inputs["position_ids"] = rope_position_ids(
-            self.model, input_ids, inputs.get("image_grid_thw"), attention_mask
-        )
-        return inputs
 
     def _next_token(
         self, logits: torch.Tensor, generators: list[torch.Generator]
@@ -169,28 +191,48 @@ class HFPolicy:
         return ids, logp.gather(1, ids[:, None])[:, 0]
 
     def _sample(
-        self,
-        inputs: dict[str, torch.Tensor],
-        index: torch.Tensor,
-        requests: Sequence[GenerationRequest],
-    ) -> list[tuple[list[int], list[float]]]:
-        """Prefill the distinct prompts once, expand to one row per request, then decode."""
+        self, prefill: Prefill, index: torch.Tensor, requests: Sequence[GenerationRequest]
+    ) -> tuple[list[Generation], list[list[int]]]:
+        """Prefill the distinct rows once, expand to one row per request, then decode.
+
+        Returns each request's ``Generation`` (``on_done`` is called as each completes, while
+        the other rows still decode) and its sampled ids.
+        """
         generators: list[torch.Generator] = []
         for r in requests:
             g = torch.Generator()
             g.manual_seed(r.seed if r.seed is not None else int(torch.randint(0, 2**62, ()).item()))
             generators.append(g)
-        out = self.model(**inputs, use_cache=True, logits_to_keep=1)  # only the last position
-        out.past_key_values.reorder_cache(index)  # (unique, ...) -> (B, ...)
-        out.logits = out.logits[index]
-        next_pos = (inputs["position_ids"].amax(dim=(0, 2)) + 1)[index]  # (B,)
-        attention_mask = inputs["attention_mask"][index]
+        out = self.model(
+            inputs_embeds=prefill.embeds,
+            attention_mask=prefill.attention_mask,
+            position_ids=prefill.position_ids,
+            past_key_values=prefill.cache,
+            use_cache=True,
+            logits_to_keep=1,  # only the last position
+        )
+        cache = prefill.cache
+        cache.select_rows(index)  # (unique, ...) -> (B, ...)
+        logits = out.logits[index, -1, :]
+        next_pos = prefill.next_position[index]  # (B,)
+        attention_mask = prefill.attention_mask[index]
         results: list[tuple[list[int], list[float]]] = [([], []) for _ in requests]
-        done = [r.max_new_tokens <= 0 for r in requests]
+        finished: list[Generation | None] = [None] * len(requests)
+
+        def finish(b: int) -> None:
+            gen = finished[b] = self._finish(*results[b], requests[b])
+            report = requests[b].on_done
+            if report is not None:
+                report(gen)
+
+        for b, r in enumerate(requests):
+            if r.max_new_tokens <= 0:
+                finish(b)
         for step in range(max(r.max_new_tokens for r in requests)):
+            done = [g is not None for g in finished]
             if all(done):
                 break
-            ids, logps = self._next_token(out.logits[:, -1, :], generators)
+            ids, logps = self._next_token(logits, generators)
             if self.force is not None:
                 ids, logps = self._apply_force(requests, results, ids, logps, done)
             for b, (token, lp) in enumerate(zip(ids.tolist(), logps.tolist(), strict=True)):
@@ -199,20 +241,59 @@ class HFPolicy:
                 results[b][0].append(token)
                 results[b][1].append(lp)
                 limit = requests[b].max_new_tokens
-                done[b] = token in self.special.end_of_turn or len(results[b][0]) >= limit
+                if token in self.special.end_of_turn or len(results[b][0]) >= limit:
+                    done[b] = True
+                    finish(b)
+            if all(done):  # nothing left to feed
+                break
+            # a finished row feeds padding; its last sampled token is never fed (or cached)
             ids = torch.where(torch.tensor(done, device=ids.device), self.special.pad, ids)
             attention_mask = torch.cat(
                 [attention_mask, torch.ones_like(attention_mask[:, :1])], dim=1
             )
             position_ids = (next_pos + step).view(1, -1, 1).expand(3, -1, 1)
-            out = self.model(
+            logits = self.model(
                 input_ids=ids[:, None],
                 attention_mask=attention_mask,
                 position_ids=position_ids,
-                past_key_values=out.past_key_values,
+                past_key_values=cache,
                 use_cache=True,
+            ).logits[:, -1, :]
+        generations = [g for g in finished if g is not None]  # each row ends by its limit
+        assert len(generations) == len(requests)
+        return generations, [ids for ids, _ in results]
+
+    def _rows(
+        self,
+        prefill: Prefill,
+        index: torch.Tensor,
+        requests: Sequence[GenerationRequest],
+        image_keys: Sequence[tuple[Hashable, ...]],
+        sampled: Sequence[list[int]],
+    ) -> dict[RowKey, RowCache]:
+        """Each request's conversation after its turn — its prompt and the sampled ids that
+        were fed (all but the last) — and where their keys/values are in the batch cache."""
+        wc, wn = prefill.cache_width, prefill.embeds.shape[1]
+        next_position = prefill.next_position[index].tolist()
+        rows: dict[RowKey, RowCache] = {}
+        for b, (r, ids) in enumerate(zip(requests, sampled, strict=True)):
+            fed = max(len(ids) - 1, 0)
+            key = (*r.prompt_ids, *ids[:fed])
+            cached = prefill.cached[int(index[b])]
+            new = len(r.prompt_ids) - cached
+            spans = ((wc - cached, wc), (wc + wn - new, wc + wn + fed))
+            rows.setdefault(  # a group's identical rows: the first one
+                (key, image_keys[b]),
+                RowCache(
+                    ids=key,
+                    image_keys=image_keys[b],
+                    next_position=int(next_position[b]) + fed,
+                    source=prefill.cache,
+                    row=b,
+                    spans=tuple((s, e) for s, e in spans if e > s),
+                ),
             )
-        return results
+        return rows
 
     def _apply_force(
         self,
@@ -240,32 +321,3 @@ class HFPolicy:
         return Generation(
             self.decode(text_ids), tuple(ids), tuple(logprobs), "stop" if closed else "length"
         )
-
-
-def _image_key(image: Any) -> Any:
-    """Content key of an image (PIL images by their pixels; anything else by identity)."""
-    tobytes = getattr(image, "tobytes", None)
-    if tobytes is None:
-        return ("id", id(image))
-    digest = hashlib.blake2b(tobytes(), digest_size=16).digest()
-    return (getattr(image, "mode", ""), getattr(image, "size", ()), digest)
-
-
-def _shared_prompts(
-    requests: Sequence[GenerationRequest],
-) -> tuple[list[GenerationRequest], torch.Tensor]:
-    """The distinct (prompt ids, images) of a batch and, per request, its row among them.
-
-    The G rollouts of one GRPO group share their first turn: prefilling it once instead of G
-    times is most of the prefill cost.
-    """
-    rows: dict[Any, int] = {}
-    unique: list[GenerationRequest] = []
-    index = []
-    for r in requests:
-        key = (r.prompt_ids, tuple(_image_key(image) for image in r.images))
-        if key not in rows:
-            rows[key] = len(unique)
-            unique.append(r)
-        index.append(rows[key])
-    return unique, torch.tensor(index, dtype=torch.long)

@@ -2,8 +2,12 @@
 
 One explicit state machine per trajectory: GENERATE → parse → (ANSWER: done) | (SEARCH: run the
 tool, render the results as the next user turn, GENERATE again) | (anything else: done). The
-generations of all live trajectories are batched into one policy call per turn, and the tool
-calls of a turn run concurrently in a thread pool, so their waits overlap. A tool failure of
+generations of all live trajectories are batched into one policy call per turn; a tool call
+starts in a thread pool as soon as its trajectory's turn is complete (a policy that reports
+turns as they finish, ``GenerationRequest.on_done``, lets it start while the other rows still
+decode), so the waits of a turn overlap with each other and with generation. Each ``run`` is
+one session (``GenerationRequest.session``): a policy may keep a conversation's state (a KV
+cache) between its turns, and is told when the run is over. A tool failure of
 any kind is an observation (``mmsr.rollout.failures.call_tool``); a policy ``Generation`` with an
 ``error`` (a chat API that refused this prompt) ends that rollout alone as ``policy_error``.
 
@@ -16,12 +20,13 @@ appended as they are (mask 1) — never re-tokenised.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+import itertools
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from mmsr.policy.base import Generation, GenerationRequest, Policy
+from mmsr.policy.base import Generation, GenerationRequest, KeepsSessions, Policy
 from mmsr.protocol.prompts import PromptSet, default_prompt_set
 from mmsr.protocol.render import (
     RenderLimits,
@@ -34,6 +39,8 @@ from mmsr.rollout.rules import end_reason, fits, search_request, turn_action
 from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory
 from mmsr.search.base import ImageSearchBackend, SearchBackends, TextSearchBackend
 from mmsr.types import Action, Role, Turn
+
+_SESSIONS = itertools.count()  # one id per run, unique in the process
 
 
 @dataclass(frozen=True)
@@ -143,20 +150,39 @@ class RolloutEngine:
             raise ValueError(f"{len(seeds)} seeds for {len(tasks)} tasks")
         states = [self._start(task, seed) for task, seed in zip(tasks, seeds, strict=True)]
         live = [s for s in states if s.end_reason is None]
-        with ThreadPoolExecutor(max_workers=self.tool_workers) as pool:
-            while live:
-                generations = self.policy.generate([self._request(s) for s in live])
-                if len(generations) != len(live):
-                    raise RuntimeError(
-                        f"policy returned {len(generations)} turns for {len(live)} requests"
-                    )
-                searching = [
-                    s for s, g in zip(live, generations, strict=True) if self._advance(s, g)
-                ]
-                for state, turn in zip(searching, pool.map(self._search, searching), strict=True):
-                    self._add_user_turn(state, turn)
-                live = [s for s in live if s.end_reason is None]
+        session = next(_SESSIONS)
+        try:
+            with ThreadPoolExecutor(max_workers=self.tool_workers) as pool:
+                while live:
+                    self._turn(live, session, pool)
+                    live = [s for s in live if s.end_reason is None]
+        finally:
+            if isinstance(self.policy, KeepsSessions):
+                self.policy.end_session(session)
         return [s.finish() for s in states]
+
+    def _turn(self, live: list[_State], session: int, pool: ThreadPoolExecutor) -> None:
+        """One generation for every live trajectory, its searches started as turns finish."""
+        searches: dict[int, Future[tuple[Turn, list[int]]]] = {}
+        advanced: set[int] = set()
+
+        def finished(i: int) -> Callable[[Generation], None]:
+            def record(gen: Generation) -> None:
+                advanced.add(i)
+                if self._advance(live[i], gen):
+                    searches[i] = pool.submit(self._tool_turn, live[i])
+
+            return record
+
+        requests = [self._request(s, session, finished(i)) for i, s in enumerate(live)]
+        generations = self.policy.generate(requests)
+        if len(generations) != len(live):
+            raise RuntimeError(f"policy returned {len(generations)} turns for {len(live)} requests")
+        for i, gen in enumerate(generations):
+            if i not in advanced:  # a policy that does not call on_done
+                finished(i)(gen)
+        for i in sorted(searches):
+            self._add_user_turn(live[i], *searches[i].result())
 
     # --- the steps of the state machine ---
 
@@ -173,7 +199,9 @@ class RolloutEngine:
                 state.end_reason = EndReason.CONTEXT_FULL
         return state
 
-    def _request(self, state: _State) -> GenerationRequest:
+    def _request(
+        self, state: _State, session: int, on_done: Callable[[Generation], None]
+    ) -> GenerationRequest:
         n_assistant = len(state.actions)
         seed = None if state.seed is None else state.seed * 1_000_003 + n_assistant
         budget = self.limits.max_new_tokens
@@ -185,6 +213,8 @@ class RolloutEngine:
             images=tuple(i for t in state.turns for i in t.images) if self.encoder else (),
             max_new_tokens=budget,
             seed=seed,
+            session=session,
+            on_done=on_done,
         )
 
     def _advance(self, state: _State, gen: Generation) -> bool:
@@ -232,9 +262,15 @@ class RolloutEngine:
             tool, hits, call.error, question, self.prompts, self.render_limits
         )
 
-    def _add_user_turn(self, state: _State, turn: Turn) -> None:
+    def _tool_turn(self, state: _State) -> tuple[Turn, list[int]]:
+        """The search's observation as the next user turn, and its ids (token-level policies;
+        encoded here, in the tool's worker thread, so that it overlaps like the search)."""
+        turn = self._search(state)
+        ids = self.encoder.user_turn_ids(turn, first=False) if self.encoder is not None else []
+        return turn, ids
+
+    def _add_user_turn(self, state: _State, turn: Turn, ids: list[int]) -> None:
         if self.encoder is not None:
-            ids = self.encoder.user_turn_ids(turn, first=False)
             if not fits(len(state.token_ids), len(ids), self.limits.max_total_tokens):
                 state.end_reason = EndReason.CONTEXT_FULL
                 return
