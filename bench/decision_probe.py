@@ -19,7 +19,12 @@ the name decides).
 
     python bench/decision_probe.py --model mmsr/assets/warmstart-tiny --world W --linear 900
 
-Last line: JSON with ``auc`` (``auc_pictured``: without named questions), per class
+Also printed: the AUC per kind of entity (flags and the rest) and the share of search-required
+questions a threshold on P(search) could send to search while searching on at most 25 % of the
+search-free ones (issue #11's bar is 85 %): what RL could reach by moving the prior alone.
+
+Last line: JSON with ``auc`` (``auc_pictured``: without named questions, ``auc_by_kind``,
+``tail_searched_at_head_fpr_0.25``), per class
 ``p_search``, ``share_above_half`` and ``n``, and with ``--linear`` its ``auc_train``/``auc``.
 """
 
@@ -98,6 +103,25 @@ def slot(
     return p, torch.cat([h[0, -1].float() for h in out.hidden_states[-2:]])
 
 
+def tpr_at_fpr(positives: Sequence[float], negatives: Sequence[float], fpr: float) -> float:
+    """The share of ``positives`` above the threshold that lets through at most ``fpr`` of
+    ``negatives``: how many search-required questions a threshold on P(search) could send to
+    search while searching on at most ``fpr`` of the search-free ones (issue #11 asks 0.85 at
+    0.25). The threshold is the largest negative score that may still be passed.
+
+    >>> tpr_at_fpr([0.9, 0.8, 0.3], [0.1, 0.2, 0.4, 0.85], 0.25)
+    0.6666666666666666
+    >>> tpr_at_fpr([0.9], [0.1, 0.2], 0.0)
+    1.0
+    """
+    if not positives or not negatives:
+        return float("nan")
+    ranked = sorted(negatives, reverse=True)
+    allowed = int(fpr * len(ranked))  # negatives that may score above the threshold
+    threshold = ranked[allowed] if allowed < len(ranked) else float("-inf")
+    return sum(p > threshold for p in positives) / len(positives)
+
+
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, steps: int = 500, l2: float = 1e-3) -> Any:
     """A standardised L2 logistic regression of ``y`` (0/1) on ``x``; returns the scorer."""
     mu, sd = x.mean(0), x.std(0) + 1e-6
@@ -142,7 +166,8 @@ def probe(
         return rows
 
     samples = load_samples(world / f"{split}.parquet")
-    rows = read(samples[:limit] if limit else samples)
+    samples_read = samples[:limit] if limit else samples
+    rows = read(samples_read)
     by_class: dict[str, list[float]] = {}
     for knowledge, _, p, _ in rows:
         by_class.setdefault(knowledge, []).append(p)
@@ -153,6 +178,17 @@ def probe(
     }
     pictured = [r for r in rows if not r[1]]
     out["auc_pictured"] = class_auc([r[2] for r in pictured], [r[0] for r in pictured])
+    out["tail_searched_at_head_fpr_0.25"] = tpr_at_fpr(
+        [r[2] for r in rows if r[0] == "tail"], [r[2] for r in rows if r[0] == "head"], 0.25
+    )
+    by_kind: dict[str, list[tuple[float, str]]] = {}
+    for sample, (knowledge, _, p, _) in zip(samples_read, rows, strict=True):
+        kind = "flag" if entities[str(sample.extra["entity"])].kind == "flag" else "other"
+        by_kind.setdefault(kind, []).append((p, knowledge))
+    out["auc_by_kind"] = {
+        kind: class_auc([v[0] for v in vals], [v[1] for v in vals])
+        for kind, vals in sorted(by_kind.items())
+    }
     for name, values in sorted(by_class.items()):
         out[name] = {
             "n": len(values),
@@ -194,6 +230,12 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"AUC tail vs head: {result['auc']:.3f} ({result['auc_pictured']:.3f} where the "
         "question does not name the entity)"
+    )
+    kinds = ", ".join(f"{k} {v:.3f}" for k, v in result["auc_by_kind"].items())
+    print(
+        f"AUC by kind: {kinds}; a threshold that searches on at most 25 % of search-free "
+        f"questions searches on {100 * result['tail_searched_at_head_fpr_0.25']:.1f} % of "
+        "search-required ones"
     )
     if "linear" in result:
         lin = result["linear"]

@@ -81,3 +81,13 @@ def test_linear_probe_separates_what_is_separable() -> None:
     assert bench.class_auc(score(held).tolist(), labels) > 0.95
     noise = ["tail" if v > 0 else "head" for v in torch.randn(100, generator=gen).tolist()]
     assert bench.class_auc(score(held).tolist(), noise) < 0.7
+
+
+def test_tpr_at_fpr_is_the_best_threshold_within_the_allowance() -> None:
+    bench = _bench()
+    head = [0.1, 0.2, 0.3, 0.9]  # one of four head questions scores high
+    tail = [0.95, 0.5, 0.25, 0.05]
+    assert bench.tpr_at_fpr(tail, head, 0.25) == 0.5  # threshold 0.3: 0.95 and 0.5 pass
+    assert bench.tpr_at_fpr(tail, head, 0.0) == 0.25  # threshold 0.9: only 0.95
+    assert bench.tpr_at_fpr(tail, head, 1.0) == 1.0
+    assert math.isnan(bench.tpr_at_fpr([], head, 0.25))
