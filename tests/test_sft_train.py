@@ -22,12 +22,16 @@ from mmsr.train.sft import (
     CONFIG_FILE,
     METRICS_FILE,
     budget_progress,
+    decision_slot_weights,
     load_sft_config,
     lr_factor,
     masked_logprobs,
     sft_loss,
+    slot_prefix_ids,
     train_sft,
 )
+from mmsr.train.turns import SEARCH_IMAGE
+from mmsr.types import Role, Turn
 
 WARMSTART = Path(__file__).resolve().parents[1] / "mmsr" / "assets" / "warmstart-tiny"
 
@@ -68,6 +72,26 @@ def test_only_assistant_tokens_are_trained_on(micro: Any) -> None:
         ids[:, position] = (ids[:, position] + 1) % len(tok)
         changed = float(sft_loss(model, replace(batch, input_ids=ids), suppressed).detach())
         assert (abs(changed - loss) > 1e-6) is changes, position
+
+
+@pytest.mark.parametrize(
+    "reply", [SEARCH_IMAGE, "<reason>The image shows Peru.</reason><answer>Peru</answer>"]
+)
+def test_decision_weight_lands_on_the_pictures_slot_only(micro: Any, reply: str) -> None:
+    model, tok, processor = micro
+    _, turn_encoder = build_hf_policy(model, tok, processor)
+    first = Turn(Role.USER, "<image>Question: what is it?", (tiny_models.image(),))
+    seq = teacher_sequence(turn_encoder.encoder, [first, Turn(Role.ASSISTANT, reply)])
+    batch = collate([seq], model, processor, tok.pad_token_id)
+    prefix = slot_prefix_ids(tok)
+    assert tok.decode(list(prefix)).strip() == "image shows"
+    weights = decision_slot_weights(batch, prefix, 8.0)
+    assert weights.shape == (batch.trained_tokens,)
+    assert sorted(set(weights.tolist())) == [1.0, 8.0] and int((weights == 8.0).sum()) == 1
+    targets = batch.input_ids[:, 1:][batch.loss_mask.bool()]
+    slot = tok.decode([int(targets[weights == 8.0][0])])
+    assert slot and reply.split("image shows", 1)[1].startswith(slot)  # the token after it
+    assert torch.equal(decision_slot_weights(batch, prefix, 1.0), torch.ones_like(weights))
 
 
 def test_a_few_steps_lower_the_loss(micro: Any) -> None:

@@ -55,6 +55,7 @@ from mmsr.train.atomic import freeze_rows, param_groups, set_random_codes
 from mmsr.train.batch import collate, teacher_sequence
 from mmsr.train.sft_eval import EvalConfig, evaluate_model, pick_questions
 from mmsr.train.teacher import SHORT_KINDS, Teacher, TeacherConfig
+from mmsr.train.turns import UNKNOWN_IMAGE, UNKNOWN_THING
 from mmsr.train.world_kit import WorldKit
 from mmsr.types import Role
 
@@ -90,6 +91,10 @@ class SFTConfig:
     vision_lr_scale: float = 1.0
     """The vision tower's learning rate as a share of ``lr`` (below 1 keeps a tower pretrained
     by ``mmsr train vision`` close to what it learnt while the language model adapts)."""
+    decision_weight: float = 1.0
+    """Loss weight of the token that fills the picture's slot ("The image shows ▢": a known
+    entity's name or ``turns.UNKNOWN_THING``, i.e. the search decision) against 1 for every
+    other trained token (``decision_slot_weights``). 1: plain token mean."""
     grad_clip: float = 1.0
     """Largest global gradient norm."""
     batch_size: int = 4
@@ -190,6 +195,31 @@ def sft_loss(model: Any, batch: Any, suppressed: list[int]) -> torch.Tensor:
     return -masked_logprobs(model, batch, suppressed).mean()
 
 
+def slot_prefix_ids(tokenizer: Any) -> tuple[int, int]:
+    """The two tokens just before the picture's slot in the teacher's replies ("… image
+    shows"), as the tokenizer writes them after ``<reason>The``."""
+    ids = tokenizer.encode(f"<reason>{UNKNOWN_IMAGE.split(UNKNOWN_THING)[0].rstrip()}")
+    if len(ids) < 2:
+        raise ValueError("the tokenizer writes the slot's prefix in fewer than two tokens")
+    return int(ids[-2]), int(ids[-1])
+
+
+def decision_slot_weights(batch: Any, prefix: tuple[int, int], weight: float) -> torch.Tensor:
+    """(N,) loss weights aligned with ``masked_logprobs``: ``weight`` on a trained token whose
+    two tokens before are ``prefix`` (the slot where the reply names the picture or says it
+    knows nothing of it — the token that decides between answering and searching), 1 elsewhere.
+
+    Every other token still weighs 1, so the slot's gradient is raised, not the rest's lowered.
+    """
+    ids = batch.input_ids
+    slot = torch.zeros_like(batch.loss_mask, dtype=torch.bool)  # (B, T-1), aligned with targets
+    if ids.shape[1] >= 3:
+        # target position t predicts ids[:, t+1]; it is a slot when ids[:, t-1:t+1] == prefix
+        slot[:, 1:] = (ids[:, :-2] == prefix[0]) & (ids[:, 1:-1] == prefix[1])
+    where = batch.loss_mask.bool()
+    return 1.0 + (weight - 1.0) * slot[where].to(torch.float32)
+
+
 @dataclass
 class _Run:
     """The pieces of one run the loop and its evaluation share."""
@@ -268,6 +298,7 @@ def train_sft(
     teacher = Teacher(run.kit, config.teacher, seed=config.seed)
     suppressed = suppressed_token_ids(tokenizer)
     pad_id = token_id(tokenizer, ENDOFTEXT)
+    slot_prefix = slot_prefix_ids(tokenizer)
     optimizer = torch.optim.AdamW(
         param_groups(model, config.weight_decay, config.vision_lr_scale),
         lr=config.lr,
@@ -294,7 +325,11 @@ def train_sft(
             seqs = [teacher_sequence(encoder, teacher.draw(kind)) for _ in range(size)]
             batch = collate(seqs, model, run.processor, pad_id).to(device)
             logprobs = masked_logprobs(model, batch, suppressed)
-            loss = -logprobs.mean() / config.accumulation
+            if config.decision_weight != 1.0:
+                weights = decision_slot_weights(batch, slot_prefix, config.decision_weight)
+                loss = -(logprobs * weights.to(logprobs.device)).mean() / config.accumulation
+            else:
+                loss = -logprobs.mean() / config.accumulation
             on_atomic = atomic[batch.input_ids[:, 1:][batch.loss_mask.bool()]]
             if bool(on_atomic.any()):
                 nll = float(-logprobs.detach()[on_atomic].mean())
