@@ -187,7 +187,7 @@ def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None
     grpo = grpo_stage("grpo", "tiny-cpu", _grpo_settings(cfg), overrides, tmp_path / "g")
     args = parsed(grpo.command)
     assert load_grpo_config(args.preset, args.overrides) == grpo.config
-    assert grpo.config.algo.search_penalty == 0.0 and grpo.config.run.steps == 8
+    assert grpo.config.algo.search_penalty == 0.0 and grpo.config.run.steps == 16
     assert grpo.config.search.cache == "none" and grpo.config.model.path == str(tmp_path)
 
     sft = sft_more_stage(tmp_path / "w", tmp_path / "i", tmp_path, 3, 0.123456, tmp_path / "s")
