@@ -156,21 +156,24 @@ def probe(
     encoder = ChatEncoder(tokenizer, processor)
     prompts = default_prompt_set()
 
-    def read(samples: Sequence[Sample]) -> list[tuple[str, bool, float, torch.Tensor]]:
+    def read(samples: Sequence[Sample]) -> list[tuple[str, bool, float, torch.Tensor, str]]:
+        """Per question: knowledge class, named, P(search), hidden states, kind (flag/other)."""
         rows = []
         for sample in samples:
             q = sample_question(sample, entities)
             first = render_first_turn(q.text, q.image, prompts)
             p, hidden = slot(model, encoder, processor, first, first_search(q), direct(q)[0])
-            rows.append((str(sample.extra["knowledge"]), q.named, p, hidden))
+            kind = "flag" if q.entity.kind == "flag" else "other"
+            rows.append((str(sample.extra["knowledge"]), q.named, p, hidden, kind))
         return rows
 
     samples = load_samples(world / f"{split}.parquet")
-    samples_read = samples[:limit] if limit else samples
-    rows = read(samples_read)
+    rows = read(samples[:limit] if limit else samples)
     by_class: dict[str, list[float]] = {}
-    for knowledge, _, p, _ in rows:
+    by_kind: dict[str, list[tuple[float, str]]] = {}
+    for knowledge, _, p, _, kind in rows:
         by_class.setdefault(knowledge, []).append(p)
+        by_kind.setdefault(kind, []).append((p, knowledge))
     out: dict[str, Any] = {
         "model": str(model_dir),
         "split": split,
@@ -179,12 +182,8 @@ def probe(
     pictured = [r for r in rows if not r[1]]
     out["auc_pictured"] = class_auc([r[2] for r in pictured], [r[0] for r in pictured])
     out["tail_searched_at_head_fpr_0.25"] = tpr_at_fpr(
-        [r[2] for r in rows if r[0] == "tail"], [r[2] for r in rows if r[0] == "head"], 0.25
+        by_class.get("tail", []), by_class.get("head", []), 0.25
     )
-    by_kind: dict[str, list[tuple[float, str]]] = {}
-    for sample, (knowledge, _, p, _) in zip(samples_read, rows, strict=True):
-        kind = "flag" if entities[str(sample.extra["entity"])].kind == "flag" else "other"
-        by_kind.setdefault(kind, []).append((p, knowledge))
     out["auc_by_kind"] = {
         kind: class_auc([v[0] for v in vals], [v[1] for v in vals])
         for kind, vals in sorted(by_kind.items())
