@@ -304,3 +304,40 @@ def test_rollout_images_carry_their_sample_id(
     monkeypatch.setattr(grpo, "RolloutTask", capture)
     train_grpo(_config("--run.steps=1", "--run.save_every=0"), _parts(), tmp_path)
     assert seen and all(i == d for i, d in seen)
+
+
+def test_skipping_zero_advantage_rollouts_leaves_the_update_unchanged(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the first group's rewards all agree (advantage 0), the second group's vary
+    calls = {"n": 0}
+
+    def first_group_flat(turns: Sequence[str], golds: Any, **kw: Any) -> RewardBreakdown:
+        calls["n"] += 1
+        if (calls["n"] - 1) % 6 < 3:
+            return RewardBreakdown(
+                score=0.3, accuracy=0.0, format_score=0.0, search_count=0, answer=None
+            )
+        return _even_share(turns, golds, **kw)
+
+    monkeypatch.setattr(grpo, "score_trajectory", first_group_flat)
+    rows: list[int] = []
+    real = grpo.token_logprobs
+
+    def counting(model: Any, batch: Any, **kwargs: Any) -> torch.Tensor:
+        rows.append(int(batch.input_ids.shape[0]))
+        return real(model, batch, **kwargs)
+
+    monkeypatch.setattr(grpo, "token_logprobs", counting)
+    args = ("--run.steps=1", "--run.save_every=0", "--algo.kl_beta=0")
+    full, skipped = _parts(kl=False), _parts(kl=False)
+    all_rows = train_grpo(_config(*args), full, tmp_path / "a")
+    assert rows == [4, 2] and all_rows["loss/trained_rollouts"] == 1.0
+    rows.clear()
+    part = train_grpo(_config(*args, "--algo.skip_zero_advantage=true"), skipped, tmp_path / "b")
+    assert rows == [3] and part["loss/trained_rollouts"] == 0.5  # the flat group left out
+    assert part["loss/trained_tokens"] == all_rows["loss/trained_tokens"]  # same token mean
+    assert part["loss/grad_norm"] == pytest.approx(all_rows["loss/grad_norm"], rel=1e-4)
+    after_full, after_skip = _params(full.model), _params(skipped.model)
+    for key, value in after_full.items():
+        torch.testing.assert_close(after_skip[key], value, rtol=1e-4, atol=1e-6, msg=key)

@@ -157,14 +157,19 @@ def update_policy(
     suppressed_ids: Sequence[int],
     temperature: float,
     grad_clip: float,
+    total_tokens: int | None = None,
 ) -> dict[str, float]:
     """``ppo_epochs`` optimiser steps over the micro-batches ``(batch, advantages (b,))``.
 
     Each micro-batch's token-mean loss is weighted by its share of the step's trained tokens,
-    so the accumulated gradient is the token-mean over the whole step. Raises
-    ``TrainingDiverged`` before touching the weights when a loss or the gradient is not finite.
+    so the accumulated gradient is the token-mean over the whole step. ``total_tokens``: the
+    step's trained tokens when ``batches`` hold only part of its rollouts (the others left out
+    with an advantage of 0); None: the tokens of ``batches``. Raises ``TrainingDiverged``
+    before touching the weights when a loss or the gradient is not finite.
     """
-    total_tokens = max(sum(b.trained_tokens for b, _ in batches), 1)
+    if total_tokens is None:
+        total_tokens = sum(b.trained_tokens for b, _ in batches)
+    total_tokens = max(total_tokens, 1)
     params = [p for p in model.parameters() if p.requires_grad]
     ref_cache: dict[int, torch.Tensor] = {}
     sums = {"loss/total": 0.0, "loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
@@ -367,8 +372,17 @@ def train_grpo(
             sequences = [
                 TokenSequence(t.token_ids, t.loss_mask, t.logprobs, t.images) for t in trajectories
             ]
+            step_tokens = sum(sum(seq.loss_mask[1:]) for seq in sequences)  # as collate counts
+            kept = [
+                i
+                for i in range(len(sequences))
+                if not (algo.skip_zero_advantage and float(advantages[i]) == 0.0)
+            ]
             batches = _micro_batches(
-                sequences, advantages.to(device), algo.micro_batch_size, make_batch
+                [sequences[i] for i in kept],
+                advantages[kept].to(device),
+                algo.micro_batch_size,
+                make_batch,
             )
             try:
                 with compute():
@@ -388,6 +402,7 @@ def train_grpo(
                         suppressed_ids=suppressed,
                         temperature=cfg.rollout.temperature,
                         grad_clip=cfg.optim.grad_clip,
+                        total_tokens=step_tokens,
                     )
             except TrainingDiverged as err:
                 kept = latest_checkpoint(ckpt_root)
@@ -403,6 +418,7 @@ def train_grpo(
             metrics = {
                 **rollout_metrics(trajectories, rewards, [s.category or "" for s in repeated]),
                 "reward/zero_variance_groups": zero_variance_share(scores, group),
+                "loss/trained_rollouts": len(kept) / len(sequences),
                 **loss_metrics,
                 "optim/lr": float(scheduler.get_last_lr()[0]),
                 "perf/step_s": t_end - t_start,

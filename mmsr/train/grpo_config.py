@@ -108,6 +108,12 @@ class AlgoSection:
     """Penalty on correct answers that searched (DESIGN §2)."""
     format_weight: float = 0.1
     """α, weight of the format reward."""
+    skip_zero_advantage: bool = False
+    """Leave rollouts whose advantage is 0 (every rollout of a group whose rewards are all
+    equal) out of the update. They carry no policy gradient, so the policy term is unchanged
+    (the token mean still divides by all the step's trained tokens); what is lost is their share
+    of the KL term, and what is saved is their forward and backward passes (often half the
+    update on the laptop, where most groups of a narrow world agree)."""
     recompute_old_logprobs: bool | None = None
     """Take the old log-probs from one no-grad forward pass of the trainer instead of the
     sampler's (vLLM's numerics differ from the trainer's); None: on for the vllm backend."""
