@@ -194,13 +194,14 @@ def _run_ablations(cfg: DemoConfig, timings: dict[str, float]) -> dict[str, Path
 def _print_summary(summary: dict[str, Any]) -> None:
     nan = float("nan")
     print(f"\n{'method':<22} {'accuracy':>9} {'search ratio':>13} {'SR free':>8} "
-          f"{'SR required':>12} {'precision':>10} {'recall':>7}")  # fmt: skip
+          f"{'SR required':>12} {'precision':>10} {'recall':>7} {'reward':>7}")  # fmt: skip
     for name, row in summary["methods"].items():
         print(
             f"{name:<22} {100 * row['accuracy']:>8.1f}% {100 * row['search_ratio']:>12.1f}% "
             f"{100 * row.get('search_ratio/search_free', nan):>7.1f}% "
             f"{100 * row.get('search_ratio/search_required', nan):>11.1f}% "
-            f"{row.get('search_precision', nan):>10.2f} {row.get('search_recall', nan):>7.2f}"
+            f"{row.get('search_precision', nan):>10.2f} {row.get('search_recall', nan):>7.2f} "
+            f"{row.get('reward', nan):>7.3f}"
         )
     target = summary.get("target")
     if target is not None:
@@ -211,6 +212,14 @@ def _print_summary(summary: dict[str, Any]) -> None:
         failed = [k for k, v in decision.items() if k != "met" and not v]
         verdict = "met" if decision["met"] else "not met; short of " + ", ".join(failed)
         print(f"search decision (issue #11 criteria): {verdict}")
+    training = summary.get("training")
+    if training and "reward_mean_first_half" in training:
+        print(
+            f"training reward: steps 1-{training['steps'] // 2} "
+            f"{training['reward_mean_first_half']:.3f}, the rest "
+            f"{training['reward_mean_second_half']:.3f} "
+            f"(trend {training['reward_trend_per_step']:+.4f} a step)"
+        )
 
 
 def _cmd_demo(args: Any) -> int:

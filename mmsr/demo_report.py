@@ -46,6 +46,60 @@ def method_row(metrics: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
+def heldout_reward(trajectories: Path) -> float | None:
+    """Mean reward of an evaluation's trajectories (the training reward's formula, scored by
+    the evaluation on held-out questions), or None when the file holds none."""
+    if not trajectories.is_file():
+        return None
+    scores = []
+    for line in trajectories.read_text(encoding="utf-8").splitlines():
+        reward = json.loads(line).get("reward") if line.strip() else None
+        if isinstance(reward, dict) and isinstance(reward.get("score"), int | float):
+            scores.append(float(reward["score"]))
+    return sum(scores) / len(scores) if scores else None
+
+
+def running_mean(values: Sequence[float], window: int) -> list[float]:
+    """Trailing mean of up to ``window`` values at each position (the first ones average
+    what there is so far)."""
+    out = []
+    for i in range(len(values)):
+        part = values[max(0, i - window + 1) : i + 1]
+        out.append(sum(part) / len(part))
+    return out
+
+
+def trend(values: Sequence[float]) -> float:
+    """Least-squares slope of ``values`` against their index (0 for fewer than 2)."""
+    n = len(values)
+    if n < 2:
+        return 0.0
+    mean_x, mean_y = (n - 1) / 2, sum(values) / n
+    cov = sum((i - mean_x) * (v - mean_y) for i, v in enumerate(values))
+    return cov / sum((i - mean_x) ** 2 for i in range(n))
+
+
+def training_summary(training: Sequence[dict[str, float]]) -> dict[str, Any]:
+    """First and last step, the means of the run's two halves and the per-step trend of the
+    reward (one step's mean is noisy: its few questions differ from step to step)."""
+    nan = float("nan")
+    rewards = [row.get("reward/mean", nan) for row in training]
+    half = len(rewards) // 2
+    first, last = training[0], training[-1]
+    out = {
+        "steps": len(training),
+        "reward_first": round(rewards[0], 3),
+        "reward_last": round(rewards[-1], 3),
+        "search_ratio_first": round(first.get("search/ratio", nan), 3),
+        "search_ratio_last": round(last.get("search/ratio", nan), 3),
+    }
+    if half:
+        out["reward_mean_first_half"] = round(sum(rewards[:half]) / half, 3)
+        out["reward_mean_second_half"] = round(sum(rewards[half:]) / (len(rewards) - half), 3)
+    out["reward_trend_per_step"] = round(trend(rewards), 4)
+    return out
+
+
 def read_training(run: Path) -> list[dict[str, float]]:
     path = run / "metrics.jsonl"
     if not path.is_file():
@@ -108,9 +162,16 @@ def _plots(methods: dict[str, dict[str, Any]], training: list[dict[str, float]])
     if training:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         steps = [row.get("step", i + 1) for i, row in enumerate(training)]
+        window = 4
         for key, label in (("reward/mean", "mean reward"), ("search/ratio", "search ratio")):
+            values = [row.get(key, float("nan")) for row in training]
+            (line,) = ax.plot(steps, values, marker=".", alpha=0.45, label=f"{label} (step)")
             ax.plot(
-                steps, [row.get(key, float("nan")) for row in training], marker=".", label=label
+                steps,
+                running_mean(values, window),
+                color=line.get_color(),
+                linewidth=2,
+                label=f"{label} (mean of the last {window} steps)",
             )
         ax.set_xlabel("GRPO step")
         ax.set_ylim(0, 1.05)
@@ -155,7 +216,7 @@ def _plots(methods: dict[str, dict[str, Any]], training: list[dict[str, float]])
 RESULT_HEADER = (
     "method", "accuracy", "search ratio", "search calls / allowed", "acc. search-free",
     "acc. search-required", "SR search-free", "SR search-required", "search precision",
-    "search recall",
+    "search recall", "reward",
 )  # fmt: skip
 
 
@@ -176,6 +237,7 @@ def result_rows(methods: dict[str, dict[str, Any]]) -> list[list[str]]:
                 f"{100 * row.get('search_ratio/search_required', nan):.1f}",
                 f"{row.get('search_precision', nan):.2f}",
                 f"{row.get('search_recall', nan):.2f}",
+                f"{row.get('reward', nan):.3f}",
             ]
         )
     return rows
@@ -257,6 +319,10 @@ def write_demo_report(
         )
         for name in names
     }
+    for name, row in methods.items():
+        reward = heldout_reward(out / "eval" / name / "trajectories.jsonl")
+        if reward is not None:
+            row["reward"] = reward
     training = read_training(grpo_run)
     summary: dict[str, Any] = {
         "methods": methods,
@@ -265,14 +331,7 @@ def write_demo_report(
         "timings": timings,
     }
     if training:
-        first, last = training[0], training[-1]
-        summary["training"] = {
-            "steps": len(training),
-            "reward_first": round(first.get("reward/mean", float("nan")), 3),
-            "reward_last": round(last.get("reward/mean", float("nan")), 3),
-            "search_ratio_first": round(first.get("search/ratio", float("nan")), 3),
-            "search_ratio_last": round(last.get("search/ratio", float("nan")), 3),
-        }
+        summary["training"] = training_summary(training)
     (out / "report.md").write_text(_markdown(methods, summary), encoding="utf-8")
     images = "".join(
         f"<h2>{html.escape(title)}</h2>"

@@ -147,6 +147,31 @@ def test_report_page_has_html_tables_linked_to_the_inspector(tmp_path: Path) -> 
     assert "| rag | 25.0 | 100.0 | 50.0 |" in (tmp_path / "report.md").read_text(encoding="utf-8")
 
 
+def test_report_keeps_the_heldout_reward_and_the_training_trend(tmp_path: Path) -> None:
+    from mmsr.demo_report import running_mean, training_summary, write_demo_report
+
+    run = tmp_path / "eval" / "rag"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text(json.dumps(_metrics(0.25, 1.0)))
+    scores = [0.9, 0.1, 0.1, "bad"]  # a score that is not a number is left out
+    lines = [json.dumps({"reward": {"score": s}}) for s in scores] + ["", "{}"]
+    (run / "trajectories.jsonl").write_text("\n".join(lines) + "\n")
+    grpo = tmp_path / "grpo"
+    grpo.mkdir()
+    rewards = [0.2, 0.4, 0.3, 0.5, 0.6, 0.7]
+    (grpo / "metrics.jsonl").write_text(
+        "".join(json.dumps({"step": i + 1, "reward/mean": r}) + "\n" for i, r in enumerate(rewards))
+    )
+    summary = write_demo_report(tmp_path, ["rag"], grpo, {})
+    assert summary["methods"]["rag"]["reward"] == pytest.approx(1.1 / 3)
+    assert "| 0.367 |" in (tmp_path / "report.md").read_text(encoding="utf-8")
+    training = summary["training"]
+    assert training["reward_mean_first_half"] == 0.3 and training["reward_mean_second_half"] == 0.6
+    assert training["reward_trend_per_step"] == pytest.approx(0.0943, abs=1e-4)
+    assert training_summary([{"reward/mean": 0.5}])["reward_trend_per_step"] == 0.0
+    assert running_mean([1.0, 3.0, 5.0, 7.0], 2) == [1.0, 2.0, 4.0, 6.0]
+
+
 def test_demo_prints_the_inspect_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
