@@ -18,6 +18,11 @@ def test_group_advantages_by_hand() -> None:
         adv, torch.tensor([1.0, -1.0, 1.0, -1.0, 0, 0, 0, 0]), atol=1e-5, rtol=0
     )
     assert zero_variance_share(rewards, 4) == 0.5
+    # eight rewards of 0.1 (all wrong, well formatted): their float mean misses 0.1 by an ulp,
+    # yet the advantages are exactly 0 (what algo.skip_zero_advantage tests for)
+    flat = torch.full((8,), 0.1)
+    assert flat.mean() != flat[0]
+    assert torch.equal(group_advantages(flat, 8), torch.zeros(8))
     with pytest.raises(ValueError, match="do not split into groups of 3"):
         group_advantages(rewards, 3)
 

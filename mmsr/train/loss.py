@@ -33,7 +33,11 @@ def group_advantages(
     groups = rewards.float().view(-1, group_size)  # (B/G, G)
     mean = groups.mean(dim=1, keepdim=True)
     std = groups.std(dim=1, unbiased=unbiased, keepdim=True)
-    return ((groups - mean) / (std + eps)).view(-1)
+    advantages = (groups - mean) / (std + eps)
+    # exactly 0 where the rewards agree: the float mean of equal values can miss them by an ulp,
+    # which the eps would turn into advantages of ±1e-3 instead of 0
+    flat = groups.max(dim=1, keepdim=True).values == groups.min(dim=1, keepdim=True).values
+    return advantages.masked_fill(flat, 0.0).view(-1)
 
 
 def zero_variance_share(rewards: torch.Tensor, group_size: int) -> float:
