@@ -20,6 +20,7 @@ from mmsr.inspect import inspect_command, inspector_link
 # The paper's headline, in miniature (issue #7): on-demand search after RL answers at least
 # as well as the fixed RAG workflow while searching at most 70 % as often.
 TARGET_SEARCH_FACTOR = 0.7
+PROBE_LABEL = "the same training questions, greedy"
 # Per-class search ratios in the GRPO metrics (measured from the labels, never shown to the policy).
 NEED_KEYS = ("search/ratio/search_free", "search/ratio/search_required")
 
@@ -100,8 +101,9 @@ def training_summary(training: Sequence[dict[str, float]]) -> dict[str, Any]:
     return out
 
 
-def read_training(run: Path) -> list[dict[str, float]]:
-    path = run / "metrics.jsonl"
+def read_training(run: Path, name: str = "metrics.jsonl") -> list[dict[str, float]]:
+    """The rows of a GRPO run's ``metrics.jsonl`` (or its ``probe.jsonl``); [] when absent."""
+    path = run / name
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line]
@@ -152,7 +154,11 @@ def _png(fig: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _plots(methods: dict[str, dict[str, Any]], training: list[dict[str, float]]) -> dict[str, str]:
+def _plots(
+    methods: dict[str, dict[str, Any]],
+    training: list[dict[str, float]],
+    probes: Sequence[dict[str, float]] = (),
+) -> dict[str, str]:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -173,10 +179,19 @@ def _plots(methods: dict[str, dict[str, Any]], training: list[dict[str, float]])
                 linewidth=2,
                 label=f"{label} (mean of the last {window} steps)",
             )
+        if probes:
+            ax.plot(
+                [row["step"] for row in probes],
+                [row.get("probe/reward/mean", float("nan")) for row in probes],
+                marker="s",
+                color="black",
+                linewidth=2,
+                label=f"probe reward ({PROBE_LABEL})",
+            )
         ax.set_xlabel("GRPO step")
         ax.set_ylim(0, 1.05)
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(fontsize="small")
         ax.set_title("Training: reward and search ratio")
         plots["Training: reward and search ratio over steps"] = _png(fig)
         plt.close(fig)
@@ -324,6 +339,7 @@ def write_demo_report(
         if reward is not None:
             row["reward"] = reward
     training = read_training(grpo_run)
+    probes = read_training(grpo_run, "probe.jsonl")
     summary: dict[str, Any] = {
         "methods": methods,
         "target": target_check(methods),
@@ -332,11 +348,19 @@ def write_demo_report(
     }
     if training:
         summary["training"] = training_summary(training)
+    if training and probes:
+        summary["training"] |= {
+            "probe_questions": PROBE_LABEL,
+            "probe_steps": [int(row["step"]) for row in probes],
+            "probe_reward": [
+                round(row.get("probe/reward/mean", float("nan")), 3) for row in probes
+            ],
+        }
     (out / "report.md").write_text(_markdown(methods, summary), encoding="utf-8")
     images = "".join(
         f"<h2>{html.escape(title)}</h2>"
         f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
-        for title, png in _plots(methods, training).items()
+        for title, png in _plots(methods, training, probes).items()
     )
     page = (
         "<!doctype html><meta charset='utf-8'><title>mmsr demo</title>"

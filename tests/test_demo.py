@@ -18,7 +18,7 @@ from mmsr.train.teacher_config import parse_weights
 SMALL_GRPO = (
     *("--run.steps", "1", "--run.save_every", "1", "--run.tensorboard", "false"),
     *("--algo.prompts_per_step", "2", "--algo.group_size", "2", "--algo.micro_batch_size", "4"),
-    *("--rollout.max_new_tokens", "12"),
+    *("--rollout.max_new_tokens", "12", "--run.probe_every", "1", "--run.probe_prompts", "2"),
 )
 
 
@@ -48,6 +48,7 @@ def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
     assert saved["methods"]["rag"]["search_ratio"] == 1.0
     assert saved["methods"]["direct"]["search_ratio"] == 0.0
     assert saved["training"]["steps"] == 1 and saved["target"] is not None
+    assert saved["training"]["probe_steps"] == [0, 1]  # before and after the step
     # the ablations: GRPO without the search penalty, and more SFT for as long as GRPO ran
     no_penalty = read_yaml(cfg.out / "grpo_no_penalty" / "config.yaml")
     assert no_penalty["algo"]["search_penalty"] == 0.0
@@ -212,7 +213,9 @@ def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None
     grpo = grpo_stage("grpo", "tiny-cpu", _grpo_settings(cfg), overrides, tmp_path / "g")
     args = parsed(grpo.command)
     assert load_grpo_config(args.preset, args.overrides) == grpo.config
-    assert grpo.config.algo.search_penalty == 0.0 and grpo.config.run.steps == 16
+    assert grpo.config.algo.search_penalty == 0.0 and grpo.config.run.steps == 12
+    assert grpo.config.algo.prompts_per_step == 8 and grpo.config.algo.skip_zero_advantage
+    assert grpo.config.run.probe_every == 4
     assert grpo.config.search.cache == "none" and grpo.config.model.path == str(tmp_path)
 
     sft = sft_more_stage(tmp_path / "w", tmp_path / "i", tmp_path, 3, 0.123456, tmp_path / "s")

@@ -341,3 +341,31 @@ def test_skipping_zero_advantage_rollouts_leaves_the_update_unchanged(
     after_full, after_skip = _params(full.model), _params(skipped.model)
     for key, value in after_full.items():
         torch.testing.assert_close(after_skip[key], value, rtol=1e-4, atol=1e-6, msg=key)
+
+
+def test_the_probe_follows_fixed_questions_greedily(
+    tmp_path: Path, synthetic_reward: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temperatures: list[tuple[float, int]] = []
+    real_run = grpo.RolloutEngine.run
+
+    def recording(self: Any, tasks: Any, seeds: Any) -> Any:
+        temperatures.append((self.policy.temperature, len(tasks)))
+        return real_run(self, tasks, seeds)
+
+    monkeypatch.setattr(grpo.RolloutEngine, "run", recording)
+    probing = ("--run.probe_every=2", "--run.probe_prompts=2", "--run.steps=3")
+    final = train_grpo(_config(*probing), _parts(), tmp_path)
+    # before step 1, after steps 2 and 3 (the last); training rollouts sample at temperature 1
+    assert temperatures == [(0.0, 2), (1.0, 6), (1.0, 6), (0.0, 2), (1.0, 6), (0.0, 2)]
+    probes = [json.loads(line) for line in (tmp_path / "probe.jsonl").read_text().splitlines()]
+    assert [p["step"] for p in probes] == [0, 2, 3]
+    assert all(0.0 <= p["probe/reward/mean"] <= 1.0 and "probe/search/ratio" in p for p in probes)
+    rows = _metrics(tmp_path)
+    assert ["probe/reward/mean" in r for r in rows] == [False, True, True]
+    assert final["probe/reward/mean"] == probes[-1]["probe/reward/mean"]
+    # the same questions every time, a pure function of the seed
+    assert grpo.probe_indices(10, 7, 4) == grpo.probe_indices(10, 7, 4)
+    assert sorted(grpo.probe_indices(3, 7, 64)) == [0, 1, 2]
+    with pytest.raises(ValueError, match="probe_every"):
+        _config("--run.probe_every=-1")

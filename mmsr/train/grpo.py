@@ -94,6 +94,24 @@ def prompt_indices(n_samples: int, seed: int, step: int, count: int) -> list[int
     return out
 
 
+def probe_indices(n_samples: int, seed: int, count: int) -> list[int]:
+    """The probe's questions: a fixed draw of ``count`` (at most all) from the training set."""
+    return random.Random(seed * 1_000_003 - 1).sample(range(n_samples), min(count, n_samples))
+
+
+@contextlib.contextmanager
+def greedy(policy: Any) -> Any:
+    """``policy`` sampling greedily inside the block (its ``temperature`` set to 0)."""
+    if not hasattr(policy, "temperature"):
+        raise ValueError(f"{type(policy).__name__} has no temperature to make the probe greedy")
+    before = policy.temperature
+    policy.temperature = 0.0
+    try:
+        yield policy
+    finally:
+        policy.temperature = before
+
+
 def rollout_seeds(seed: int, step: int, n: int) -> list[int]:
     """One sampling seed per rollout of a step (distinct across steps and rollouts)."""
     rng = random.Random(seed * 7_919 + step)
@@ -332,6 +350,41 @@ def train_grpo(
         out, tensorboard=cfg.run.tensorboard, wandb=cfg.run.wandb, config=config_to_dict(cfg)
     )
     writer.truncate_after(start)
+    probe_writer = MetricsWriter(out, name="probe.jsonl") if cfg.run.probe_every else None
+    probe_samples = [
+        parts.samples[i]
+        for i in probe_indices(len(parts.samples), cfg.run.seed, cfg.run.probe_prompts)
+    ]
+
+    def probe(step: int) -> dict[str, float]:
+        """The greedy policy's figures on the probe's questions, logged as of ``step``."""
+        assert probe_writer is not None
+        model.eval()
+        tasks = [RolloutTask(s.id, s.question, sample_image(s)) for s in probe_samples]
+        with compute(), greedy(policy):
+            trajectories = engine.run(tasks, [0] * len(tasks))
+        rewards = [
+            score_trajectory(
+                t.assistant_texts,
+                s.golds,
+                mode=algo.reward_mode,
+                search_penalty=algo.search_penalty,
+                format_weight=algo.format_weight,
+                question=s.question,
+            )
+            for t, s in zip(trajectories, probe_samples, strict=True)
+        ]
+        figures = rollout_metrics(trajectories, rewards, [s.category or "" for s in probe_samples])
+        keys = ("reward/mean", "reward/accuracy", "search/ratio")
+        picked = {k: v for k, v in figures.items() if k in keys or k.startswith("search/ratio/")}
+        found = {f"probe/{k}": v for k, v in picked.items()}
+        probe_writer.write(step, found)
+        return found
+
+    if probe_writer is not None:
+        probe_writer.truncate_after(start)
+        if start == 0:
+            probe(0)
     bar = tqdm(total=cfg.run.steps, initial=start, disable=not cfg.run.progress, unit="step")
     metrics: dict[str, float] = {}
     try:
@@ -426,6 +479,8 @@ def train_grpo(
                 "perf/update_s": t_end - t_rollout,
                 "perf/rollouts_per_min": 60 * len(tasks) / (t_end - t_start),
             }
+            if cfg.run.probe_every and (step % cfg.run.probe_every == 0 or step == cfg.run.steps):
+                metrics.update(probe(step))
             writer.write(step, metrics)
             bar.update(1)
             bar.set_postfix(
@@ -456,4 +511,6 @@ def train_grpo(
     finally:
         bar.close()
         writer.close()
+        if probe_writer is not None:
+            probe_writer.close()
     return metrics

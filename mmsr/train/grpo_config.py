@@ -158,6 +158,13 @@ class RunSection:
     """Newest checkpoints kept on disk."""
     sample_every: int = 5
     """Write the step's trajectories every N steps; 0: never."""
+    probe_every: int = 0
+    """Every N steps, and before the first, roll out ``probe_prompts`` fixed training questions
+    greedily and log their mean reward, accuracy and search ratios as ``probe/*`` (and in
+    ``probe.jsonl``, with step 0 for the starting policy). A step's own reward mixes different
+    questions from step to step; the probe follows the same ones. 0: never."""
+    probe_prompts: int = 64
+    """Questions of the probe (a fixed seeded draw from the training set, so not held out)."""
     threads: int = 0
     """torch CPU threads; 0: every core this process may use."""
     tensorboard: bool = True
@@ -188,6 +195,8 @@ class GRPOConfig:
     def __post_init__(self) -> None:
         if self.algo.group_size < 2:
             raise ValueError("algo.group_size must be at least 2 (advantages need a group)")
+        if self.run.probe_every < 0 or self.run.probe_prompts < 1:
+            raise ValueError("run.probe_every must be >= 0 and run.probe_prompts >= 1")
         if min(self.algo.prompts_per_step, self.algo.micro_batch_size, self.run.steps) < 1:
             raise ValueError("prompts_per_step, micro_batch_size and steps must be positive")
         if self.algo.ppo_epochs < 1:

@@ -72,8 +72,9 @@ class MetricsWriter:
         tensorboard: bool = False,
         wandb: bool = False,
         config: Mapping[str, Any] | None = None,
+        name: str = "metrics.jsonl",
     ) -> None:
-        self.path = folder / "metrics.jsonl"
+        self.path = folder / name
         self._tb: Any = None
         self._wandb: Any = None
         if tensorboard:
