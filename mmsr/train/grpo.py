@@ -458,10 +458,10 @@ def train_grpo(
                         total_tokens=step_tokens,
                     )
             except TrainingDiverged as err:
-                kept = latest_checkpoint(ckpt_root)
+                good = latest_checkpoint(ckpt_root)
                 raise TrainingDiverged(
                     f"step {step}: {err}; stopped before updating the weights. Last good "
-                    f"checkpoint: {kept or 'none (no checkpoint was written yet)'}"
+                    f"checkpoint: {good or 'none (no checkpoint was written yet)'}"
                 ) from None
             scheduler.step()
             if colocated is not None:  # the next rollouts sample from the new weights
