@@ -94,6 +94,23 @@ def prompt_indices(n_samples: int, seed: int, step: int, count: int) -> list[int
     return out
 
 
+def score_all(
+    trajectories: Sequence[Any], samples: Sequence[Sample], algo: AlgoSection
+) -> list[RewardBreakdown]:
+    """The reward of each trajectory against its sample's golds (DESIGN §2)."""
+    return [
+        score_trajectory(
+            t.assistant_texts,
+            s.golds,
+            mode=algo.reward_mode,
+            search_penalty=algo.search_penalty,
+            format_weight=algo.format_weight,
+            question=s.question,
+        )
+        for t, s in zip(trajectories, samples, strict=True)
+    ]
+
+
 def probe_indices(n_samples: int, seed: int, count: int) -> list[int]:
     """The probe's questions: a fixed draw of ``count`` (at most all) from the training set."""
     return random.Random(seed * 1_000_003 - 1).sample(range(n_samples), min(count, n_samples))
@@ -363,17 +380,7 @@ def train_grpo(
         tasks = [RolloutTask(s.id, s.question, sample_image(s)) for s in probe_samples]
         with compute(), greedy(policy):
             trajectories = engine.run(tasks, [0] * len(tasks))
-        rewards = [
-            score_trajectory(
-                t.assistant_texts,
-                s.golds,
-                mode=algo.reward_mode,
-                search_penalty=algo.search_penalty,
-                format_weight=algo.format_weight,
-                question=s.question,
-            )
-            for t, s in zip(trajectories, probe_samples, strict=True)
-        ]
+        rewards = score_all(trajectories, probe_samples, algo)
         figures = rollout_metrics(trajectories, rewards, [s.category or "" for s in probe_samples])
         keys = ("reward/mean", "reward/accuracy", "search/ratio")
         picked = {k: v for k, v in figures.items() if k in keys or k.startswith("search/ratio/")}
@@ -406,17 +413,7 @@ def train_grpo(
                 colocated.sleep()  # the update needs the engine's memory
             t_rollout = time.perf_counter()
             # 2. rewards (accuracy × search penalty + format, DESIGN §2), group advantages
-            rewards = [
-                score_trajectory(
-                    t.assistant_texts,
-                    s.golds,
-                    mode=algo.reward_mode,
-                    search_penalty=algo.search_penalty,
-                    format_weight=algo.format_weight,
-                    question=s.question,
-                )
-                for t, s in zip(trajectories, repeated, strict=True)
-            ]
+            rewards = score_all(trajectories, repeated, algo)
             scores = torch.tensor([r.score for r in rewards])  # (P*G,)
             advantages = group_advantages(scores, group, unbiased=algo.unbiased_std)  # (P*G,)
             # 3. the policy update on exactly the sampled ids (old log-probs from sampling, or
