@@ -369,3 +369,22 @@ def test_the_probe_follows_fixed_questions_greedily(
     assert sorted(grpo.probe_indices(3, 7, 64)) == [0, 1, 2]
     with pytest.raises(ValueError, match="probe_every"):
         _config("--run.probe_every=-1")
+
+
+def test_a_step_whose_groups_all_agree_trains_nothing_and_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def flat(turns: Sequence[str], golds: Any, **_: Any) -> RewardBreakdown:
+        return RewardBreakdown(
+            score=0.1, accuracy=0.0, format_score=1.0, search_count=0, answer=None
+        )
+
+    monkeypatch.setattr(grpo, "score_trajectory", flat)
+    parts = _parts(kl=False)
+    before = _params(parts.model)
+    args = ("--run.steps=2", "--run.save_every=0", "--algo.kl_beta=0")
+    final = train_grpo(_config(*args, "--algo.skip_zero_advantage=true"), parts, tmp_path)
+    assert final["loss/trained_rollouts"] == 0.0 and final["loss/grad_norm"] == 0.0
+    assert all(torch.isfinite(torch.tensor(v)) for v in final.values())
+    for key, value in _params(parts.model).items():
+        assert torch.equal(value, before[key]), key
