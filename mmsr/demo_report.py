@@ -41,23 +41,12 @@ def method_row(metrics: dict[str, Any]) -> dict[str, Any]:
     for category, figures in metrics.get("by_category", {}).items():
         row[f"accuracy/{category}"] = figures["accuracy_em"]
         row[f"search_ratio/{category}"] = figures["search_ratio"]
+    if "reward_mean" in metrics.get("run", {}):  # the training reward's formula, held out
+        row["reward"] = metrics["run"]["reward_mean"]
     if "search_decision" in metrics:
         row["search_precision"] = metrics["search_decision"]["precision"]
         row["search_recall"] = metrics["search_decision"]["recall"]
     return row
-
-
-def heldout_reward(trajectories: Path) -> float | None:
-    """Mean reward of an evaluation's trajectories (the training reward's formula, scored by
-    the evaluation on held-out questions), or None when the file holds none."""
-    if not trajectories.is_file():
-        return None
-    scores = []
-    for line in trajectories.read_text(encoding="utf-8").splitlines():
-        reward = json.loads(line).get("reward") if line.strip() else None
-        if isinstance(reward, dict) and isinstance(reward.get("score"), int | float):
-            scores.append(float(reward["score"]))
-    return sum(scores) / len(scores) if scores else None
 
 
 def running_mean(values: Sequence[float], window: int) -> list[float]:
@@ -334,10 +323,6 @@ def write_demo_report(
         )
         for name in names
     }
-    for name, row in methods.items():
-        reward = heldout_reward(out / "eval" / name / "trajectories.jsonl")
-        if reward is not None:
-            row["reward"] = reward
     training = read_training(grpo_run)
     probes = read_training(grpo_run, "probe.jsonl")
     summary: dict[str, Any] = {

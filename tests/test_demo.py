@@ -153,10 +153,9 @@ def test_report_keeps_the_heldout_reward_and_the_training_trend(tmp_path: Path) 
 
     run = tmp_path / "eval" / "rag"
     run.mkdir(parents=True)
-    (run / "metrics.json").write_text(json.dumps(_metrics(0.25, 1.0)))
-    scores = [0.9, 0.1, 0.1, "bad"]  # a score that is not a number is left out
-    lines = [json.dumps({"reward": {"score": s}}) for s in scores] + ["", "{}"]
-    (run / "trajectories.jsonl").write_text("\n".join(lines) + "\n")
+    # the evaluation's mean reward over its trajectories (mmsr.eval.run.run_info)
+    metrics = _metrics(0.25, 1.0) | {"run": {"reward_mean": 1.1 / 3}}
+    (run / "metrics.json").write_text(json.dumps(metrics))
     grpo = tmp_path / "grpo"
     grpo.mkdir()
     rewards = [0.2, 0.4, 0.3, 0.5, 0.6, 0.7]
