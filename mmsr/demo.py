@@ -69,11 +69,12 @@ class DemoConfig:
         *("--run.probe_every", "4"),
     )
     """``--section.field value`` overrides for GRPO: the laptop step budget (12 steps of 8 × 8
-    rollouts, the groups whose rewards all agree left out of the update, take about 6 minutes
-    on 2 cores; with the five evaluations the demo takes about 12 minutes, where the preset's
-    30 steps would pass its 15-minute budget), a learning rate that moves a 5 M-parameter
-    policy within it (the preset's 2e-5 barely does), and the greedy probe on 64 fixed
-    training questions every 4 steps (a step's own reward mixes other questions each step)."""
+    rollouts, the groups whose rewards all agree left out of the update, took about 5 minutes
+    on 2 cores with the probes; with the five evaluations the demo took 9.5–10.5 minutes,
+    where the preset's 30 steps would pass its 15-minute budget), a learning rate that moves a
+    5 M-parameter policy within it (the preset's 2e-5 barely does), and the greedy probe on 64
+    fixed training questions every 4 steps (a step's own reward mixes other questions each
+    step)."""
     eval_limit: int | None = None
     """Evaluate on the first N test questions only (None: the whole test split)."""
     eval_batch_size: int = 48
@@ -266,7 +267,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, default=DemoConfig.out, help="output folder")
     p.add_argument("--seed", type=int, default=DemoConfig.seed, help="world and run seed")
     p.add_argument("--warmstart", type=Path, default=WARMSTART_DIR, help="warm-start model folder")
-    p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: 16)")
+    p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: 12)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test questions")
     p.add_argument(
         "--ablations",

@@ -372,14 +372,18 @@ def train_grpo(
         parts.samples[i]
         for i in probe_indices(len(parts.samples), cfg.run.seed, cfg.run.probe_prompts)
     ]
+    probe_tasks = (
+        [RolloutTask(s.id, s.question, sample_image(s)) for s in probe_samples]
+        if probe_writer is not None
+        else []
+    )
 
     def probe(step: int) -> dict[str, float]:
         """The greedy policy's figures on the probe's questions, logged as of ``step``."""
         assert probe_writer is not None
         model.eval()
-        tasks = [RolloutTask(s.id, s.question, sample_image(s)) for s in probe_samples]
         with compute(), greedy(policy):
-            trajectories = engine.run(tasks, [0] * len(tasks))
+            trajectories = engine.run(probe_tasks, [0] * len(probe_tasks))
         rewards = score_all(trajectories, probe_samples, algo)
         figures = rollout_metrics(trajectories, rewards, [s.category or "" for s in probe_samples])
         keys = ("reward/mean", "reward/accuracy", "search/ratio")
