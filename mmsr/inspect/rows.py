@@ -3,7 +3,8 @@ filters over rows, their counts, the comparison of runs and the grouping of GRPO
 
 Pure functions over plain dicts. Lines come from files written by other programs (and other
 versions of this one), so every field is read defensively: a missing or odd field is
-``None``, never an exception; only a line that is not a JSON object is bad (``mmsr.inspect.store``).
+``None``, never an exception; only a line that is not a JSON object (or one nested too deep
+to read) is bad (``mmsr.inspect.store``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,11 @@ def as_number(value: Any) -> float | None:
     """A finite JSON number (not a bool), else ``None``."""
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return float(value) if math.isfinite(value) else None
+    try:
+        number = float(value)
+    except OverflowError:  # an integer of hundreds of digits
+        return None
+    return number if math.isfinite(number) else None
 
 
 def as_int(value: Any) -> int | None:
@@ -60,7 +65,7 @@ def correctness(record: Mapping[str, Any]) -> bool | None:
 
 
 def tools_used(calls: Sequence[Mapping[str, Any]]) -> Tools:
-    used = {c.get("tool") for c in calls}
+    used = {as_str(c.get("tool")) for c in calls}  # a list there is not hashable
     if {"image", "text"} <= used:
         return "both"
     return "image" if "image" in used else "text" if "text" in used else "none"

@@ -8,10 +8,11 @@ A served folder is one of:
 - a folder of those, one level down (``runs/demo/eval``, ``runs/demo``).
 Runs are found again on every listing, so steps that a training job adds show up.
 
-Files are read defensively: a line that is not a JSON object becomes a bad row, a missing
-or damaged metrics file an empty one. A trajectory file is indexed once (each line's offset
-and row) and then read on from where it ended, so lines appended while the inspector is open
-show on the next request; a file that shrank or was replaced is indexed afresh.
+Files are read defensively: a line that is not a JSON object (or nests deeper than
+``MAX_DEPTH``) becomes a bad row, a missing metrics file an empty one, a damaged one a note.
+A trajectory file is indexed once (each line's offset and row) and then read on from where it
+ended, so lines appended while the inspector is open show on the next request; a file that
+shrank, was replaced or was rewritten in place is indexed afresh.
 
 Paths from requests are never joined onto the disk: runs are looked up by key among those
 found, images by a plain file name inside the run's ``images/`` folder.
@@ -27,7 +28,7 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, BinaryIO, Literal
 
 from mmsr.inspect.rows import Row, bad_row, summarize
 
@@ -38,6 +39,12 @@ IMAGE_TYPES = {".png": "image/png", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_-]{0,127}\.(png|jpe?g)")
 MAX_LINE_BYTES = 64 * 1024 * 1024
 """A longer line is reported as bad, not parsed."""
+MAX_DEPTH = 64
+"""Lists and objects nested deeper make a line bad: real lines nest a few levels, while the
+parser and the answer's serializer recurse, so 100,000 brackets would exhaust the stack."""
+_EDGE = 1024
+"""Bytes kept of a trajectory file's start and of what precedes where it was read to: a file
+truncated and written again in place keeps its inode, but not these bytes."""
 
 
 class NotFound(LookupError):
@@ -110,13 +117,59 @@ def discover(
 @dataclass
 class _Index:
     """What is known of one trajectory file: its identity, how far it was read (bytes and
-    lines), the rows of its non-blank lines and each one's (offset, length) by line number."""
+    lines), the rows of its non-blank lines and each one's (offset, length) by line number,
+    and its first and last read bytes (up to ``_EDGE`` each)."""
 
     identity: tuple[int, int] = (0, 0)
     read_to: int = 0
     lines: int = 0
     spans: dict[int, tuple[int, int]] = field(default_factory=dict)
     rows: list[Row] = field(default_factory=list)
+    head: bytes = b""
+    tail: bytes = b""
+
+    def matches(self, f: BinaryIO, identity: tuple[int, int], size: int) -> bool:
+        """Whether the open file ``f`` is still the one indexed, grown or not: the same
+        inode, no shorter, the same bytes at its start and just before ``read_to``."""
+        if identity != self.identity or size < self.read_to:
+            return False
+        f.seek(0)
+        if f.read(len(self.head)) != self.head:
+            return False
+        f.seek(self.read_to - len(self.tail))
+        return f.read(len(self.tail)) == self.tail
+
+    def read_on(self, data: bytes) -> None:
+        """Keep the edges after reading on over ``data`` (whole lines, from ``read_to``)."""
+        if len(self.head) < _EDGE:
+            self.head = (self.head + data[:_EDGE])[:_EDGE]
+        self.tail = (self.tail + data[-_EDGE:])[-_EDGE:]
+        self.read_to += len(data)
+
+
+def _too_deep(value: Any) -> bool:
+    """Whether ``value`` nests lists and objects more than ``MAX_DEPTH`` deep (walked with a
+    stack, not recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        stack.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
+def load_json(text: str) -> Any:
+    """The value of JSON ``text``; ValueError when it is not JSON or nests too deep."""
+    try:
+        value = json.loads(text)
+        too_deep = isinstance(value, dict | list) and _too_deep(value)
+    except RecursionError:
+        too_deep = True
+    if too_deep:
+        raise ValueError(f"nested more than {MAX_DEPTH} deep")
+    return value
 
 
 def _parse(data: bytes, line: int) -> tuple[dict[str, Any] | None, Row]:
@@ -126,9 +179,11 @@ def _parse(data: bytes, line: int) -> tuple[dict[str, Any] | None, Row]:
     if len(data) > MAX_LINE_BYTES:
         return None, bad_row(line, f"line of {len(data)} bytes is too long to show", text)
     try:
-        record = json.loads(text)
+        record = load_json(text)
     except json.JSONDecodeError as error:
         return None, bad_row(line, f"not JSON: {error}", text)
+    except ValueError as error:  # JSON, but too deep, or a number of thousands of digits
+        return None, bad_row(line, f"unreadable JSON: {error}", text)
     if not isinstance(record, dict):
         return None, bad_row(line, f"a JSON {type(record).__name__}, not an object", text)
     return record, summarize(record, line)
@@ -145,15 +200,14 @@ class TrajectoryFile:
     def _refresh(self) -> tuple[_Index, Row | None]:
         """The index brought up to date, and the row of an unfinished last line (one
         without its newline yet: being written, or cut off), which is not kept."""
-        stat = self.path.stat()
-        identity = (stat.st_dev, stat.st_ino)
-        with self._lock:
+        with self._lock, self.path.open("rb") as f:
+            stat = os.fstat(f.fileno())
+            identity = (stat.st_dev, stat.st_ino)
             index = self._index
-            if identity != index.identity or stat.st_size < index.read_to:
+            if not index.matches(f, identity, stat.st_size):
                 index = self._index = _Index(identity=identity)
-            with self.path.open("rb") as f:
-                f.seek(index.read_to)
-                data = f.read()
+            f.seek(index.read_to)
+            data = f.read()
             end = data.rfind(b"\n") + 1
             at = index.read_to
             for raw in data[:end].split(b"\n")[:-1]:
@@ -163,7 +217,7 @@ class TrajectoryFile:
                     index.spans[index.lines] = (at, len(raw))
                     index.rows.append(row)
                 at += len(raw) + 1
-            index.read_to += end
+            index.read_on(data[:end])
             tail = data[end:]
         unfinished = None
         if tail.strip():
@@ -192,14 +246,16 @@ class TrajectoryFile:
             return _parse(f.read(length), line)
 
 
-def read_json(path: Path) -> Any:
-    """A JSON file's content, or ``None`` when it is missing or damaged."""
+def read_json(path: Path) -> tuple[Any, str | None]:
+    """A JSON file's content (``None`` when it is missing or damaged) and, when damaged,
+    what is wrong with it."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return load_json(path.read_text(encoding="utf-8")), None
+    except FileNotFoundError:
+        return None, None
     except (OSError, ValueError) as error:
-        if path.exists():
-            logger.warning("%s: %s", path, error)
-        return None
+        logger.warning("%s: %s", path, error)
+        return None, str(error)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -211,7 +267,7 @@ def read_jsonl(path: Path) -> list[dict[str, Any]]:
     out = []
     for line in lines:
         try:
-            value = json.loads(line)
+            value = load_json(line)
         except ValueError:
             continue
         if isinstance(value, dict):
@@ -268,7 +324,9 @@ class Store:
             lines = read_jsonl(run.path.parent.parent / "metrics.jsonl")
             mine = [m for m in lines if m.get("step") == run.step]
             return {"overall": mine[-1]} if mine else {}
-        metrics = read_json(run.path / "metrics.json")
+        metrics, problem = read_json(run.path / "metrics.json")
+        if problem is not None:
+            return {"note": f"metrics.json is not shown: {problem}"}
         if not isinstance(metrics, dict):
             return {}
         return {k: metrics[k] for k in ("overall", "run") if isinstance(metrics.get(k), dict)}
@@ -278,13 +336,15 @@ class Store:
 
     def image(self, key: str, name: str) -> tuple[Path, str]:
         """The file and media type of image ``name`` of a run: a plain file name (no folder
-        part), a known image type, a regular file inside the run's ``images/``."""
+        part), a known image type, a regular file inside the run's ``images/``, which (links
+        resolved) lies inside the run folder."""
         run = self.run(key)
         if not _IMAGE_NAME.fullmatch(name):
             raise NotFound(f"not an image name: {name!r}")
         folder = (run.path / "images").resolve()
         path = (folder / name).resolve()
-        if path.parent != folder or not path.is_file():
+        inside = folder.is_relative_to(run.path.resolve())
+        if not inside or path.parent != folder or not path.is_file():
             raise NotFound(f"no image {name!r} in run {key!r}")
         return path, IMAGE_TYPES[path.suffix.lower()]
 

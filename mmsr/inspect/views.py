@@ -9,18 +9,15 @@ and web text cannot inject markup.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 from mmsr.inspect.rows import as_dicts, as_int, as_number, as_str, as_strings, summarize
 
 IMAGE_PLACEHOLDER = "<image>"
-# The protocol's tags (DESIGN §1): reasoning and the three actions.
-_TAGS = re.compile(
-    r"(?P<reason><reason>.*?</reason>)"
-    r"|(?P<action><answer>.*?</answer>|<search><img></search>|<text_search>.*?</text_search>)",
-    re.DOTALL,
-)
+# The protocol's tags (DESIGN §1): reasoning and the three actions. A block runs from its
+# opening tag to the first closing one after it (group 1 names the tag to close).
+_OPENING = re.compile(r"<(reason|answer|text_search)>|<search><img></search>")
 # Fields shown as they are, beside the ones the view builds.
 _PLAIN = ("method", "judge", "judge_error", "step", "group", "advantage", "n_tokens")
 
@@ -39,6 +36,27 @@ def user_pieces(text: str, images: Sequence[str | None]) -> list[dict[str, Any]]
     return pieces
 
 
+def _blocks(text: str) -> Iterator[tuple[int, int, str]]:
+    """The (start, end, kind) of each reason block and action of ``text``, in order."""
+    # closing tags not found after some point, hence after no later one either: remembering
+    # them keeps this linear (a regex ``<reason>.*?</reason>`` searches the rest of the
+    # text again at every unclosed opening, quadratic on a text of repeated tags)
+    unclosed: set[str] = set()
+    opening = _OPENING.search(text)
+    while opening is not None:
+        tag, end = opening.group(1), opening.end()
+        if tag is not None:
+            close = f"</{tag}>"
+            found = -1 if close in unclosed else text.find(close, end)
+            if found < 0:
+                unclosed.add(close)
+                opening = _OPENING.search(text, end)
+                continue
+            end = found + len(close)
+        yield opening.start(), end, "reason" if tag == "reason" else "action"
+        opening = _OPENING.search(text, end)
+
+
 def assistant_pieces(text: str) -> list[dict[str, Any]]:
     """An assistant turn cut into plain text, ``<reason>`` blocks and actions (highlighted).
 
@@ -47,12 +65,11 @@ def assistant_pieces(text: str) -> list[dict[str, Any]]:
     """
     pieces: list[dict[str, Any]] = []
     at = 0
-    for match in _TAGS.finditer(text):
-        if match.start() > at:
-            pieces.append({"kind": "text", "text": text[at : match.start()]})
-        kind = "reason" if match.group("reason") is not None else "action"
-        pieces.append({"kind": kind, "text": match.group(0)})
-        at = match.end()
+    for start, end, kind in _blocks(text):
+        if start > at:
+            pieces.append({"kind": "text", "text": text[at:start]})
+        pieces.append({"kind": kind, "text": text[start:end]})
+        at = end
     if at < len(text):
         pieces.append({"kind": "text", "text": text[at:]})
     return pieces

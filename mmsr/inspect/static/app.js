@@ -81,10 +81,13 @@ const METRIC_KEYS = ["n", "accuracy_judge", "accuracy_em", "search_ratio", "imag
 function metricCards(metrics) {
   const overall = (metrics && metrics.overall) || {};
   const keys = METRIC_KEYS.filter((k) => typeof overall[k] === "number");
-  return keys.map((k) => el("div", { class: "card" },
+  const cards = keys.map((k) => el("div", { class: "card" },
     el("b", {}, k === "n" || k.startsWith("failed") ? overall[k]
       : k.includes("ratio") || k.startsWith("accuracy") ? pct(overall[k]) : num(overall[k])),
     el("span", {}, k)));
+  // a damaged metrics file: say so rather than show nothing
+  return metrics && typeof metrics.note === "string"
+    ? [...cards, el("span", { class: "muted", "data-note": "metrics" }, metrics.note)] : cards;
 }
 
 function countCards(c, label) {
