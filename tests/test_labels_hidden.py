@@ -64,8 +64,8 @@ def test_the_grpo_loop_builds_tasks_from_id_question_and_image_only() -> None:
 
     from mmsr.train import grpo
 
-    source = inspect.getsource(grpo.train_grpo)
+    source = inspect.getsource(grpo)  # the loop and its probe
     built: list[str] = [line.strip() for line in source.splitlines() if "RolloutTask(" in line]
-    assert built, "train_grpo no longer builds RolloutTask: update this test"
+    assert built, "the GRPO loop no longer builds RolloutTask: update this test"
     for line in built:
         assert "extra" not in line and "category" not in line, line

@@ -2,9 +2,10 @@
 
 Builds the parts the config names (questions, policy, search tools, judge), refuses a run
 folder made with other settings, saves the resolved config as ``OUT/config.json``, runs
-``runner.evaluate`` (resumable) under a progress bar and writes ``OUT/metrics.json``. Heavy
-imports (torch for ``hf:``) happen only on the paths that need them. Not here: the command
-line (``mmsr.eval.cli`` builds the config) or the evaluation loop itself (``runner``).
+``runner.evaluate`` (resumable) under a progress bar and writes ``OUT/metrics.json``, holding
+the folder's lock (``mmsr.run_folder``) throughout. Heavy imports (torch for ``hf:``) happen
+only on the paths that need them. Not here: the command line (``mmsr.eval.cli`` builds the
+config) or the evaluation loop itself (``runner``).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 
 from mmsr.eval.config import EvalRunConfig, check_resume, redact, split_endpoint, write_saved
 from mmsr.eval.records import ResultLine, eval_records
+from mmsr.run_folder import hold_run_folder
 
 logger = logging.getLogger(__name__)
 
@@ -194,16 +196,23 @@ def _write_metrics(
 
 
 def run_eval(cfg: EvalRunConfig) -> dict[str, Any]:
-    """Evaluate (or resume) the run ``cfg`` describes; returns what ``metrics.json`` holds."""
-    from tqdm import tqdm
-
-    from mmsr.data import sample_image
+    """Evaluate (or resume) the run ``cfg`` describes; returns what ``metrics.json`` holds.
+    Holds ``cfg.out`` for the run: a second run on it at the same time is refused at once."""
     from mmsr.eval.methods import get_method
-    from mmsr.eval.runner import TRAJECTORIES, evaluate, read_results
     from mmsr.search.registry import search_config_from_spec
 
     method = get_method(cfg.method)
     search = search_config_from_spec(cfg.search) or None
+    with hold_run_folder(cfg.out):
+        return _run_held(cfg, method, search)
+
+
+def _run_held(cfg: EvalRunConfig, method: Any, search: dict[str, Any] | None) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from mmsr.data import sample_image
+    from mmsr.eval.runner import TRAJECTORIES, evaluate, read_results
+
     saved = cfg.saved(search)
     check_resume(cfg.out, saved)
     samples = load_questions(cfg)

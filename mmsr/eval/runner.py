@@ -7,10 +7,12 @@ short by a crash is dropped (and the file truncated back to the last whole line)
 read; finished lines are never rewritten, except that ``retry_failed`` first drops the lines
 of failed questions (``error`` set: the policy could not answer them) in one atomic rewrite,
 so that they run again. A failed question is a finished line like any other: a run goes on
-past it and finishes. Lines are ``records.ResultLine``s (``read_results``; ``read_finished``
-gives the plain JSON objects). The conversation's images (the question's and the thumbnails
-of image hits) are saved in ``images/`` beside the lines, once per distinct image, for
-``mmsr inspect``. No progress bar here: ``run.run_eval`` passes ``on_batch``.
+past it and finishes. Lines are ``records.ResultLine``s (``read_results``, one per question
+however often its line was written; ``read_finished`` gives the plain JSON objects). Only one
+run at a time writes a folder: ``run.run_eval`` holds its lock. The conversation's images
+(the question's and the thumbnails of image hits) are saved in ``images/`` beside the lines,
+once per distinct image, for ``mmsr inspect``. No progress bar here: ``run.run_eval`` passes
+``on_batch``.
 """
 
 from __future__ import annotations
@@ -29,33 +31,13 @@ from mmsr.eval.methods import EvalItem, Method, MethodContext
 from mmsr.eval.records import ResultLine
 from mmsr.rewards import AnswerJudge, score_trajectory
 from mmsr.rollout.trajectory import Trajectory, trajectory_record
+from mmsr.run_folder import read_finished
 from mmsr.types import Sample
 
 logger = logging.getLogger(__name__)
 
 TRAJECTORIES = "trajectories.jsonl"
 IMAGES = "images"
-
-
-def read_finished(path: Path) -> list[dict[str, Any]]:
-    """The finished lines of ``path`` (none if absent); a cut-off last line is removed."""
-    if not path.is_file():
-        return []
-    data = path.read_bytes()
-    end = data.rfind(b"\n") + 1
-    if end < len(data):
-        logger.warning("%s: dropping a line cut off by an interrupted run", path)
-        with path.open("r+b") as f:
-            f.truncate(end)
-    records = []
-    for number, line in enumerate(data[:end].splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
-    return records
 
 
 def append_lines(path: Path, records: Iterable[dict[str, Any]]) -> None:
@@ -120,8 +102,17 @@ def result_line(
 
 
 def read_results(path: Path) -> list[ResultLine]:
-    """The finished lines of ``path`` as ``ResultLine``s (see ``read_finished``)."""
-    return [ResultLine.from_json(line, str(path)) for line in read_finished(path)]
+    """The finished lines of ``path`` as ``ResultLine``s (see ``read_finished``), one per
+    question: a question written twice (two runs at once, before runs locked their folder)
+    counts once, as its first line."""
+    records = read_finished(path)
+    lines: dict[str, ResultLine] = {}
+    for record in records:
+        line = ResultLine.from_json(record, str(path))
+        lines.setdefault(str(line.id), line)
+    if len(lines) < len(records):
+        logger.warning("%s: ignoring %d repeated lines", path, len(records) - len(lines))
+    return list(lines.values())
 
 
 def drop_failed(path: Path) -> int:

@@ -24,6 +24,7 @@ import dataclasses
 import logging
 import os
 import random
+import shutil
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -40,10 +41,16 @@ from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.io import load_model
 from mmsr.rewards import score_trajectory
 from mmsr.rollout import RolloutEngine, RolloutTask, write_trajectories
+from mmsr.run_folder import hold_run_folder
 from mmsr.search.base import SearchBackends
 from mmsr.train import lora
 from mmsr.train.batch import TokenSequence, TrainBatch, collate, token_logprobs
-from mmsr.train.checkpoint import latest_checkpoint, load_trainer_state, save_checkpoint
+from mmsr.train.checkpoint import (
+    latest_checkpoint,
+    load_trainer_state,
+    newest_intact,
+    save_checkpoint,
+)
 from mmsr.train.checkpoint import set_rng_state as restore_rng
 from mmsr.train.grpo_config import AlgoSection, GRPOConfig
 from mmsr.train.loss import group_advantages, grpo_loss, zero_variance_share
@@ -172,6 +179,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def dump_samples(
+    trajectories: Sequence[Any], folder: Path, extras: Sequence[dict[str, Any]]
+) -> Path:
+    """Write a step's sample dump whole: into a temporary folder renamed over ``folder``, so
+    that a resumed run redoing the step replaces the dump a killed run left, never adds to it."""
+    tmp = folder.with_name(f".tmp-{folder.name}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    write_trajectories(trajectories, tmp, extras)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder
+
+
 # --- the update ---
 
 
@@ -278,19 +298,35 @@ def _micro_batches(
     ]
 
 
-def restore_checkpoint(
-    checkpoint: Path, model: Any, optimizer: torch.optim.Optimizer, scheduler: Any
-) -> int:
-    """Load weights, optimiser, scheduler and RNG states of ``checkpoint``; returns its step."""
+SavedState = tuple[dict[str, Any], dict[str, torch.Tensor] | None]
+
+
+def read_checkpoint(checkpoint: Path, model: Any) -> SavedState:
+    """``(trainer state, saved weights or None (LoRA))`` of ``checkpoint``, read whole before
+    anything is applied: a damaged file raises here and leaves the model as it was."""
     state = load_trainer_state(checkpoint)
     if "adapters" in state:  # LoRA: the base is unchanged, only the adapters were trained
+        return state, None
+    first = next(model.parameters())
+    # through transformers' loader: the file's key names are the checkpoint format's
+    saved, _, _ = load_model(checkpoint / "model", dtype=first.dtype, device=first.device)
+    return state, saved.state_dict()
+
+
+def restore_checkpoint(
+    checkpoint: Path,
+    model: Any,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    saved: SavedState | None = None,
+) -> int:
+    """Load weights, optimiser, scheduler and RNG states of ``checkpoint`` (``saved``: as
+    ``read_checkpoint`` already read them); returns its step."""
+    state, weights = saved if saved is not None else read_checkpoint(checkpoint, model)
+    if weights is None:
         lora.load_adapter_state(model, state["adapters"])
     else:
-        first = next(model.parameters())
-        # through transformers' loader: the file's key names are the checkpoint format's
-        saved, _, _ = load_model(checkpoint / "model", dtype=first.dtype, device=first.device)
-        model.load_state_dict(saved.state_dict())
-        del saved
+        model.load_state_dict(weights)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     restore_rng(state["rng"])
@@ -309,15 +345,22 @@ def train_grpo(
     resume: bool = False,
     rollout: Rollout | None = None,
 ) -> dict[str, float]:
-    """Run GRPO from step 1 (or after the newest checkpoint in ``out`` with ``resume``).
+    """Run GRPO from step 1 (or after the newest intact checkpoint in ``out`` with ``resume``).
 
     ``rollout``: who samples (default: built from ``cfg.rollout.backend``). Writes
     ``out/config.yaml``, ``out/metrics.jsonl``, ``out/tensorboard/``,
     ``out/checkpoints/step_N/`` and ``out/samples/step_N/``; returns the last step's metrics.
-    One function on purpose (longer than our usual 50 lines): the whole algorithm reads top to
-    bottom, the helpers above are the pure pieces.
+    Holds ``out`` throughout (``mmsr.run_folder``): a second run on it is refused at once.
     """
-    out.mkdir(parents=True, exist_ok=True)
+    with hold_run_folder(out):
+        return _train(cfg, parts, out, resume=resume, rollout=rollout)
+
+
+def _train(
+    cfg: GRPOConfig, parts: GRPOParts, out: Path, *, resume: bool, rollout: Rollout | None
+) -> dict[str, float]:
+    """``train_grpo`` in the held folder. One function on purpose (longer than our usual 50
+    lines): the whole algorithm reads top to bottom, the helpers above are the pure pieces."""
     dump_yaml(cfg, out / "config.yaml")
     set_threads(cfg.run.threads)
     seed_everything(cfg.run.seed)
@@ -353,14 +396,15 @@ def train_grpo(
 
     # Resume: weights, optimiser, scheduler and RNG states from the newest checkpoint; the
     # data position is a function of the step (prompt_indices), so nothing else is needed.
+    # A damaged newest checkpoint (a file cut short) is skipped for the newest intact one.
     ckpt_root, start = out / "checkpoints", 0
     if not resume and latest_checkpoint(ckpt_root) is not None:
         raise ValueError(f"{out} already holds checkpoints: pass --resume, or another --out")
-    last_good = latest_checkpoint(ckpt_root) if resume else None
-    if resume and last_good is None:
+    found = newest_intact(ckpt_root, lambda c: read_checkpoint(c, model)) if resume else None
+    if resume and found is None:
         logger.warning("--resume: no checkpoint in %s, starting from step 1", ckpt_root)
-    if last_good is not None:
-        start = restore_checkpoint(last_good, model, optimizer, scheduler)
+    if found is not None:
+        start = restore_checkpoint(found[0], model, optimizer, scheduler, saved=found[1])
     if colocated is not None:  # the engine starts from the trainer's (restored) weights
         colocated.load_weights(trainer_weights(model))
     writer = MetricsWriter(
@@ -488,7 +532,7 @@ def train_grpo(
                 reward=f"{metrics['reward/mean']:.3f}", search=f"{metrics['search/ratio']:.2f}"
             )
             if cfg.run.sample_every and step % cfg.run.sample_every == 0:
-                write_trajectories(
+                dump_samples(
                     trajectories,
                     out / "samples" / f"step_{step:06d}",
                     sample_fields(step, repeated, rewards, advantages.tolist(), group),

@@ -8,7 +8,8 @@ Usage::
 
 Overrides come last; unknown sections or fields are errors. The resolved config is saved as
 ``OUT/config.yaml``. On a GPU a run whose estimated peak memory (``mmsr.train.memory``) exceeds
-the device's free memory is refused before anything is loaded (exit code 2).
+the device's free memory is refused before anything is loaded (exit code 2). So is a second
+run on an ``--out`` that a run still holds (exit code 1).
 """
 
 from __future__ import annotations
@@ -61,15 +62,17 @@ def _run(args: argparse.Namespace) -> int:
     if refusal:
         logger.error("%s", refusal)
         return 2
+    from mmsr.run_folder import hold_run_folder
     from mmsr.train.grpo import TrainingDiverged, train_grpo
     from mmsr.train.grpo_setup import build_parts
 
-    parts = build_parts(cfg, args.out)
-    try:
-        metrics = train_grpo(cfg, parts, args.out, resume=args.resume)
-    except TrainingDiverged as err:
-        logger.error("training stopped: %s", err)
-        return 3
+    with hold_run_folder(args.out):  # before the model loads: a second run is refused at once
+        parts = build_parts(cfg, args.out)
+        try:
+            metrics = train_grpo(cfg, parts, args.out, resume=args.resume)
+        except TrainingDiverged as err:
+            logger.error("training stopped: %s", err)
+            return 3
     summary = {
         k: round(v, 4) for k, v in metrics.items() if k.split("/")[0] in ("reward", "search")
     }

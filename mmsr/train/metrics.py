@@ -11,11 +11,13 @@ import importlib
 import json
 import logging
 import math
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from mmsr.rollout import EndReason, Trajectory
+from mmsr.run_folder import read_finished
 from mmsr.types import RewardBreakdown
 
 logger = logging.getLogger(__name__)
@@ -103,12 +105,15 @@ class MetricsWriter:
             self._wandb.log(dict(metrics), step=step)
 
     def truncate_after(self, step: int) -> None:
-        """Drop lines past ``step`` (a resumed run rewrites what followed its checkpoint)."""
+        """Drop lines past ``step`` (a resumed run rewrites what followed its checkpoint) and a
+        last line a kill cut short (``read_finished``: a damaged line before it is an error);
+        the file is replaced whole, so a kill now loses nothing."""
         if not self.path.exists():
             return
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        kept = [line for line in lines if line and json.loads(line)["step"] <= step]
-        self.path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
+        kept = [row for row in read_finished(self.path) if row["step"] <= step]
+        tmp = self.path.with_name(f".{self.path.name}.tmp")
+        tmp.write_text("".join(json.dumps(row) + "\n" for row in kept), encoding="utf-8")
+        os.replace(tmp, self.path)
 
     def close(self) -> None:
         if self._tb is not None:
