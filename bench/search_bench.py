@@ -9,6 +9,10 @@ clients when ``mmsr.search.service`` exists. The last line printed is one JSON o
 
     .venv/bin/python bench/search_bench.py                   # full run (a few minutes on 2 cores)
     .venv/bin/python bench/search_bench.py --images 300 --pages 2000   # quick look
+
+With ``--world W`` it measures instead the search on an offline world's own test questions
+(``search_world.py``): image rank-1 / top-5 clean and perturbed per image model, build time,
+p50 latency, and whether a text search for a fact finds its value.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import logging
 import random
 import shutil
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -45,6 +50,15 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--image-queries", type=int, default=300, help="image queries to time")
     parser.add_argument("--seed", type=int, default=0, help="query sampling seed")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--world", default=None, help="world mode: an offline world folder")
+    parser.add_argument(
+        "--engine", default=None, help="world mode: the image engine (default: packaged)"
+    )
+    parser.add_argument(
+        "--models",
+        default="efficientnet-color-twemoji,efficientnet-color,engine",
+        help="world mode: image models to compare, comma-separated",
+    )
     return parser.parse_args()
 
 
@@ -268,6 +282,16 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     rng = random.Random(args.seed)
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="mmsr-bench-"))
+    if args.world:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from search_world import run_world
+
+        models = [m for m in args.models.split(",") if m]
+        figures = run_world(
+            Path(args.world), work, args.engine, models, args.seed, args.threads or None
+        )
+        print(json.dumps(figures))
+        return
     corpus, index = work / "corpus", work / "index"
     corpus.mkdir(parents=True, exist_ok=True)
     pages = wiki_pages(args.pages) + emoji_pages(corpus, args.images)

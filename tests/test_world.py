@@ -121,14 +121,24 @@ def test_corpus_pages_and_images(world: Path) -> None:
     pages = [json.loads(line) for line in (corpus / "pages.jsonl").read_text().splitlines()]
     assert len({p["id"] for p in pages}) == len(pages)
     for page in pages:
-        assert set(page) <= {"id", "title", "url", "text", "image"}
+        assert set(page) <= {"id", "title", "url", "text", "image", "more_images"}
         assert page["title"] and page["text"] and page["url"].startswith("https://")
-        if "image" in page:
-            Image.open(corpus / page["image"]).load()
+        for picture in [page.get("image"), *page.get("more_images", [])]:
+            if picture is not None:
+                Image.open(corpus / picture).load()
     entities = [json.loads(x) for x in (world / "entities.jsonl").read_text().splitlines()]
     by_title = {p["title"]: p for p in pages}
     for ent in entities:
         assert "image" in by_title[ent["name"]]
+    # the web's second picture of a thing: its Noto drawing, where the font draws it
+    seconds = [p for p in pages if p.get("more_images")]
+    stats = json.loads((world / "stats.json").read_text())
+    if stats["query_images"]["font_found"]:
+        fallback = stats["query_images"]["twemoji_fallback_entities"]
+        assert len(seconds) == len(entities) - fallback
+        assert all(p["more_images"] == [f"images/{p['id']}.noto.png"] for p in seconds)
+    else:
+        assert not seconds
     assert len(pages) > len(entities)  # distractor pages exist
     assert (corpus / "images").is_dir()
 

@@ -10,6 +10,8 @@ Backend modules are imported only when used, so ``mmsr.search`` stays cheap.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import importlib
 import json
 import tomllib
@@ -112,12 +114,30 @@ def build_search(config: Mapping[str, Any] | SearchConfig) -> SearchBackends:
 
 
 def _namespace(config: SearchConfig) -> str:
-    """What keeps two backends' entries apart in one cache store (never a secret: no keys)."""
+    """What keeps two backends' entries apart in one cache store (never a secret: no keys).
+
+    The backend and its index, path or url, then a digest of every option (fields named like
+    a key, token or secret left out) and, for an index folder, of its ``manifest.json``: a
+    cache recorded with one image engine, colour weight or summary length never answers for
+    another, nor for the same folder rebuilt from another corpus."""
+    base = config.backend
     for key in ("index", "path", "url"):
         value = getattr(config.options, key, None)
         if value is not None:
-            return f"{config.backend}:{value}"
-    return config.backend
+            base = f"{config.backend}:{value}"
+            break
+    options: dict[str, Any] = {}
+    if dataclasses.is_dataclass(config.options) and not isinstance(config.options, type):
+        options = {
+            name: value
+            for name, value in dataclasses.asdict(config.options).items()
+            if not any(word in name.lower() for word in ("key", "token", "secret"))
+        }
+    index = getattr(config.options, "index", None)
+    manifest = Path(str(index)) / "manifest.json" if index is not None else None
+    identity = manifest.read_text(encoding="utf-8") if manifest and manifest.is_file() else ""
+    material = json.dumps([options, identity], sort_keys=True, default=str)
+    return f"{base}#{hashlib.sha256(material.encode('utf-8')).hexdigest()[:16]}"
 
 
 def load_search_config(path: str | Path) -> dict[str, Any]:

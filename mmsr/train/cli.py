@@ -10,13 +10,15 @@ TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mmsr.train.sft_cli",
     "mmsr.train.grpo_cli",
     "mmsr.train.vision_cli",
+    "mmsr.train.recipe_cli",
     "mmsr.integrations.verl.cli",
 )
 
 
 def register(subparsers: Any) -> None:
     parser = subparsers.add_parser(
-        "train", help="SFT warm start, GRPO training, vision pretraining, GRPO on veRL"
+        "train",
+        help="SFT warm start, warm-start recipes, GRPO training, vision pretraining, GRPO on veRL",
     )
     train_sub = parser.add_subparsers(dest="train_command", metavar="TRAIN_COMMAND")
     for name in TRAIN_SUBCOMMAND_MODULES:

@@ -119,6 +119,10 @@ class SFTConfig:
     """Minutes of training between evaluations (0: only at the end)."""
     final_questions: int = 0
     """Questions of the final evaluation of the saved weights (0: the whole split)."""
+    validation_questions: int = 0
+    """Train questions held out of the teacher's pool (seeded by the world's seed,
+    ``WorldKit.split_validation``): with ``eval_split="validation"`` the evaluations run on
+    them, so a warm start is checked without the test split."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(questions=16))
     """The periodic evaluation."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
@@ -255,7 +259,7 @@ def _setup(config: SFTConfig, world: Path, index: Path, eval_split: str) -> _Run
 
     torch.manual_seed(config.seed)
     random.seed(config.seed)
-    kit = WorldKit.open(world, index)
+    kit = WorldKit.open(world, index, validation=config.validation_questions)
     if config.init_from:
         model, tokenizer, processor = load_model(config.init_from)
         model.train(True)
@@ -276,7 +280,12 @@ def _setup(config: SFTConfig, world: Path, index: Path, eval_split: str) -> _Run
     if config.freeze_atomic:
         freeze_rows(model, added_atomic_ids(tokenizer))
     logger.info("model %s: %d parameters", config.model_preset, count_parameters(model))
-    held_out = load_samples(world / f"{eval_split}.parquet")
+    if eval_split == "validation":
+        if not kit.validation:
+            raise ValueError("eval_split 'validation' needs validation_questions > 0")
+        held_out = kit.validation
+    else:
+        held_out = load_samples(world / f"{eval_split}.parquet")
     eval_samples = pick_questions(held_out, config.eval.questions, config.seed)
     final_samples = pick_questions(held_out, config.final_questions, config.seed)
     return _Run(config, kit, tokenizer, processor, model, eval_samples, final_samples)

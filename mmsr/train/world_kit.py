@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import logging
+import random
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,16 +49,22 @@ class WorldKit:
     thumbnails: dict[str, Any]
     """Entity id → the thumbnail (PIL) the index returns for that entity's page."""
     train: list[Sample]
-    """The world's train questions (the teacher never reads the test split)."""
+    """The world's train questions (the teacher never reads the test split), less the
+    validation ones."""
     image_search: ImageSearchBackend
     """The local image search."""
     text_search: TextSearchBackend
     """The local text search."""
+    validation: list[Sample] = field(default_factory=list)
+    """Train questions held out of ``train`` (``open(validation=N)``) to check a warm start
+    on without looking at the test split."""
     _image_hits: dict[str, list[ImageHit]] = field(default_factory=dict)
     _text_hits: dict[str, list[TextHit]] = field(default_factory=dict)
 
     @classmethod
-    def open(cls, world: str | Path, index: str | Path) -> WorldKit:
+    def open(cls, world: str | Path, index: str | Path, *, validation: int = 0) -> WorldKit:
+        """``validation``: how many train questions (a sample seeded by the world's seed) to
+        hold out of ``train`` as ``validation``."""
         world, index = Path(world), Path(index)
         config = world_config(world)
         entities, _ = load_world(config)
@@ -66,13 +73,17 @@ class WorldKit:
         search = build_search({"backend": "local", "index": str(index)})
         if search.image is None or search.text is None:
             raise ValueError(f"{index} lacks an image or a text index")
+        train, held_out = split_validation(
+            load_samples(world / "train.parquet"), validation, config.seed
+        )
         kit = cls(
             entities=entities,
             drawer=drawer,
             thumbnails=_thumbnails(index),
-            train=load_samples(world / "train.parquet"),
+            train=train,
             image_search=search.image,
             text_search=search.text,
+            validation=held_out,
         )
         missing = [e.id for e in entities if e.id not in kit.thumbnails]
         if missing:
@@ -107,6 +118,17 @@ class WorldKit:
         return self._text_hits[key]
 
 
+def split_validation(samples: list[Sample], n: int, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """(the rest, ``n`` held-out samples): a sample seeded by ``seed``, both in file order."""
+    if n <= 0:
+        return list(samples), []
+    if n >= len(samples):
+        raise ValueError(f"cannot hold out {n} of {len(samples)} train questions")
+    picked = set(random.Random(f"{seed}:validation").sample(range(len(samples)), n))
+    rest = [s for i, s in enumerate(samples) if i not in picked]
+    return rest, [s for i, s in enumerate(samples) if i in picked]
+
+
 def _thumbnails(index: Path) -> dict[str, Any]:
     from PIL import Image
 
@@ -114,6 +136,8 @@ def _thumbnails(index: Path) -> dict[str, Any]:
     with (index / "images.jsonl").open(encoding="utf-8") as handle:
         for line in handle:
             row = json.loads(line)
+            if row["id"] in out:  # a page with several pictures: one thumbnail
+                continue
             with Image.open(index / row["thumbnail"]) as thumb:
                 thumb.load()
                 out[row["id"]] = thumb.copy()

@@ -8,6 +8,7 @@ per question, write everything (see ``mmsr.world.write`` for the files). Run it 
 
 from __future__ import annotations
 
+import io
 import logging
 import random
 from collections import Counter
@@ -64,12 +65,14 @@ def article_text(art: Article) -> str:
 
 
 # How a country's facts read on its page, in page order: the one wording of the world, which
-# the SFT teacher's synthetic pages reuse (``mmsr.train.drills``).
+# the SFT teacher's synthetic pages reuse (``mmsr.train.drills``). Like an infobox, each fact
+# is named by the word a text query uses for it (``mmsr.train.turns.FACT_WORDS``), so an
+# extractive summary of the page for "<country> <fact word>" keeps the fact's sentence.
 FLAG_FACT_PHRASES: tuple[tuple[str, str], ...] = (
     ("capital", "capital city {}"),
     ("currency", "currency code {}"),
-    ("demonym", "its people are called {}"),
-    ("subregion", "it lies in {}"),
+    ("demonym", "demonym {}"),
+    ("subregion", "subregion {}"),
     ("region", "region {}"),
     ("calling_code", "international calling code {}"),
     ("tld", "internet domain {}"),
@@ -91,15 +94,24 @@ def page_text(ent: Entity) -> str:
 
 
 def make_pages(
-    entities: Sequence[Entity], distractors: Sequence[Article]
+    entities: Sequence[Entity],
+    distractors: Sequence[Article],
+    second_drawings: dict[str, bytes] | None = None,
 ) -> tuple[list[write.Page], dict[str, bytes]]:
-    """One page per entity (with its Twemoji image), then one per distractor summary."""
+    """One page per entity (with its Twemoji image and, where given, a second drawing of the
+    same thing: the web has more than one picture of a thing), then one per distractor."""
     pages, image_files, seen = [], {}, set()
+    second_drawings = second_drawings or {}
     for ent in entities:
         rel = f"images/{ent.id}.png" if ent.emoji is not None else None
+        more: tuple[str, ...] = ()
         if ent.emoji is not None and rel is not None:
             image_files[rel] = ent.emoji.twemoji_png.read_bytes()
-        pages.append(write.Page(ent.id, ent.name, wiki_url(ent.name), page_text(ent), rel))
+            if ent.id in second_drawings:
+                more = (f"images/{ent.id}.noto.png",)
+                image_files[more[0]] = second_drawings[ent.id]
+        page = write.Page(ent.id, ent.name, wiki_url(ent.name), page_text(ent), rel, more)
+        pages.append(page)
         seen.add(ent.id)
     for art in distractors:
         page_id = ent_mod.slug(art.title)
@@ -130,6 +142,16 @@ class QueryDrawer:
             self.bases[ent.id] = glyph
         return self.bases[ent.id]
 
+    def drawing_png(self, ent: Entity) -> bytes | None:
+        """The clean Noto drawing of ``ent`` as PNG bytes, or None where it falls back to
+        Twemoji (the web's own picture: no second drawing then)."""
+        glyph = self.base(ent)
+        if ent.id in self.fallback:
+            return None
+        buf = io.BytesIO()
+        glyph.save(buf, format="PNG", optimize=False)
+        return buf.getvalue()
+
     def draw(self, ent: Entity, data_id: str) -> bytes:
         rng = random.Random(f"{self.seed}:query:{data_id}")
         return images.jpeg_bytes(images.augment(self.base(ent), self.size, rng))
@@ -158,12 +180,6 @@ def build_world(config: BuildConfig) -> dict[str, Any]:
     write.prepare_out_dir(out)
     entities, distractors = load_world(config)
     logger.info("%d entities, %d distractor pages", len(entities), len(distractors))
-    pages, image_files = make_pages(entities, distractors)
-    write.write_corpus(out / "corpus", pages, image_files)
-
-    qs = questions.split_questions(
-        questions.make_questions(entities, config.seed), config.test_fraction, config.seed
-    )
     font = sources.find_noto_font(config.font)
     if font is None:
         logger.warning(
@@ -172,6 +188,17 @@ def build_world(config: BuildConfig) -> dict[str, Any]:
             config.font or "standard locations",
         )
     drawer = QueryDrawer(font, config.image_size, config.seed)
+    drawings = {}
+    for ent in entities:
+        png = drawer.drawing_png(ent) if ent.emoji is not None else None
+        if png is not None:
+            drawings[ent.id] = png
+    pages, image_files = make_pages(entities, distractors, drawings)
+    write.write_corpus(out / "corpus", pages, image_files)
+
+    qs = questions.split_questions(
+        questions.make_questions(entities, config.seed), config.test_fraction, config.seed
+    )
     by_id = {e.id: e for e in entities}
     rows: dict[str, list[dict[str, Any]]] = {"train": [], "test": []}
     for q in tqdm(qs, desc="query images", unit="img", disable=not config.progress):

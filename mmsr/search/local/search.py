@@ -1,5 +1,6 @@
 """Search a local index: BM25 text search with extractive summaries, exact image search
-(features' cosine plus colour-histogram intersection, see ``colors.py``).
+(the image engine's embeddings, ``engine.py``, or pretrained features' cosine plus
+colour-histogram intersection, ``colors.py``).
 
 Both searchers open a folder written by ``index.build_index`` and are safe to share between
 threads. The image encoder (torch) is loaded on the first image search, not before.
@@ -68,34 +69,54 @@ class LocalTextSearch:
 
 
 class LocalImageSearch:
-    """Exact scores of every indexed image against the query image: the features' cosine
-    plus ``color_weight`` times the colour histograms' intersection."""
+    """Exact scores of every indexed picture against the query image, best page first.
+
+    With an image engine (the index's ``engine/``), a picture scores the cosine of the two
+    embeddings; with ``efficientnet-color``, the pretrained features' cosine plus
+    ``color_weight`` times the colour histograms' intersection. A page scores its best
+    picture's score, and each page is returned once."""
 
     def __init__(self, index: str | Path, *, color_weight: float = DEFAULT_COLOR_WEIGHT) -> None:
         self.folder = Path(index)
-        read_manifest(self.folder)
-        self.features = np.load(self.folder / "images.npy")  # (N, 1280), unit rows
+        self.manifest = read_manifest(self.folder)
+        self.features = np.load(self.folder / "images.npy")  # (N, D), unit rows
         self.colors = np.load(self.folder / "colors.npy").astype(np.float32)  # (N, 1728)
-        self.color_weight = color_weight
+        self.engine = self.manifest.image_model == "engine"
+        self.color_weight = 0.0 if self.engine else color_weight
         with (self.folder / "images.jsonl").open(encoding="utf-8") as handle:
             self.rows = [json.loads(line) for line in handle]
         if not len(self.rows) == len(self.features) == len(self.colors):
             raise ValueError(
                 f"{index}: images.jsonl, images.npy and colors.npy disagree; rebuild the index"
             )
+        pages: dict[str, int] = {}
+        self.page_of_row = np.array(
+            [pages.setdefault(row["id"], len(pages)) for row in self.rows], dtype=np.int64
+        )
+        self.page_rows = [0] * len(pages)  # each page's first row: its hit
+        for row in reversed(range(len(self.rows))):
+            self.page_rows[int(self.page_of_row[row])] = row
         self._encoder: Any = None
         self._lock = threading.Lock()
 
-    def _encode(self, image: Any) -> tuple[np.ndarray, np.ndarray]:
+    def _load_encoder(self) -> Any:
         with self._lock:
             if self._encoder is None:
-                from mmsr.search.local.features import ImageEncoder
+                if self.engine:
+                    from mmsr.search.local.engine import Engine
 
-                self._encoder = ImageEncoder()
-            encoder = self._encoder
+                    self._encoder = Engine(self.folder / "engine")
+                else:
+                    from mmsr.search.local.features import ImageEncoder
+
+                    self._encoder = ImageEncoder()
+            return self._encoder
+
+    def _encode(self, image: Any) -> tuple[np.ndarray, np.ndarray | None]:
+        encoder = self._load_encoder()
         try:
             feature: np.ndarray = encoder.encode([image])[0]
-            histogram = color_histogram(image)
+            histogram = color_histogram(image) if self.color_weight else None
         except (AttributeError, OSError, ValueError, TypeError) as err:
             raise SearchError(f"could not read the query image: {err}", tool="image") from err
         return feature, histogram
@@ -103,16 +124,19 @@ class LocalImageSearch:
     def nearest(
         self, feature: np.ndarray, k: int, histogram: np.ndarray | None = None
     ) -> list[int]:
-        """Rows of the ``k`` best-scoring images, best first (ties: lower row first); without
-        ``histogram``, by the features alone."""
+        """Rows of the ``k`` best-scoring pages (each page's first row), best first (ties:
+        lower page first); without ``histogram``, by the features alone."""
         scores = self.features @ feature  # (N,)
         if histogram is not None and self.color_weight:
             scores = scores + self.color_weight * intersection(self.colors, histogram)
-        k = min(k, len(scores))
+        best = np.full(len(self.page_rows), -np.inf, dtype=np.float64)
+        np.maximum.at(best, self.page_of_row, scores)
+        k = min(k, len(best))
         if k == 0:
             return []
-        top = np.argpartition(-scores, k - 1)[:k]
-        return sorted(top.tolist(), key=lambda row: (-float(scores[row]), row))
+        top = np.argpartition(-best, k - 1)[:k]
+        pages = sorted(top.tolist(), key=lambda page: (-float(best[page]), page))
+        return [self.page_rows[page] for page in pages]
 
     def search(self, image: Any, k: int) -> list[ImageHit]:
         _check_k(k)

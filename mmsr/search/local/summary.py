@@ -16,6 +16,11 @@ import re
 # Split after . ! ? (and closing quotes/brackets) when white space and a capital, digit or
 # quote follow; crude on abbreviations, which is fine for a summary.
 _SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
+# A piece that ends in one of these abbreviations did not end a sentence: "St. George's" is
+# one place, not two sentences.
+_ABBREVIATION_END = re.compile(
+    r"\b(?:St|Mt|Ft|Dr|Mr|Mrs|Ms|Jr|Sr|No|Co|Inc|Ltd|vs|Gen|Gov|Rev|Prof|Ste)\.$"
+)
 _WORD = re.compile(r"\w+", re.UNICODE)
 STOP_WORDS = frozenset(
     [
@@ -71,7 +76,16 @@ QUESTION_WEIGHT = 0.5
 def split_sentences(text: str) -> list[str]:
     """``text`` cut into sentences, white space collapsed, empty pieces dropped."""
     flat = " ".join(text.split())
-    return [s.strip() for s in _SENTENCE_END.split(flat) if s.strip()]
+    out: list[str] = []
+    for piece in _SENTENCE_END.split(flat):
+        piece = piece.strip()
+        if not piece:
+            continue
+        if out and _ABBREVIATION_END.search(out[-1]):
+            out[-1] = f"{out[-1]} {piece}"
+        else:
+            out.append(piece)
+    return out
 
 
 def content_words(text: str) -> set[str]:

@@ -1,0 +1,270 @@
+"""A warm start as one command: a recipe file names every stage of the chain — SFT runs and
+vision pretraining — with step budgets, and ``run_recipe`` runs them in order, each from the
+one before.
+
+A recipe is a TOML file (the packaged ones live in ``mmsr/train/recipes/``; ``--recipe NAME``
+finds them by name)::
+
+    validation_questions = 200      # train questions held out of the teacher: the checks' data
+
+    [[stages]]
+    name = "primer"
+    trainer = "sft"                 # or "vision"
+    [stages.config]                 # fields of SFTConfig (or VisionConfig), nested as in YAML
+    max_steps = 600
+    lr = 5e-4
+
+    [checks]                        # minimums on the last stage's final validation record
+    "search_free.accuracy" = 0.85
+
+Every stage runs in ``WORK/NN-name/`` and is marked done there (``stage.json``: its final
+record and seconds) only once it finished, so a rerun of the same command skips the stages
+done and restarts the one that was cut. Budgets are steps, never minutes, so a recipe gives
+the same chain on any machine. SFT stages evaluate on ``validation_questions`` train questions
+held out of the teacher's pool (never the test split). At the end the last stage's model is
+copied to ``OUT`` with the recipe and ``recipe_report.json`` (per-stage seconds and records,
+the checks) beside it. Not here: the trainers (``sft.py``, ``vision.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+TRAINERS = ("sft", "vision")
+STAGE_FILE = "stage.json"
+REPORT_FILE = "recipe_report.json"
+
+
+class RecipeError(ValueError):
+    """A recipe file is malformed; the message names the file and the field."""
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One run of the chain."""
+
+    name: str
+    trainer: str
+    config: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A parsed recipe file."""
+
+    path: Path
+    stages: tuple[Stage, ...]
+    validation_questions: int = 200
+    checks: dict[str, float] = field(default_factory=dict)
+
+
+def find_recipe(name_or_path: str | Path) -> Path:
+    """A recipe file: a path, or the name of a packaged recipe (``warmstart-tiny``)."""
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    packaged = RECIPES_DIR / f"{name_or_path}.toml"
+    if packaged.is_file():
+        return packaged
+    names = ", ".join(sorted(p.stem for p in RECIPES_DIR.glob("*.toml")))
+    raise RecipeError(f"{name_or_path}: no such recipe file or packaged recipe ({names})")
+
+
+def load_recipe(name_or_path: str | Path) -> Recipe:
+    """Parse and check a recipe; every stage's config is built once here, so a typo in the
+    last stage fails before the first one runs."""
+    path = find_recipe(name_or_path)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise RecipeError(f"{path}: not a readable TOML file ({err})") from err
+    unknown = sorted(set(data) - {"validation_questions", "stages", "checks", "description"})
+    if unknown:
+        raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}")
+    raw = data.get("stages")
+    if not isinstance(raw, list) or not raw:
+        raise RecipeError(f"{path}: needs at least one [[stages]] table")
+    stages, seen = [], set()
+    for number, item in enumerate(raw, start=1):
+        stage = _stage(item, f"{path}: stage {number}")
+        if stage.name in seen:
+            raise RecipeError(f"{path}: stage {number}: duplicate name {stage.name!r}")
+        seen.add(stage.name)
+        stages.append(stage)
+    if stages[0].trainer != "sft":
+        raise RecipeError(f"{path}: the first stage must be 'sft' (it makes the model)")
+    validation = data.get("validation_questions", 200)
+    if not isinstance(validation, int) or validation < 1:
+        raise RecipeError(f"{path}: validation_questions must be a positive integer")
+    checks = data.get("checks", {})
+    if not isinstance(checks, dict) or not all(
+        isinstance(v, int | float) and not isinstance(v, bool) for v in checks.values()
+    ):
+        raise RecipeError(f"{path}: [checks] maps metric names to numbers")
+    recipe = Recipe(path, tuple(stages), validation, {k: float(v) for k, v in checks.items()})
+    for stage in recipe.stages:
+        stage_config(recipe, stage, init="")  # every config builds (ConfigError names the key)
+    return recipe
+
+
+def _stage(item: Any, where: str) -> Stage:
+    if not isinstance(item, dict):
+        raise RecipeError(f"{where}: must be a table")
+    unknown = sorted(set(item) - {"name", "trainer", "config"})
+    if unknown:
+        raise RecipeError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    name, trainer, config = item.get("name"), item.get("trainer"), item.get("config", {})
+    if not isinstance(name, str) or not name.replace("-", "").replace("_", "").isalnum():
+        raise RecipeError(f"{where}: 'name' must be letters, digits, '-' or '_'")
+    if trainer not in TRAINERS:
+        raise RecipeError(f"{where}: 'trainer' must be one of {', '.join(TRAINERS)}")
+    if not isinstance(config, dict):
+        raise RecipeError(f"{where}: 'config' must be a table")
+    for key in ("minutes", "init_from", "validation_questions"):
+        if key in config:
+            raise RecipeError(f"{where}: config.{key} is set by the recipe runner, not a stage")
+    budget = config.get("max_steps")
+    if not isinstance(budget, int) or budget < 1:
+        raise RecipeError(f"{where}: config.max_steps must be a positive step budget")
+    return Stage(name, trainer, config)
+
+
+def stage_config(recipe: Recipe, stage: Stage, init: str) -> Any:
+    """The stage's trainer config: its table over the trainer's defaults, a steps budget only,
+    and (SFT) the recipe's validation hold-out and ``init``."""
+    from mmsr.config import build, merge
+
+    if stage.trainer == "vision":
+        from mmsr.train.vision import VisionConfig
+
+        return build(VisionConfig, merge(stage.config, {"minutes": 0.0}))
+    from mmsr.train.sft import load_sft_config
+
+    fixed = {
+        "minutes": 0.0,
+        "eval_every_minutes": 0.0,
+        "init_from": init,
+        "validation_questions": recipe.validation_questions,
+    }
+    return load_sft_config(None, merge(stage.config, fixed))
+
+
+def run_recipe(
+    recipe: Recipe,
+    world: str | Path,
+    index: str | Path,
+    out: str | Path,
+    *,
+    work: str | Path | None = None,
+    until: str | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Run the recipe's stages not yet done (all, or up to ``until``), then copy the last
+    stage's model to ``out``; returns the report (also ``out/recipe_report.json``)."""
+    out = Path(out)
+    work = Path(work) if work is not None else out.with_name(out.name + ".stages")
+    if until is not None and until not in {s.name for s in recipe.stages}:
+        raise RecipeError(f"--until {until!r}: the recipe has no such stage")
+    work.mkdir(parents=True, exist_ok=True)
+    init, rows = "", []
+    for number, stage in enumerate(recipe.stages, start=1):
+        folder = work / f"{number:02d}-{stage.name}"
+        rows.append(_run_stage(recipe, stage, folder, init, world, index, progress))
+        init = str(folder)
+        if stage.name == until:
+            logger.info("stopped after stage %s (--until)", stage.name)
+            return {"stages": rows, "finished": False}
+    report = {
+        "recipe": str(recipe.path),
+        "stages": rows,
+        "minutes": round(sum(r["seconds"] for r in rows) / 60.0, 1),
+        "checks": check(recipe.checks, rows[-1]["final"]),
+        "finished": True,
+    }
+    _publish(Path(init), out, recipe, report)
+    return report
+
+
+def _run_stage(
+    recipe: Recipe,
+    stage: Stage,
+    folder: Path,
+    init: str,
+    world: str | Path,
+    index: str | Path,
+    progress: bool,
+) -> dict[str, Any]:
+    marker = folder / STAGE_FILE
+    if marker.is_file():
+        row: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
+        logger.info("stage %s: done before (%.1f min), skipped", stage.name, row["seconds"] / 60)
+        return row
+    shutil.rmtree(folder, ignore_errors=True)  # a stage that was cut starts again
+    config = stage_config(recipe, stage, init)
+    logger.info(
+        "stage %s (%s, %d steps) from %s",
+        stage.name,
+        stage.trainer,
+        config.max_steps,
+        init or "a fresh model",
+    )
+    start = time.perf_counter()
+    if stage.trainer == "vision":
+        from mmsr.train.vision import train_vision
+
+        metrics = train_vision(
+            Path(world), Path(index), Path(init), folder, config, progress=progress
+        )
+        final = metrics["final"]
+    else:
+        from mmsr.train.sft import train_sft
+
+        final = train_sft(config, world, index, folder, eval_split="validation", progress=progress)
+    row = {
+        "name": stage.name,
+        "trainer": stage.trainer,
+        "steps": config.max_steps,
+        "seconds": round(time.perf_counter() - start, 1),
+        "final": final,
+    }
+    tmp = marker.with_suffix(".tmp")
+    tmp.write_text(json.dumps(row, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(marker)
+    return row
+
+
+def check(checks: dict[str, float], final: dict[str, Any]) -> dict[str, Any]:
+    """Each check's value in ``final`` (a dotted path) against its minimum."""
+    out = {}
+    for name, minimum in checks.items():
+        value: Any = final
+        for part in name.split("."):
+            value = value.get(part) if isinstance(value, dict) else None
+        ok = isinstance(value, int | float) and value >= minimum
+        out[name] = {"min": minimum, "value": value, "ok": ok}
+    return out
+
+
+def _publish(last: Path, out: Path, recipe: Recipe, report: dict[str, Any]) -> None:
+    """The last stage's files, the recipe and the report, into ``out`` (replaced whole)."""
+    tmp = out.with_name(f".{out.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(last, tmp, ignore=shutil.ignore_patterns(STAGE_FILE))
+    shutil.copy(recipe.path, tmp / "recipe.toml")
+    (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    old = out.with_name(f".{out.name}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if out.exists():
+        out.rename(old)
+    tmp.rename(out)
+    shutil.rmtree(old, ignore_errors=True)

@@ -1,0 +1,153 @@
+"""Warm-start recipes: parsing with clear errors, a micro chain end to end on the small world,
+resuming past the stages done, the validation hold-out, the checks."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from mmsr.train.recipe import RecipeError, check, load_recipe, run_recipe
+from mmsr.train.world_kit import split_validation
+
+MICRO_SFT = """
+model_preset = "micro"
+vocab_size = 600
+max_steps = 2
+warmup_steps = 1
+batch_size = 2
+primer_steps = 1
+primer_batch_size = 2
+final_questions = 2
+[stages.config.eval]
+questions = 2
+max_new_tokens = 24
+"""
+
+MICRO = f"""
+validation_questions = 4
+
+[[stages]]
+name = "first"
+trainer = "sft"
+[stages.config]
+{MICRO_SFT}
+
+[[stages]]
+name = "tower"
+trainer = "vision"
+[stages.config]
+max_steps = 2
+batch_size = 4
+eval_pictures = 8
+eval_every = 0
+
+[[stages]]
+name = "last"
+trainer = "sft"
+[stages.config]
+seed = 5
+{MICRO_SFT.replace("primer_steps = 1", "primer_steps = 0")}
+
+[checks]
+"all.format" = 0.0
+"all.accuracy" = 2.0
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "r.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+BAD: list[tuple[str, str]] = [
+    ("validation_questions = 3", "needs at least one [[stages]]"),
+    ("colour = 1\n[[stages]]\nname='a'\ntrainer='sft'", "unknown key(s) colour"),
+    ("[[stages]]\nname='a'\ntrainer='gym'\n[stages.config]\nmax_steps=1", "'trainer' must be"),
+    ("[[stages]]\nname='a b'\ntrainer='sft'", "'name' must be"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nminutes=3.0\nmax_steps=1",
+     "config.minutes is set by the recipe runner"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nlr=1e-3", "config.max_steps"),
+    ("[[stages]]\nname='a'\ntrainer='vision'\n[stages.config]\nmax_steps=1",
+     "the first stage must be 'sft'"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n"
+     "[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1", "duplicate name 'a'"),
+    ("[[stages]\n", "not a readable TOML file"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\nx='high'",
+     "[checks] maps metric names to numbers"),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(("text", "message"), BAD)
+def test_bad_recipes_are_refused_with_the_file_named(
+    tmp_path: Path, text: str, message: str
+) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(RecipeError) as info:
+        load_recipe(path)
+    assert str(path) in str(info.value) and message in str(info.value)
+
+
+def test_a_typo_in_a_later_stage_fails_before_the_first_runs(tmp_path: Path) -> None:
+    from mmsr.config import ConfigError
+
+    text = MICRO.replace("eval_every = 0", "eval_evry = 0")
+    with pytest.raises(ConfigError, match="eval_evry"):
+        load_recipe(write(tmp_path, text))
+
+
+def test_an_unknown_recipe_name_lists_the_packaged_ones() -> None:
+    with pytest.raises(RecipeError, match="warmstart-tiny"):
+        load_recipe("no-such-recipe")
+
+
+def test_the_packaged_recipes_load() -> None:
+    recipe = load_recipe("warmstart-tiny")
+    assert recipe.stages[0].trainer == "sft"
+    assert all(s.config["max_steps"] > 0 for s in recipe.stages)
+
+
+def test_the_validation_hold_out_is_seeded_and_disjoint() -> None:
+    samples: list[Any] = list(range(50))
+    rest, held = split_validation(samples, 10, seed=7)
+    assert len(held) == 10 and not set(rest) & set(held) and len(rest) == 40
+    assert split_validation(samples, 10, seed=7) == (rest, held)
+    assert split_validation(samples, 10, seed=8)[1] != held
+    assert split_validation(samples, 0, seed=7) == (samples, [])
+    with pytest.raises(ValueError, match="cannot hold out"):
+        split_validation(samples, 50, seed=7)
+
+
+def test_checks_read_dotted_paths() -> None:
+    final = {"all": {"accuracy": 0.5}, "search_free": {"accuracy": 0.9}}
+    out = check({"all.accuracy": 0.6, "search_free.accuracy": 0.85, "none.x": 0.0}, final)
+    assert [out[k]["ok"] for k in out] == [False, True, False]
+    assert out["none.x"]["value"] is None
+
+
+def test_a_micro_recipe_runs_end_to_end_and_resumes(
+    small_world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    world, index = small_world
+    recipe = load_recipe(write(tmp_path, MICRO))
+    out, work = tmp_path / "model", tmp_path / "stages"
+    partial = run_recipe(recipe, world, index, out, work=work, until="tower")
+    assert not partial["finished"] and [r["name"] for r in partial["stages"]] == ["first", "tower"]
+    assert not out.exists()
+    first = json.loads((work / "01-first" / "stage.json").read_text())
+    assert first["final"]["eval_split"] == "validation"  # never the test split
+    (work / "03-last").mkdir()  # a stage cut short: no stage.json, so it runs again
+    report = run_recipe(recipe, world, index, out, work=work)
+    assert report["finished"] and [r["name"] for r in report["stages"]] == [
+        "first",
+        "tower",
+        "last",
+    ]
+    assert report["stages"][0] == first  # done before: skipped, its record kept
+    assert (out / "config.json").is_file() and (out / "recipe.toml").read_text() == MICRO
+    saved = json.loads((out / "recipe_report.json").read_text())
+    assert saved["checks"]["all.format"]["ok"] and not saved["checks"]["all.accuracy"]["ok"]
+    assert json.loads((out / "sft_config.json").read_text())["validation_questions"] == 4
