@@ -216,7 +216,12 @@ def _print_summary(summary: dict[str, Any]) -> None:
     if decision is not None:
         failed = [k for k, v in decision.items() if k != "met" and not v]
         verdict = "met" if decision["met"] else "not met; short of " + ", ".join(failed)
-        print(f"search decision (issue #11 criteria): {verdict}")
+        print(f"search decision (SR, precision, recall, accuracy bars): {verdict}")
+    regime = summary.get("regime")
+    if regime is not None:
+        failed = [k for k, v in regime.items() if k != "met" and not v]
+        verdict = "met" if regime["met"] else "not met; short of " + ", ".join(failed)
+        print(f"the paper's regime (searching pays, the penalty decides): {verdict}")
     training = summary.get("training")
     if training and "probe_reward" in training:
         steps = ", ".join(

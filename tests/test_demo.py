@@ -91,6 +91,42 @@ def test_decision_check_reports_each_criterion() -> None:
     assert decision_check({"rag": rag}) is None
 
 
+def test_regime_check_reports_each_criterion() -> None:
+    from mmsr.demo_report import regime_check
+
+    def row(acc: float, free: float, req: float, sr: float, sr_free: float, sr_req: float) -> dict:
+        return {
+            "accuracy": acc,
+            "accuracy/search_free": free,
+            "accuracy/search_required": req,
+            "search_ratio": sr,
+            "search_ratio/search_free": sr_free,
+            "search_ratio/search_required": sr_req,
+        }
+
+    # the paper's regime: searching pays, RL searches on demand, the penalty decides
+    paper = {
+        "direct": row(0.36, 0.95, 0.03, 0.0, 0.0, 0.0),
+        "rag": row(0.80, 0.94, 0.72, 1.0, 1.0, 1.0),
+        "oracle": row(0.82, 0.95, 0.74, 0.65, 0.0, 1.0),
+        "on_demand_rl": row(0.79, 0.93, 0.71, 0.66, 0.10, 0.95),
+        "on_demand_rl_no_penalty": row(0.80, 0.94, 0.72, 0.80, 0.40, 0.97),
+    }
+    ok = regime_check(paper)
+    assert ok is not None and ok["met"]
+    # ours before: search hurt a known answer, so rag lost to direct and the penalty was inert
+    ours = {**paper, "rag": row(0.33, 0.39, 0.30, 1.0, 1.0, 1.0)}
+    ours["on_demand_rl_no_penalty"] = paper["on_demand_rl"]
+    bad = regime_check(ours)
+    assert bad is not None and not bad["met"]
+    assert not bad["rag_at_least_direct_plus_20_points"]
+    assert not bad["penalty_removes_15_points_of_search_free_searches"]
+    assert bad["oracle_at_least_0.75"]
+    without = {k: v for k, v in paper.items() if k != "on_demand_rl_no_penalty"}
+    assert "penalty_removes_15_points_of_search_free_searches" not in (regime_check(without) or {})
+    assert regime_check({"rag": paper["rag"]}) is None
+
+
 def test_missing_warmstart_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="no warm-start model"):
         run_demo(DemoConfig(out=tmp_path, warmstart=tmp_path / "nothing"))
