@@ -58,10 +58,18 @@ class ChatClient:
     ) -> None:
         key = os.environ.get(api_key_env, "")
         headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._client = httpx.Client(
-            base_url=base_url.rstrip("/"), headers=headers, timeout=timeout_s, transport=transport
-        )
+        try:
+            self._client = httpx.Client(
+                base_url=base_url.rstrip("/"),
+                headers=headers,
+                timeout=timeout_s,
+                transport=transport,
+            )
+        except httpx.InvalidURL as err:  # its message quotes the bad part, never a password
+            raise ValueError(f"chat API url is not a url ({err})") from None
         self.model, self.max_retries, self.backoff_s = model, max_retries, backoff_s
+        # where the API is, for messages: without a user:password the url may carry
+        self.endpoint = str(self._client.base_url.copy_with(userinfo=b""))
         self._lock = threading.Lock()
         self.calls = 0
         self.retries = 0
@@ -109,7 +117,8 @@ class ChatClient:
                 problem, wait = f"HTTP {response.status_code}", _retry_after(response)
             if attempt == self.max_retries:
                 raise ChatError(
-                    f"chat API failed after {attempt + 1} attempts: {problem}", retryable=True
+                    f"chat API at {self.endpoint} failed after {attempt + 1} attempts: {problem}",
+                    retryable=True,
                 )
             delay = (
                 wait if wait is not None else self.backoff_s * 2**attempt * (0.5 + random.random())

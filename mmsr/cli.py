@@ -74,6 +74,34 @@ def configure_logging(verbose: bool) -> None:
             handler.addFilter(_CliLogFilter(verbose))
 
 
+def port_number(text: str) -> int:
+    """An argparse type: a TCP port, 0 to 65535 (a bad one is argparse's usage error)."""
+    try:
+        port = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
+    return port
+
+
+def _user_error(err: BaseException) -> str | None:
+    """The one line a user sees for ``err``, or None for a programming error (a traceback).
+
+    Bad files and values are ``ValueError``/``OSError``; a chat API that stays unreachable is
+    a ``ChatError`` (looked up only if ``mmsr.chat`` was imported, to keep this module cheap);
+    a ``RecursionError`` is input nested deeper than a parser recurses, where no reader named
+    the file."""
+    chat = sys.modules.get("mmsr.chat")
+    if isinstance(err, ValueError | OSError) or (chat and isinstance(err, chat.ChatError)):
+        text = str(err)
+    elif isinstance(err, RecursionError):
+        text = "an input is nested too deeply to read (run with -v for the traceback)"
+    else:
+        return None
+    return _USERINFO.sub("//***@", " ".join(text.split()))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="mmsr", description="Teach multimodal models to search only when they need to."
@@ -119,8 +147,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(func(args) or 0)
-    except (ValueError, OSError) as err:  # user errors: bad files, bad values
-        print(f"mmsr: error: {err}", file=sys.stderr)
+    except (ValueError, OSError, RuntimeError) as err:  # RuntimeError: ChatError, RecursionError
+        line = _user_error(err)
+        if line is None or (args.verbose and isinstance(err, RecursionError)):
+            raise
+        print(f"mmsr: error: {line}", file=sys.stderr)
         return 1
 
 

@@ -12,6 +12,8 @@ the trainers save next to every run. No torch here.
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -27,9 +29,42 @@ class ConfigError(ValueError):
     """A preset or override that does not fit the config."""
 
 
+def _yaml_problem(err: yaml.YAMLError | RecursionError) -> str:
+    """What is wrong with a YAML text, on one line (PyYAML's own message spans several)."""
+    if isinstance(err, RecursionError):
+        return "nested too deeply"
+    if isinstance(err, yaml.MarkedYAMLError) and err.problem_mark is not None:
+        mark = err.problem_mark
+        return f"{err.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(err).split())
+
+
+def load_yaml(text: str, where: str) -> Any:
+    """The value of the YAML ``text``; a ``ConfigError`` naming ``where`` when it is not YAML
+    or nests too deeply for the parser (which recurses)."""
+    try:
+        return yaml.safe_load(text)
+    except (yaml.YAMLError, RecursionError) as err:
+        raise ConfigError(f"{where}: not valid YAML ({_yaml_problem(err)})") from None
+
+
+def read_json(path: str | Path) -> Any:
+    """The value of the JSON file ``path``; a ``ValueError`` naming the file when it is not
+    UTF-8 JSON or nests too deeply for the parser (which recurses)."""
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        problem = f"{err.msg} at line {err.lineno}, column {err.colno}"
+    except UnicodeDecodeError:
+        problem = "not UTF-8 text"
+    except RecursionError:
+        problem = "nested too deeply"
+    raise ValueError(f"{path}: not valid JSON ({problem})")
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     """A YAML file that holds one mapping (an empty file is an empty mapping)."""
-    data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    data = load_yaml(Path(path).read_text(encoding="utf-8"), str(path))
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -62,7 +97,7 @@ def parse_overrides(args: Sequence[str]) -> dict[str, Any]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {key} conflicts with another override")
-        node[leaf] = yaml.safe_load(value)
+        node[leaf] = load_yaml(value, f"override --{key}")
     return result
 
 
@@ -119,18 +154,29 @@ def _coerce(value: Any, hint: Any, where: str) -> Any:
         if value not in typing.get_args(hint):
             raise ConfigError(f"{where}: {value!r} is not one of {typing.get_args(hint)}")
         return value
-    if hint is float and isinstance(value, int | float) and not isinstance(value, bool):
-        return float(value)
-    if hint is float and isinstance(value, str):  # YAML 1.1 reads "3e-5" as a string
-        try:
-            return float(value)
-        except ValueError:
-            pass
+    if hint is float:
+        return _float(value, where)
     if hint in (int, str, bool) and type(value) is hint:
         return value
     if hint is Any:
         return value
     raise ConfigError(f"{where}: expected {getattr(hint, '__name__', hint)}, got {value!r}")
+
+
+def _float(value: Any, where: str) -> float:
+    """``value`` as a float setting; NaN is refused (every comparison with it is false, so no
+    check downstream would catch it)."""
+    # YAML 1.1 reads "3e-5" as a string
+    number_like = isinstance(value, int | float | str) and not isinstance(value, bool)
+    try:
+        number = float(value) if number_like else None
+    except (ValueError, OverflowError):  # not a number; an integer past float's range
+        number = None
+    if number is None:
+        raise ConfigError(f"{where}: expected float, got {value!r}")
+    if math.isnan(number):
+        raise ConfigError(f"{where}: expected a number, got {value!r}")
+    return number
 
 
 def build(cls: type[C], data: Mapping[str, Any], where: str = "") -> C:

@@ -35,6 +35,8 @@ class RunFolderBusy(ValueError):
 
 def _lock(folder: Path) -> int:
     """An open descriptor of ``folder``'s lock file, flocked; ``RunFolderBusy`` if taken."""
+    if folder.exists() and not folder.is_dir():  # mkdir would only say "File exists"
+        raise ValueError(f"--out {folder} is a file, not a folder; give a folder for the run")
     folder.mkdir(parents=True, exist_ok=True)
     fd = os.open(folder / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
     try:
@@ -83,10 +85,22 @@ def read_finished(path: Path) -> list[dict[str, Any]]:
             f.truncate(end)
     records = []
     for number, line in enumerate(data[:end].splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError as err:
-            raise ValueError(f"{path}: line {number} is not JSON ({err.msg})") from None
+        if line.strip():
+            records.append(_record(line, f"{path}: line {number}"))
     return records
+
+
+def _record(line: bytes, where: str) -> dict[str, Any]:
+    """The JSON object on ``line``; a ``ValueError`` naming ``where`` for anything else (not
+    JSON, not UTF-8, nested deeper than the parser recurses, not an object)."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{where} is not JSON ({err.msg})") from None
+    except ValueError as err:  # not UTF-8, or an integer of thousands of digits
+        raise ValueError(f"{where} is not readable JSON ({err})") from None
+    except RecursionError:
+        raise ValueError(f"{where} is nested too deeply") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{where} is a JSON {type(record).__name__}, not an object")
+    return record

@@ -50,6 +50,15 @@ def test_image_hits_carry_thumbnails(root: str) -> None:
     assert hits[0].thumbnail.convert("RGB").tobytes() == query.tobytes()
 
 
+def test_a_query_larger_than_the_service_decodes_is_sent_scaled_down(root: str) -> None:
+    # 6 megapixels: the service decodes at most 2048x2048 of a PNG (413 above), so the client
+    # sends the picture scaled to fit, aspect kept
+    image = client(root).image
+    assert isinstance(image, ImageSearchBackend)
+    (hit,) = image.search(Image.new("RGB", (3000, 2000), (9, 9, 9)), 1)
+    assert hit.title == "2508x1672 #0"
+
+
 @pytest.mark.parametrize(
     ("token", "query", "match", "retryable"),
     [

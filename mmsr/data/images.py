@@ -79,8 +79,18 @@ def image_problem(data: bytes) -> str | None:
         with Image.open(io.BytesIO(data)) as img:
             img.verify()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        return f"{type(err).__name__}: {err}"
+        return f"{type(err).__name__}: {_pillow_problem(err)}"
     return None
+
+
+def _pillow_problem(err: Exception) -> str:
+    """Pillow's reason in words; its "cannot identify image file <_io.BytesIO object at …>"
+    names a buffer, not a file, so it says what that means instead."""
+    from PIL import UnidentifiedImageError
+
+    return (
+        "not an image format Pillow knows" if isinstance(err, UnidentifiedImageError) else str(err)
+    )
 
 
 DATA_ID_KEY = "data_id"
@@ -92,8 +102,9 @@ def open_image(data: bytes, data_id: str | None = None) -> Any:
     """The image in ``data`` as an RGB PIL image (what the search backends and policies take),
     with ``data_id`` (when given) in ``image.info["data_id"]``.
 
-    Raises ``ValueError`` when the bytes are not an image; loaders have already dropped such
-    bytes, so this only fails on samples built by hand.
+    Raises ``ValueError`` naming the question (``data_id``) when the bytes are not an image:
+    loaders drop bytes that fail Pillow's quick check, so this fails on samples built by hand
+    and on images cut short after their header (which that check cannot see).
     """
     from PIL import Image, UnidentifiedImageError
 
@@ -101,7 +112,8 @@ def open_image(data: bytes, data_id: str | None = None) -> Any:
         with Image.open(io.BytesIO(data)) as img:
             image = img.convert("RGB")
     except (UnidentifiedImageError, OSError) as err:
-        raise ValueError(f"not a readable image ({err})") from err
+        whose = "" if data_id is None else f"question {data_id!r}: "
+        raise ValueError(f"{whose}not a readable image ({_pillow_problem(err)})") from None
     if data_id is not None:
         image.info[DATA_ID_KEY] = data_id
     return image

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmsr.config import ConfigError
+from mmsr.config import ConfigError, read_json
 
 CONFIG_FILE = "config.json"
 EVAL_REWARD_MODES = ("em", "subem", "f1")
@@ -100,8 +101,8 @@ class EvalRunConfig:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1 (or None: all), got {self.limit}")
-        if self.temperature < 0:
-            raise ConfigError(f"temperature must be at least 0, got {self.temperature}")
+        if not (math.isfinite(self.temperature) and self.temperature >= 0):
+            raise ConfigError(f"temperature must be at least 0 and finite, got {self.temperature}")
         self._check_local(kind)
 
     def _check_local(self, kind: str) -> None:
@@ -225,7 +226,7 @@ def check_resume(out: Path, now: SavedEvalConfig) -> None:
     path = out / CONFIG_FILE
     if not path.is_file():
         return
-    before = SavedEvalConfig.from_json(json.loads(path.read_text(encoding="utf-8")), str(path))
+    before = SavedEvalConfig.from_json(read_json(path), str(path))
     changed = before.changed(now)
     if changed:
         raise ConfigError(

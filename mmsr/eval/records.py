@@ -29,6 +29,35 @@ OLD_LINE_DEFAULTS: dict[str, Any] = {
 }
 
 
+# What the keys the metrics and reports compute with must hold (JSON's names for the message),
+# so that a damaged line is refused when read, not a TypeError deep inside a later reader.
+_SHAPES: dict[str, tuple[tuple[type, ...], str]] = {
+    **dict.fromkeys(("turns", "actions", "tool_calls", "images", "golds"), ((list,), "an array")),
+    "reward": ((dict,), "an object"),
+    **dict.fromkeys(
+        ("n_tokens", "n_trained_tokens", "image_calls", "text_calls", "n_assistant_turns"),
+        ((int,), "an integer"),
+    ),
+}
+_ITEMS: dict[str, tuple[tuple[type, ...], str]] = {
+    **dict.fromkeys(("turns", "actions", "tool_calls"), ((dict,), "objects")),
+    "golds": ((str,), "strings"),
+    "images": ((str, type(None)), "strings or null"),
+}
+
+
+def _shape_problem(values: Mapping[str, Any]) -> str | None:
+    """The first key of a line whose value has the wrong JSON type, said in words."""
+    for key, (kinds, words) in _SHAPES.items():
+        value = values[key]
+        if not isinstance(value, kinds) or isinstance(value, bool):
+            return f"{key!r} must be {words}, got {type(value).__name__}"
+        item_kinds, item_words = _ITEMS.get(key, ((object,), ""))
+        if isinstance(value, list) and not all(isinstance(v, item_kinds) for v in value):
+            return f"{key!r} must hold {item_words}"
+    return None
+
+
 @dataclass(frozen=True)
 class ResultLine:
     """One question's trajectory with its scores; fields in the order of the JSON keys."""
@@ -92,6 +121,9 @@ class ResultLine:
                 f"{where}: not an eval result line (missing: {', '.join(missing) or '-'}; "
                 f"unknown: {', '.join(unknown) or '-'})"
             )
+        problem = _shape_problem(values)
+        if problem is not None:
+            raise ValueError(f"{where}: the line of question {values['id']!r}: {problem}")
         seq = ("turns", "actions", "tool_calls", "images", "golds")
         kwargs: dict[str, Any] = {n: tuple(values[n]) if n in seq else values[n] for n in names}
         return cls(**kwargs)

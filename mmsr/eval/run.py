@@ -199,10 +199,12 @@ def run_eval(cfg: EvalRunConfig) -> dict[str, Any]:
     """Evaluate (or resume) the run ``cfg`` describes; returns what ``metrics.json`` holds.
     Holds ``cfg.out`` for the run: a second run on it at the same time is refused at once."""
     from mmsr.eval.methods import get_method
-    from mmsr.search.registry import search_config_from_spec
+    from mmsr.search.registry import parse_search_config, search_config_from_spec
 
     method = get_method(cfg.method)
     search = search_config_from_spec(cfg.search) or None
+    if search is not None:
+        parse_search_config(search)  # checks it (a bad url, a typo) before the folder is taken
     with hold_run_folder(cfg.out):
         return _run_held(cfg, method, search)
 

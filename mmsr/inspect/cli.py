@@ -13,6 +13,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any
 
+from mmsr.cli import port_number
 from mmsr.inspect import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:
@@ -39,7 +40,10 @@ def register(subparsers: Any) -> None:
         help="address to listen on (default: %(default)s, this machine only)",
     )
     p.add_argument(
-        "--port", type=int, default=DEFAULT_PORT, help="port to listen on (default: %(default)s)"
+        "--port",
+        type=port_number,
+        default=DEFAULT_PORT,
+        help="port to listen on (default: %(default)s)",
     )
     p.set_defaults(func=_cmd_inspect)
 

@@ -29,6 +29,8 @@ from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (
     smart_resize,
 )
 
+from mmsr.config import read_json
+
 logger = logging.getLogger(__name__)
 
 PREPROCESSOR_FILE = "preprocessor_config.json"
@@ -167,7 +169,9 @@ class ImageProcessor:
     @classmethod
     def from_pretrained(cls, folder: str | Path) -> ImageProcessor:
         """Read ``preprocessor_config.json`` (ours, or a real Qwen2/2.5-VL checkpoint's)."""
-        data = json.loads((Path(folder) / PREPROCESSOR_FILE).read_text())
+        data = read_json(Path(folder) / PREPROCESSOR_FILE)
+        if not isinstance(data, dict):
+            raise ValueError(f"{Path(folder) / PREPROCESSOR_FILE}: expected a JSON object")
         defaults = asdict(
             ImageProcessorConfig(fixed_size=None, max_pixels=12845056, min_pixels=3136)
         )

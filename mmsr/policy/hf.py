@@ -24,6 +24,7 @@ requests, which bounds the KV cache.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
@@ -96,7 +97,7 @@ class HFPolicy:
         sampler: Sampler = "auto",
         kv_reuse: bool = True,
     ) -> None:
-        if temperature < 0 or not 0 < top_p <= 1:
+        if not (0 <= temperature < math.inf and 0 < top_p <= 1):  # NaN fails too
             raise ValueError(f"bad sampling settings: temperature={temperature}, top_p={top_p}")
         if max_batch < 0:
             raise ValueError(f"max_batch must be >= 0 (0: no limit), got {max_batch}")

@@ -61,12 +61,16 @@ class SQLiteStore:
         self._local = threading.local()
         self._connections: list[sqlite3.Connection] = []
         self._lock = threading.Lock()
-        conn = self._conn()
-        with conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS entries "
-                "(key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL)"
-            )
+        try:
+            conn = self._conn()
+            with conn:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS entries "
+                    "(key TEXT PRIMARY KEY, value BLOB NOT NULL, created REAL NOT NULL)"
+                )
+        except sqlite3.DatabaseError as err:  # a text file, a folder, a damaged database
+            self.close()
+            raise ValueError(f"{self.path}: not a usable SQLite cache file ({err})") from None
 
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)

@@ -16,6 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -45,6 +46,18 @@ class HttpConfig:
     """Which tools the service offers to this client."""
     trust_env: bool = False
     """Use proxy settings from the environment (off: the service is usually on a LAN)."""
+
+    def __post_init__(self) -> None:
+        # checked here, when the config is built: a bad url would otherwise fail every search
+        # as an observation, and a run would end "successfully" with no search done
+        try:
+            parts = urlsplit(self.url)
+            ok = parts.scheme in ("http", "https") and bool(parts.hostname)
+            parts.port  # noqa: B018 - raises on a port out of range or not a number
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"url {self.url!r} is not http(s)://HOST[:PORT]")
 
 
 def _detail(response: httpx.Response) -> str | None:
@@ -110,7 +123,9 @@ class HttpImageSearch(_Service):
         if isinstance(image, str):
             payload: dict[str, Any] = {"image_url": image, "k": k}
         else:
-            payload = {"image_base64": imagecodec.to_base64(image, "PNG"), "k": k}
+            # the service decodes no more than QUERY_MAX_PIXELS by default: send no more
+            query = imagecodec.fit_pixels(image, imagecodec.QUERY_MAX_PIXELS)
+            payload = {"image_base64": imagecodec.to_base64(query, "PNG"), "k": k}
         out = []
         for hit in self.hits("/image_search", payload):
             try:

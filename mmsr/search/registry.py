@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmsr.config import ConfigError, build
+from mmsr.config import ConfigError, build, read_json
 from mmsr.search.base import SearchBackends
 from mmsr.search.cache import CacheConfig, open_cache, wrap_backends
 
@@ -141,13 +141,18 @@ def _namespace(config: SearchConfig) -> str:
 
 
 def load_search_config(path: str | Path) -> dict[str, Any]:
-    """A backend config from a ``.json`` or ``.toml`` file."""
+    """A backend config from a ``.json`` or ``.toml`` file; a ``ValueError`` naming the file
+    when it is not readable as one (bad syntax, not UTF-8, nested deeper than a parser
+    recurses)."""
     path = Path(path)
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".toml":
-        config: Any = tomllib.loads(text)
-    elif path.suffix == ".json":
-        config = json.loads(text)
+    if path.suffix == ".json":
+        config: Any = read_json(path)
+    elif path.suffix == ".toml":
+        try:
+            config = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError) as err:
+            problem = "nested too deeply" if isinstance(err, RecursionError) else str(err)
+            raise ValueError(f"{path}: not valid TOML ({problem})") from None
     else:
         raise ValueError(f"{path}: config must be .json or .toml")
     if not isinstance(config, dict):

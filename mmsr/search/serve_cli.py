@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from mmsr.cli import port_number
 from mmsr.search.base import SearchBackends
 from mmsr.search.registry import build_search, load_search_config
 
@@ -26,12 +27,20 @@ def register(search_subparsers: Any) -> None:
     source.add_argument("--index", type=Path, help="a local index folder (mmsr index build)")
     source.add_argument("--config", type=Path, help="a backend config file (.json or .toml)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on")
-    parser.add_argument("--port", type=int, default=8000, help="port to listen on")
+    parser.add_argument("--port", type=port_number, default=8000, help="port to listen on")
     parser.add_argument("--max-concurrency", type=int, default=8, help="backend calls at once")
     parser.add_argument("--max-queue", type=int, default=64, help="waiting requests before 503")
     parser.add_argument(
         "--max-body-bytes", type=int, default=8_000_000, help="largest request body (413 above)"
     )
+    parser.add_argument(
+        "--max-image-pixels",
+        type=int,
+        default=None,
+        help="most pixels a query image decodes to (default 2048x2048; a larger JPEG is decoded "
+        "smaller, any other image is refused with 413)",
+    )
+    parser.add_argument("--max-decodes", type=int, default=2, help="query images decoded at once")
     parser.add_argument(
         "--insecure-no-auth",
         action="store_true",
@@ -60,10 +69,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config: dict[str, Any] = {"backend": "local", "index": str(args.index)}
     else:
         config = load_search_config(args.config)
+    pixels = {} if args.max_image_pixels is None else {"max_image_pixels": args.max_image_pixels}
     limits = ServiceConfig(
         max_body_bytes=args.max_body_bytes,
         max_concurrency=args.max_concurrency,
         max_queue=args.max_queue,
+        max_decodes=args.max_decodes,
+        **pixels,
     )
     serve(build_backends(config), host=args.host, port=args.port, token=token, config=limits)
     return 0

@@ -10,7 +10,8 @@ surrogates or numbers JSON cannot write), and every answer is written as ASCII J
 request head must arrive within ``header_timeout_s`` (``mmsr.search.service_timeouts``).
 Backends are synchronous and run in worker threads, at most ``max_concurrency`` at once with
 ``max_queue`` waiting; beyond that a request gets 503 at once (counted apart: its instant
-answer is not a search latency). A ``SearchError`` is a 502 with its (safe) message.
+answer is not a search latency). Query images decode to at most ``max_image_pixels``, at most
+``max_decodes`` at once (``service_api``). A ``SearchError`` is a 502 with its (safe) message.
 
 FastAPI and uvicorn are imported here only: ``import mmsr.search`` does not load them.
 """
@@ -33,6 +34,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mmsr.search import imagecodec
 from mmsr.search import service_api as api
 from mmsr.search.base import SearchBackends, SearchError
 
@@ -60,6 +62,15 @@ class ServiceConfig:
     """Deadline for a request head (from connecting, or from the previous response)."""
     body_timeout_s: float = 30.0
     """Deadline for reading a request body; slower is 408."""
+    max_image_pixels: int = imagecodec.QUERY_MAX_PIXELS
+    """Most pixels a query image may decode to (a larger JPEG is decoded smaller; else 413)."""
+    max_decodes: int = 2
+    """Query images being decoded at once (each may briefly take several times its pixels)."""
+
+    def __post_init__(self) -> None:
+        for name in ("max_body_bytes", "max_concurrency", "max_image_pixels", "max_decodes"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
 
 
 class SafeJSONResponse(JSONResponse):
@@ -252,7 +263,11 @@ def create_app(
 
     admission, counters = Admission(config.max_concurrency, config.max_queue), Counters()
     handlers = api.Handlers(
-        backends, config.allow_loopback_image_urls, config.image_fetch_timeout_s
+        backends,
+        config.allow_loopback_image_urls,
+        config.image_fetch_timeout_s,
+        max_pixels=config.max_image_pixels,
+        max_decodes=config.max_decodes,
     )
 
     @app.get("/health")

@@ -3,8 +3,10 @@
 The models bound every field (query length, k, number of queries) and take numbers strictly
 (``true`` or ``"5"`` is not a k), so a malformed request is a 422 before any backend runs.
 ``Handlers`` runs in worker threads: it calls the backends and turns hits into JSON
-(thumbnails as base64 PNG). Bad images, refused and malformed image urls are 400; a missing
-tool is 404.
+(thumbnails as base64 PNG). Query images are decoded at most ``max_decodes`` at a time and to
+at most ``max_pixels`` pixels (a larger one is 413), so the memory they take stays bounded
+under any mix of requests; each is closed once its hits are written. Bad images, refused and
+malformed image urls are 400; a missing tool is 404.
 """
 
 from __future__ import annotations
@@ -98,10 +100,21 @@ def retrieve_document(hit: TextHit, rank: int) -> dict[str, Any]:
 class Handlers:
     """The work of each endpoint, run in a worker thread."""
 
-    def __init__(self, backends: SearchBackends, allow_loopback: bool, timeout_s: float) -> None:
+    def __init__(
+        self,
+        backends: SearchBackends,
+        allow_loopback: bool,
+        timeout_s: float,
+        *,
+        max_pixels: int = imagecodec.QUERY_MAX_PIXELS,
+        max_decodes: int = 2,
+    ) -> None:
         self.backends, self.allow_loopback, self.timeout_s = backends, allow_loopback, timeout_s
+        self.max_pixels = max_pixels
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
+        # decoding briefly needs several times an image's pixels: bound how many at once
+        self._decodes = threading.BoundedSemaphore(max_decodes)
 
     def _text(self) -> TextSearchBackend:
         if self.backends.text is None:
@@ -119,8 +132,13 @@ class Handlers:
 
     def image_search(self, request: ImageSearchRequest) -> dict[str, Any]:
         backend = self._image()
-        hits = backend.search(self._image_query(backend, request), request.k)
-        return {"hits": [image_hit_json(h) for h in hits[: request.k]]}
+        query = self._image_query(backend, request)
+        try:
+            hits = backend.search(query, request.k)
+            return {"hits": [image_hit_json(h) for h in hits[: request.k]]}
+        finally:
+            if hasattr(query, "close"):
+                query.close()  # frees the pixels now, not when the collector gets to them
 
     def retrieve(self, request: RetrieveRequest) -> dict[str, Any]:
         text = self._text()
@@ -146,12 +164,17 @@ class Handlers:
 
         try:
             if request.image_base64 is not None:
-                return imagecodec.from_base64(request.image_base64)
+                with self._decodes:
+                    return imagecodec.from_base64(request.image_base64, max_pixels=self.max_pixels)
             url = str(request.image_url)
             check_url(url)
             if getattr(backend, "accepts_image_urls", False):
                 return url
-            return imagecodec.decode_image(self._download(url))
+            data = self._download(url)
+            with self._decodes:
+                return imagecodec.decode_image(data, max_pixels=self.max_pixels)
+        except imagecodec.ImageTooLarge as err:
+            raise HTTPException(413, str(err)) from None
         except (ValueError, BlockedUrl) as err:
             raise HTTPException(400, str(err)) from None
 

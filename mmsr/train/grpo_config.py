@@ -7,6 +7,7 @@ preset and ``--section.field value`` overrides to the defaults below; see ``mmsr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -207,6 +208,10 @@ class GRPOConfig:
             raise ValueError("optim.sigmoid_mid_step must be at least 1")
         if self.model.lora_rank < 0 or self.rollout.micro_batch_size < 0:
             raise ValueError("model.lora_rank and rollout.micro_batch_size must be >= 0")
+        if not (math.isfinite(self.rollout.temperature) and self.rollout.temperature >= 0):
+            raise ValueError(
+                f"rollout.temperature must be at least 0 and finite, got {self.rollout.temperature}"
+            )
         if not 0 < self.rollout.vllm_memory < 1:
             raise ValueError("rollout.vllm_memory must be a share of the GPU, in (0, 1)")
         if self.rollout.backend == "vllm" and not self.model.device.startswith("cuda"):

@@ -10,7 +10,6 @@ on ``model.device`` with the section's dtype, attention, LoRA and gradient check
 
 from __future__ import annotations
 
-import json
 import logging
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 import torch
 
+from mmsr.config import read_json
 from mmsr.data import load_samples
 from mmsr.models import PRESETS as MODEL_PRESETS
 from mmsr.models import build_tiny_model, load_model, save_pretrained, train_tokenizer
@@ -62,7 +62,7 @@ def scratch_model(
     folder = out / INITIAL_MODEL
     if folder.is_dir():
         return folder
-    vocab = json.loads(vocab_file.read_text(encoding="utf-8")) if vocab_file.is_file() else []
+    vocab = read_json(vocab_file) if vocab_file.is_file() else []
     tokenizer = train_tokenizer(
         tokenizer_texts(samples, vocab), vocab_size=section.vocab_size, atomic_tokens=vocab
     )
@@ -118,6 +118,7 @@ def build_parts(cfg: GRPOConfig, out: Path) -> GRPOParts:
     samples = load_samples(cfg.data.train, limit=cfg.data.limit)
     if not samples:
         raise ValueError(f"{cfg.data.train}: no training questions")
+    search = build_tools(cfg.search)  # before the model: a bad search config fails at once
     out.mkdir(parents=True, exist_ok=True)
     source = Path(cfg.model.path) if cfg.model.path else None
     if source is None:
@@ -129,6 +130,6 @@ def build_parts(cfg: GRPOConfig, out: Path) -> GRPOParts:
         tokenizer=tokenizer,
         image_processor=processor,
         samples=samples,
-        search=build_tools(cfg.search),
+        search=search,
         source=source,
     )

@@ -18,11 +18,12 @@ What it is not: a measurement (the allocator's fragmentation is a fixed ``overhe
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from mmsr.config import read_json
 
 GIB = 1024**3
 OVERHEAD = 2 * GIB
@@ -217,7 +218,7 @@ def read_arch(model_path: str | None, shape: str) -> tuple[Arch, str]:
     ``model_path/config.json`` when it exists; else the named shape (``SHAPES`` or ``tiny``).
     """
     if model_path and (Path(model_path) / "config.json").is_file():
-        config = json.loads((Path(model_path) / "config.json").read_text(encoding="utf-8"))
+        config = read_json(Path(model_path) / "config.json")
         return Arch.from_config(config), f"{model_path}/config.json"
     from mmsr.models.shapes import SHAPES
 
