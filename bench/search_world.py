@@ -71,15 +71,20 @@ def test_pictures(world: Path) -> list[tuple[str, Image.Image]]:
 
 def twemoji_only_corpus(corpus: Path, out: Path) -> Path:
     """A copy of ``corpus`` whose pages keep their own picture only (no ``more_images``)."""
-    out.mkdir(parents=True, exist_ok=True)
+    if out.is_symlink() or out.is_file():
+        out.unlink()
+    shutil.rmtree(out, ignore_errors=True)
+    out.mkdir(parents=True)
     with (corpus / "pages.jsonl").open(encoding="utf-8") as src:
         rows = [json.loads(line) for line in src if line.strip()]
     with (out / "pages.jsonl").open("w", encoding="utf-8") as dst:
         for row in rows:
             row.pop("more_images", None)
             dst.write(json.dumps(row, ensure_ascii=False) + "\n")
-    if not (out / "images").exists():
-        (out / "images").symlink_to((corpus / "images").resolve())
+    (out / "images").mkdir(exist_ok=True)  # a copy: a corpus refuses links out of itself
+    for row in rows:
+        if "image" in row:
+            shutil.copyfile(corpus / row["image"], out / row["image"])
     return out
 
 

@@ -49,12 +49,14 @@ def world_stage(out: Path, seed: int, small: bool) -> Stage:
 
 
 def index_stage(corpus: Path, out: Path) -> Stage:
-    """``mmsr index build``: the local search index of the world's corpus."""
+    """``mmsr index build``: the local search index of the world's corpus, its pictures
+    embedded with the packaged image engine (the command's default)."""
 
     def run() -> Any:
+        from mmsr.assets import IMAGE_ENGINE
         from mmsr.search.local.index import build_index
 
-        return build_index(corpus, out, progress=True)
+        return build_index(corpus, out, progress=True, engine=IMAGE_ENGINE)
 
     return Stage("index", ("index", "build", "--corpus", str(corpus), "--out", str(out)), run)
 

@@ -12,6 +12,7 @@ import pytest
 from PIL import Image
 from search_helpers import query_image, write_corpus
 
+from mmsr.assets import IMAGE_ENGINE
 from mmsr.search.local.corpus import CorpusError, read_corpus
 from mmsr.search.local.engine import EngineTrainConfig, read_info, train_engine
 from mmsr.search.local.engine_data import corpus_pictures
@@ -107,6 +108,11 @@ def test_an_engine_folder_that_is_not_one_is_refused_before_any_work(tmp_path: P
     with pytest.raises(ValueError, match="not an image engine"):
         build_index(corpus, tmp_path / "idx", engine=tmp_path)
     assert not (tmp_path / "idx").exists()
+
+
+def test_the_packaged_engine_is_shipped_with_its_identity() -> None:
+    info = read_info(IMAGE_ENGINE)
+    assert info.classes >= 500 and info.validation and info.validation[-1]["rank1"] >= 0.9
 
 
 def test_format_2_indexes_still_open_as_efficientnet_color(

@@ -26,10 +26,10 @@ def register(subparsers: Any) -> None:
     build.add_argument("--threads", type=int, default=None, help="CPU threads for image features")
     build.add_argument(
         "--engine",
-        default="none",
+        default="packaged",
         help="image engine: 'packaged' (the one shipped with mmsr, trained on the offline "
         "world's pictures), 'none' (pretrained EfficientNet features + colour histograms, "
-        "no training) or a folder made by 'mmsr index train-engine' (default: none)",
+        "no training) or a folder made by 'mmsr index train-engine' (default: packaged)",
     )
     build.set_defaults(func=_build)
     train = index_sub.add_parser(
