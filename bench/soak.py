@@ -1,10 +1,11 @@
 """Soak test of mmsr's failure handling, on loopback only and bounded in time (issue 18).
 
-    python bench/soak.py                      # about 5 min: 90 s for phases 1-2, then phase 3
+    python bench/soak.py                      # 3 to 5 min: phases 1-2 (at most 90 s), 3, 4
     python bench/soak.py --seconds 40 --clients 4 --phases service,eval
     python bench/soak.py --phases grpo --grpo-steps 6 --grpo-kills 3
+    python bench/soak.py --phases inspect --inspect-rounds 1
 
-Three phases (``--phases``, all by default):
+Four phases (``--phases``, all by default):
 1. **service**: ``--clients`` threads call a real ``mmsr search serve`` process (uvicorn, small
    in-file backends) with a ``--bad-share`` of malformed requests (lone surrogates, 1e400,
    ``k: true``, octal IPv4 urls, deep nesting, bad base64, random bytes). A bad request must
@@ -12,18 +13,31 @@ Three phases (``--phases``, all by default):
 2. **eval**: ``mmsr eval --method rag`` over ``--questions`` questions searches through a
    fault-injecting proxy in front of the service (500s, hangs past the client timeout,
    connection resets, malformed and deeply nested JSON); the eval process is killed with
-   SIGKILL ``--kills`` times at random moments and resumed, then runs to the end. Every
-   question must be in ``trajectories.jsonl`` exactly once. Phases 1-2 share ``--seconds``.
+   SIGKILL ``--kills`` times at random moments and resumed, then runs to the end. While the
+   first launch holds its folder (paused meanwhile) a second ``mmsr eval`` on it must be
+   refused (exit 1, one line naming the folder). Every question must be in
+   ``trajectories.jsonl`` exactly once.
+   Phases 1-2 share ``--seconds``.
 3. **grpo** (``soak_grpo.py``): ``mmsr train grpo`` on a small world, the committed warm start,
-   ``--grpo-steps`` steps with a checkpoint each step, killed with SIGKILL ``--grpo-kills``
-   times at seeded random moments and resumed, then run to the end; compared with an
-   uninterrupted run of the same config and seed. Bounded by ``--grpo-seconds``.
+   ``--grpo-steps`` steps with a checkpoint and a sample dump each step, killed with SIGKILL
+   ``--grpo-kills`` times at seeded random moments and resumed, then run to the end; compared
+   with an uninterrupted run of the same config and seed. Between stops the soak cuts the last
+   metrics line mid-line and cuts the newest checkpoint's weights, then its trainer state
+   (``soak_faults.py``; after the end if no stop allowed it); a first, extra launch meets a
+   second ``mmsr train grpo`` on its folder before it is killed. Bounded by ``--grpo-seconds``.
+4. **inspect** (``soak_faults.py``): a real ``mmsr inspect`` serves run folders with bad lines
+   appended (nested 100,000 deep, wrong-typed fields, 160 KB of repeated tags, a cut line);
+   ``--inspect-threads`` ask every route ``--inspect-rounds`` times. Every answer must be below
+   500 and come within ``--inspect-slow-s``. Bounded by ``--inspect-seconds``.
 
 The last line printed is JSON: requests, 5xx counts, lost and duplicated questions, resumes,
-failed tool calls; for phase 3 (``grpo_*``) resumes, the final step, lost or duplicated
-metrics lines, loadable checkpoints, tensors differing from the uninterrupted run; seconds.
-Exit status 1 when a bad request got a 5xx, a question was lost or duplicated, or a phase-3
-check failed (``grpo_ok`` false).
+failed tool calls, the second eval's refusal (``eval_second_writer_*``); for phase 3
+(``grpo_*``) resumes, the final step, lost or duplicated metrics lines, loadable checkpoints,
+sample-dump lines lost, duplicated or wrong (``grpo_dump_*``), the faults injected and whether
+the resumes reported them, the second writer's refusal, tensors differing from the
+uninterrupted run; for phase 4 (``inspect_*``) requests, 5xx and slow answers, rows missing;
+seconds. Exit status 1 when a bad request got a 5xx, a question was lost or duplicated, the
+second eval was not refused, or a check of phase 3 or 4 failed (``grpo_ok``, ``inspect_ok``).
 """
 
 from __future__ import annotations
@@ -47,6 +61,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from soak_faults import inspect_phase, second_writer  # beside this file, on sys.path[0]
 
 TOKEN = "soak-token"
 # (endpoint, body): each a malformed request for that endpoint (None: for any endpoint)
@@ -261,10 +276,13 @@ def eval_with_kills(
            "--out", str(out), "--batch-size", "4", "--concurrency", "4",
            "--no-progress"]  # fmt: skip
     env = {**os.environ, "MMSR_SEARCH_TOKEN": TOKEN}
-    resumes, rc = 0, None
-    for _ in range(kills):
+    resumes, rc, writer = 0, None, {"tried": 0, "refused": 0}
+    for i in range(kills):
+        started, delay = time.monotonic(), rng.uniform(2.0, 6.0)
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(2.0, 6.0))
+        if i == 0:  # the same command again, while this one holds the folder
+            writer = second_writer(cmd, str(out), proc, env=env, hold_s=10)
+        time.sleep(max(started + delay - time.monotonic(), 0))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             resumes += 1
@@ -276,7 +294,7 @@ def eval_with_kills(
     except subprocess.TimeoutExpired:
         proc.kill()
         _, err = proc.communicate()
-    from mmsr.eval.runner import read_finished
+    from mmsr.run_folder import read_finished
 
     lines = read_finished(out / "trajectories.jsonl")
     ids = Counter(str(line["id"]) for line in lines)
@@ -292,10 +310,11 @@ def eval_with_kills(
         "tool_calls": len(calls),
         "failed_tool_calls": sum(c["error"] is not None for c in calls),
         "metrics_written": metrics.is_file(),
+        **{f"eval_second_writer_{k}": v for k, v in writer.items()},
     }
 
 
-PHASES = ("service", "eval", "grpo")
+PHASES = ("service", "eval", "grpo", "inspect")
 
 
 def service_phases(args: argparse.Namespace, phases: set[str]) -> dict[str, Any]:
@@ -359,6 +378,10 @@ def main() -> int:
     parser.add_argument("--grpo-steps", type=int, default=6, help="steps of the GRPO runs")
     parser.add_argument("--grpo-kills", type=int, default=3, help="SIGKILLs of the GRPO run")
     parser.add_argument("--grpo-seconds", type=float, default=420, help="time limit of phase 3")
+    parser.add_argument("--inspect-threads", type=int, default=4, help="inspector clients")
+    parser.add_argument("--inspect-rounds", type=int, default=3, help="requests of each route")
+    parser.add_argument("--inspect-slow-s", type=float, default=5, help="slowest answer allowed")
+    parser.add_argument("--inspect-seconds", type=float, default=120, help="limit of phase 4")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--serve", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -379,13 +402,22 @@ def main() -> int:
             report |= grpo_with_kills(
                 Path(work), args.grpo_steps, args.grpo_kills, args.seed, args.grpo_seconds
             )
+    if "inspect" in phases:
+        with tempfile.TemporaryDirectory(prefix="mmsr-soak-inspect-") as work:
+            data = Path(work) / "questions.parquet"
+            write_questions(data, 6)
+            report |= inspect_phase(Path(work), data, free_port(), threads=args.inspect_threads,
+                                    rounds=args.inspect_rounds, slow_s=args.inspect_slow_s,
+                                    seconds=args.inspect_seconds)  # fmt: skip
     report["seconds"] = round(time.monotonic() - started, 1)
     print(json.dumps(report))
     failed = (
         report.get("bad_5xx")
         or report.get("lost_questions")
         or report.get("duplicated_questions")
+        or ("eval" in phases and report.get("eval_second_writer_refused") != 1)
         or report.get("grpo_ok") is False
+        or report.get("inspect_ok") is False
     )
     return 1 if failed else 0
 

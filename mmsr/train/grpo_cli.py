@@ -63,10 +63,12 @@ def _run(args: argparse.Namespace) -> int:
         logger.error("%s", refusal)
         return 2
     from mmsr.run_folder import hold_run_folder
-    from mmsr.train.grpo import TrainingDiverged, train_grpo
-    from mmsr.train.grpo_setup import build_parts
 
-    with hold_run_folder(args.out):  # before the model loads: a second run is refused at once
+    # before torch is imported and the model loads: a second run is refused at once
+    with hold_run_folder(args.out):
+        from mmsr.train.grpo import TrainingDiverged, train_grpo
+        from mmsr.train.grpo_setup import build_parts
+
         parts = build_parts(cfg, args.out)
         try:
             metrics = train_grpo(cfg, parts, args.out, resume=args.resume)
