@@ -96,3 +96,48 @@ def test_building_the_search_tools_does_not_import_torch(local_index: Path) -> N
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def _other(value: object) -> object:
+    """A different value of the same type (for a namespace test)."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, int | float):
+        return value * 2 + 1
+    if isinstance(value, str):
+        return value + "-other"
+    if isinstance(value, tuple | list):
+        return type(value)([*value, "other"])
+    return None
+
+
+@pytest.mark.parametrize("name", sorted(BACKENDS))
+def test_every_option_of_every_backend_changes_the_cache_namespace(
+    name: str, local_index: Path
+) -> None:
+    # a cache must never answer for a config that would have answered differently
+    import copy
+
+    from mmsr.search.registry import SearchConfig, _namespace
+
+    module = BACKENDS[name].factory.partition(":")[0]
+    if importlib.util.find_spec(module) is None:
+        pytest.skip(f"{module} is not in this checkout")
+    cls = load_config_class(name)
+    required = {"index": str(local_index), "path": "/data/fvqa", "url": "http://127.0.0.1:1"}
+    fields = dataclasses.fields(cls)
+    base = cls(**{f.name: required[f.name] for f in fields if f.name in required
+                  and f.default is dataclasses.MISSING})  # fmt: skip
+    reference = _namespace(SearchConfig(name, base))
+    checked = 0
+    for field in fields:
+        if any(word in field.name.lower() for word in ("key", "token", "secret")):
+            continue  # the names of secrets' variables: never in a namespace
+        changed = _other(getattr(base, field.name))
+        if changed is None:
+            continue
+        options = copy.copy(base)
+        object.__setattr__(options, field.name, changed)  # no validation: only the digest
+        assert _namespace(SearchConfig(name, options)) != reference, field.name
+        checked += 1
+    assert checked >= 1
