@@ -293,25 +293,21 @@ def _notes(summary: dict[str, Any]) -> list[tuple[str, str, str]]:
         notes.append(
             ("Target (on_demand_rl accuracy ≥ rag, search ratio ≤ 0.7 × rag): ", verdict, ".")
         )
-    decision = summary.get("decision")
-    if decision is not None:
-        verdict = "met" if decision["met"] else "not met"
-        failed = [k for k, v in decision.items() if k != "met" and not v]
-        before = (
-            "Search decision (SR search-required ≥ 0.85, search-free ≤ 0.25, "
-            "precision ≥ 0.8, recall ≥ 0.85, accuracy ≥ warm start and ≥ rag + 3): "
-        )
-        notes.append((before, verdict, f" (short of: {', '.join(failed)})." if failed else "."))
-    regime = summary.get("regime")
-    if regime is not None:
-        verdict = "met" if regime["met"] else "not met"
-        failed = [k for k, v in regime.items() if k != "met" and not v]
-        before = (
-            "The paper's regime (rag ≥ direct + 20, rag on search-free ≥ direct − 3 and on "
-            "search-required ≥ 70 %, oracle ≥ 75 %, RL ≥ rag − 2 at ≤ 0.75 × its searches, SR "
-            "search-free ≤ 0.20 and search-required ≥ 0.90, the penalty removing ≥ 15 points): "
-        )
-        notes.append((before, verdict, f" (short of: {', '.join(failed)})." if failed else "."))
+    decision_bar = (
+        "Search decision (SR search-required ≥ 0.85, search-free ≤ 0.25, "
+        "precision ≥ 0.8, recall ≥ 0.85, accuracy ≥ warm start and ≥ rag + 3): "
+    )
+    regime_bar = (
+        "The paper's regime (rag ≥ direct + 20, rag on search-free ≥ direct − 3 and on "
+        "search-required ≥ 70 %, oracle ≥ 75 %, RL ≥ rag − 2 at ≤ 0.75 × its searches, SR "
+        "search-free ≤ 0.20 and search-required ≥ 0.90, the penalty removing ≥ 15 points): "
+    )
+    for key, before in (("decision", decision_bar), ("regime", regime_bar)):
+        check = summary.get(key)
+        if check is not None:
+            failed = [k for k, v in check.items() if k != "met" and not v]
+            verdict = "met" if check["met"] else "not met"
+            notes.append((before, verdict, f" (short of: {', '.join(failed)})." if failed else "."))
     training = summary.get("training", {})
     if training:
         notes.append(("Training: " + ", ".join(f"{k} {v}" for k, v in training.items()), "", "."))

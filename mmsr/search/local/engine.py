@@ -20,7 +20,6 @@ torch is imported only inside functions. Not here: the index (``index.py``), sea
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import queue
@@ -171,14 +170,6 @@ def read_info(folder: str | Path) -> EngineInfo:
         raise ValueError(f"{path}: unreadable engine info ({err})") from err
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _batches(
     pictures: Sequence[tuple[int, Any]], config: EngineTrainConfig, start: int
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -242,6 +233,8 @@ def train_engine(
     import torch
     from safetensors.torch import save_file
     from tqdm import tqdm
+
+    from mmsr.search.local import index as index_module
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -315,7 +308,7 @@ def train_engine(
         classes=classes,
         seed=config.seed,
         validation=history,
-        digest=file_sha256(out / WEIGHTS_FILE),
+        digest=index_module.file_sha256(out / WEIGHTS_FILE),
     )
     (out / INFO_FILE).write_text(json.dumps(asdict(info), indent=2) + "\n", encoding="utf-8")
     logger.info("engine trained in %.0f s: %s", time.perf_counter() - began, out)

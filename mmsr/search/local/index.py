@@ -106,7 +106,7 @@ def build_index(
         manifest = IndexManifest(
             format=FORMAT_VERSION,
             features=_features_name(tmp),
-            corpus_sha256=_file_sha256(corpus_dir / "pages.jsonl"),
+            corpus_sha256=file_sha256(corpus_dir / "pages.jsonl"),
             pages=len(pages.pages),
             images=images,
             bad_images=bad,
@@ -264,7 +264,8 @@ def _thumbnail(image: Any) -> Any:
     return thumb
 
 
-def _file_sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The hex SHA-256 of a file's bytes (read in 1 MiB chunks)."""
     digest = hashlib.sha256()
     with path.open("rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
