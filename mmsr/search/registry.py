@@ -117,9 +117,9 @@ def _namespace(config: SearchConfig) -> str:
     """What keeps two backends' entries apart in one cache store (never a secret: no keys).
 
     The backend and its index, path or url, then a digest of every option (fields named like
-    a key, token or secret left out) and, for an index folder, of its ``manifest.json``: a
-    cache recorded with one image engine, colour weight or summary length never answers for
-    another, nor for the same folder rebuilt from another corpus."""
+    a key, token or secret left out) and, for an index or results folder, of its
+    ``manifest.json``: a cache recorded with one image engine, colour weight or summary length
+    never answers for another, nor for the same index folder rebuilt from another corpus."""
     base = config.backend
     for key in ("index", "path", "url"):
         value = getattr(config.options, key, None)
@@ -133,8 +133,8 @@ def _namespace(config: SearchConfig) -> str:
             for name, value in dataclasses.asdict(config.options).items()
             if not any(word in name.lower() for word in ("key", "token", "secret"))
         }
-    index = getattr(config.options, "index", None)
-    manifest = Path(str(index)) / "manifest.json" if index is not None else None
+    folder = getattr(config.options, "index", None) or getattr(config.options, "path", None)
+    manifest = Path(str(folder)) / "manifest.json" if folder is not None else None
     identity = manifest.read_text(encoding="utf-8") if manifest and manifest.is_file() else ""
     material = json.dumps([options, identity], sort_keys=True, default=str)
     return f"{base}#{hashlib.sha256(material.encode('utf-8')).hexdigest()[:16]}"
