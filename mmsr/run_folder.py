@@ -6,7 +6,7 @@ so that a second run on the same folder is refused at once instead of writing ev
 twice. The kernel drops the lock when its process ends, however it ends (SIGKILL included):
 a crash never leaves a stale lock behind. ``read_finished`` reads a JSON-lines file whose last
 line a kill may have cut. Standard library only: training and evaluation both import it, and
-it imports neither.
+it imports neither. ``replace_folder`` swaps a finished folder into place.
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ import fcntl
 import json
 import logging
 import os
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -104,3 +105,16 @@ def _record(line: bytes, where: str) -> dict[str, Any]:
     if not isinstance(record, dict):
         raise ValueError(f"{where} is a JSON {type(record).__name__}, not an object")
     return record
+
+
+def replace_folder(new: Path, target: Path) -> None:
+    """Move the finished folder ``new`` to ``target``; an existing ``target`` is moved aside
+    first and removed only after the move, so a crash never leaves ``target`` half written."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        target.rename(old)
+        new.rename(target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        new.rename(target)

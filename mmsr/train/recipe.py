@@ -37,6 +37,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmsr.run_folder import replace_folder
+
 logger = logging.getLogger(__name__)
 
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
@@ -262,9 +264,4 @@ def _publish(last: Path, out: Path, recipe: Recipe, report: dict[str, Any]) -> N
     shutil.copytree(last, tmp, ignore=shutil.ignore_patterns(STAGE_FILE))
     shutil.copy(recipe.path, tmp / "recipe.toml")
     (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
-    old = out.with_name(f".{out.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if out.exists():
-        out.rename(old)
-    tmp.rename(out)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, out)

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from mmsr.run_folder import replace_folder
 from mmsr.search.local.views import view
 
 if TYPE_CHECKING:
@@ -115,18 +116,12 @@ def _build(embed_dim: int = EMBED_DIM) -> nn.Module:
 
 
 def prepare(image: Any, side: int = ENGINE_SIDE) -> np.ndarray:
-    """A PIL image as a (3, side, side) float32 array: transparency on white, padded square."""
+    """``features.prepare`` at the engine's side, resized bilinearly (as it was trained)."""
     from PIL import Image
 
-    from mmsr.search.local.features import MEAN, STD
+    from mmsr.search.local import features
 
-    rgba = image.convert("RGBA")
-    big = max(rgba.size)
-    canvas = Image.new("RGBA", (big, big), (255, 255, 255, 255))
-    canvas.alpha_composite(rgba, ((big - rgba.size[0]) // 2, (big - rgba.size[1]) // 2))
-    rgb = canvas.convert("RGB").resize((side, side), Image.Resampling.BILINEAR)
-    pixels = (np.asarray(rgb, dtype=np.float32) - MEAN) / STD
-    return np.ascontiguousarray(pixels.transpose(2, 0, 1))
+    return features.prepare(image, side, Image.Resampling.BILINEAR)
 
 
 class Engine:
@@ -368,12 +363,7 @@ def _checkpoint(
         tmp / "state.pt",
     )
     (tmp / "progress.json").write_text(json.dumps({"step": step, "validation": history}))
-    old = folder.with_name(folder.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        folder.rename(old)
-    tmp.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, folder)
 
 
 def _resume(folder: Path, net: nn.Module, proxies: Any, optimizer: Any) -> tuple[int, list[Any]]:

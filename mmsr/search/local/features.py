@@ -108,17 +108,19 @@ def _build_network() -> nn.Module:
     return Lite0()
 
 
-def prepare(image: Any) -> np.ndarray:
-    """A PIL image as a (3, 224, 224) float32 array: transparent parts on white, the whole
-    image padded to a square (no crop: a reverse image search must see all of it)."""
+def prepare(image: Any, side: int = INPUT_SIZE, resample: Any = None) -> np.ndarray:
+    """A PIL image as a (3, side, side) float32 array: transparent parts on white, the whole
+    image padded to a square (no crop: a reverse image search must see all of it), resized
+    with ``resample`` (default bicubic)."""
     from PIL import Image
 
     rgba = image.convert("RGBA")
-    side = max(rgba.size)
-    canvas = Image.new("RGBA", (side, side), (255, 255, 255, 255))
-    canvas.alpha_composite(rgba, ((side - rgba.size[0]) // 2, (side - rgba.size[1]) // 2))
-    rgb = canvas.convert("RGB").resize((INPUT_SIZE, INPUT_SIZE), Image.Resampling.BICUBIC)
-    pixels = (np.asarray(rgb, dtype=np.float32) - MEAN) / STD  # (224, 224, 3)
+    big = max(rgba.size)
+    canvas = Image.new("RGBA", (big, big), (255, 255, 255, 255))
+    canvas.alpha_composite(rgba, ((big - rgba.size[0]) // 2, (big - rgba.size[1]) // 2))
+    resample = Image.Resampling.BICUBIC if resample is None else resample
+    rgb = canvas.convert("RGB").resize((side, side), resample)
+    pixels = (np.asarray(rgb, dtype=np.float32) - MEAN) / STD  # (side, side, 3)
     return np.ascontiguousarray(pixels.transpose(2, 0, 1))
 
 

@@ -275,13 +275,8 @@ def file_sha256(path: Path) -> str:
 
 def _replace_dir(new: Path, target: Path) -> None:
     """Move ``new`` to ``target``; an existing ``target`` is removed only after the move."""
-    if target.exists():
-        if not (target / "manifest.json").is_file() and any(target.iterdir()):
-            raise ValueError(f"{target} exists and is not a search index; not replacing it")
-        old = target.with_name(f".{target.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        target.rename(old)
-        new.rename(target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        new.rename(target)
+    from mmsr.run_folder import replace_folder
+
+    if target.exists() and not (target / "manifest.json").is_file() and any(target.iterdir()):
+        raise ValueError(f"{target} exists and is not a search index; not replacing it")
+    replace_folder(new, target)

@@ -93,9 +93,8 @@ class LocalImageSearch:
         self.page_of_row = np.array(
             [pages.setdefault(row["id"], len(pages)) for row in self.rows], dtype=np.int64
         )
-        self.page_rows = [0] * len(pages)  # each page's first row: its hit
-        for row in reversed(range(len(self.rows))):
-            self.page_rows[int(self.page_of_row[row])] = row
+        # each page's first row is its hit (pages are numbered in order of first appearance)
+        self.page_rows: list[int] = np.unique(self.page_of_row, return_index=True)[1].tolist()
         self._encoder: Any = None
         self._lock = threading.Lock()
 
