@@ -17,7 +17,7 @@ from typing import Any
 
 from mmsr.inspect import inspect_command, inspector_link
 
-# The paper's headline, in miniature (issue #7): on-demand search after RL answers at least
+# The paper's headline, in miniature: on-demand search after RL answers at least
 # as well as the fixed RAG workflow while searching at most 70 % as often.
 TARGET_SEARCH_FACTOR = 0.7
 PROBE_LABEL = "the same training questions, greedy"
@@ -112,7 +112,7 @@ def target_check(methods: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
 
 
 def decision_check(methods: dict[str, dict[str, Any]]) -> dict[str, Any] | None:
-    """Issue #11's bar: RL searches when it needs to, answers directly otherwise, and gains.
+    """The decision's bar: RL searches when it needs to, answers directly otherwise, and gains.
 
     Search ratio on search-required ≥ 0.85 and on search-free ≤ 0.25, search precision ≥ 0.8
     and recall ≥ 0.85; accuracy ≥ the warm start's and ≥ rag's + 3 points; search ratio ≤ 0.7 ×

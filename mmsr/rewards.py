@@ -1,4 +1,4 @@
-"""The reward of MMSearch-R1 (paper §2.4, DESIGN §2) as pure functions. No torch.
+"""The reward of MMSearch-R1 (paper §2.4) as pure functions. No torch.
 
 ``score = (1 - format_weight) * accuracy * penalty + format_weight * format_score``:
 
@@ -170,7 +170,7 @@ def score_trajectory(
     judge: AnswerJudge | None = None,
     question: str = "",
 ) -> RewardBreakdown:
-    """Reward one trajectory from its assistant turn texts (DESIGN §2).
+    """Reward one trajectory from its assistant turn texts.
 
     ``mode`` and ``judge`` are configuration: an unknown mode, or ``mode="judge"`` without a
     judge, raises ``ValueError``. Any trajectory or gold input, however odd, gets a reward.

@@ -14,7 +14,7 @@ from typing import Any, TypeAlias
 
 
 class ActionKind(enum.StrEnum):
-    """What an assistant turn asks for (DESIGN §1)."""
+    """What an assistant turn asks for."""
 
     ANSWER = "answer"
     IMAGE_SEARCH = "image_search"
@@ -97,7 +97,7 @@ class TextHit:
 
 @dataclass(frozen=True)
 class RewardBreakdown:
-    """The reward of one trajectory and the terms it is made of (DESIGN §2).
+    """The reward of one trajectory and the terms it is made of.
 
     ``score = (1 - format_weight) * accuracy * penalty + format_weight * format_score``, where
     ``penalty`` is the search penalty's factor (1.0 when nothing was searched or the answer is
@@ -117,7 +117,7 @@ class RewardBreakdown:
 
 @dataclass(frozen=True)
 class Sample:
-    """One question about one image, with its gold answers (DESIGN §7).
+    """One question about one image, with its gold answers.
 
     ``image`` holds the encoded image file (JPEG/PNG bytes) or ``None``; ``image_path`` says
     where it came from, or where to find it when the bytes were not read. ``aliases`` are the

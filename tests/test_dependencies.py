@@ -1,4 +1,4 @@
-"""Dependencies point one way (DESIGN §9): training and the protocol never reach into eval, and
+"""Dependencies point one way: training and the protocol never reach into eval, and
 the protocol never imports torch — checked on what importing them loads and on their sources."""
 
 from __future__ import annotations

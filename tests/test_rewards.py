@@ -1,4 +1,4 @@
-"""The reward (DESIGN §2): answer matching, format, search penalty and the total."""
+"""The reward: answer matching, format, search penalty and the total."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Datasets: the ``Sample`` record, loaders for FVQA / the world / the paper's benchmarks,
-export to veRL parquet, search balancing and question generation (DESIGN §7).
+export to veRL parquet, search balancing and question generation.
 
 No torch here. ``mmsr.data.qagen`` (question generation over an HTTP chat API) is imported
 on its own so that loading data does not pull in the HTTP client.

@@ -1,10 +1,10 @@
-"""Evaluation methods (DESIGN §8, paper §4): how a policy is allowed to use search.
+"""Evaluation methods (paper §4): how a policy is allowed to use search.
 
 * ``direct``: one turn, no tools; the model answers from what it knows.
 * ``rag``: the paper's fixed two-search workflow. An image search with the question's image is
   made for the model and its results are shown in the first user turn; the model writes one
   text query, that one text search runs, and the model answers.
-* ``on-demand``: the protocol as it is (DESIGN §1): the model decides whether and what to search.
+* ``on-demand``: the protocol as it is: the model decides whether and what to search.
 * ``oracle``: for labelled data (``search_need``): the searches the question needs are made for
   the model — none, image, text or both — and it answers in one turn. It bounds what on-demand
   search could reach with perfect decisions. The text query is the labelled entity

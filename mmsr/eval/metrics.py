@@ -1,4 +1,4 @@
-"""Evaluation metrics over finished rollouts (DESIGN §8, paper §4).
+"""Evaluation metrics over finished rollouts (paper §4).
 
 Accuracy by EM / SubEM / F1 (``mmsr.rewards``) and, when verdicts exist, by an LLM judge; the
 search ratio under both of the paper's definitions — the share of rollouts that searched at all

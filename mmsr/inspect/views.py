@@ -15,7 +15,7 @@ from typing import Any
 from mmsr.inspect.rows import as_dicts, as_int, as_number, as_str, as_strings, summarize
 
 IMAGE_PLACEHOLDER = "<image>"
-# The protocol's tags (DESIGN §1): reasoning and the three actions. A block runs from its
+# The protocol's tags: reasoning and the three actions. A block runs from its
 # opening tag to the first closing one after it (group 1 names the tag to close).
 _OPENING = re.compile(r"<(reason|answer|text_search)>|<search><img></search>")
 # Fields shown as they are, beside the ones the view builds.

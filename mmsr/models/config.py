@@ -1,7 +1,7 @@
 """Tiny Qwen2.5-VL models built from a config: presets and ``build_tiny_model``.
 
 What it is: ``TinyVLConfig`` (one frozen dataclass, every size knob one field), the
-``PRESETS`` registry (``"tiny"``, the default policy of DESIGN §5, ≈4.5 M parameters with a
+``PRESETS`` registry (``"tiny"``, the default policy, ≈4.5 M parameters with a
 6k vocabulary; ``"micro"``, for fast tests) and ``build_tiny_model``, which turns a preset, the
 tokenizer and a seed into a randomly initialised ``Qwen2_5_VLForConditionalGeneration``. No
 weights are downloaded: the model is built from a config in-process. The vocabulary size and

@@ -3,7 +3,7 @@
 Why this module exists: in ``transformers`` 5.10 a Qwen2.5-VL forward pass (and ``generate``)
 computes 3-D positions only when it is also given ``mm_token_type_ids`` (0 text, 1 image,
 2 video per token, normally made by the stock processor). Without them it silently falls back
-to 1-D positions on every axis — the training bug of the original release (DESIGN §1). Our
+to 1-D positions on every axis — the training bug of the original release. Our
 encoder builds ids itself, so it must build these too; ``rope_position_ids`` then gives
 positions to pass explicitly as ``position_ids`` (shape (3, B, T)), which is what training and
 the log-prob check of the rollout engine should do.

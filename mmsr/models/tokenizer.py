@@ -6,7 +6,7 @@ one), byte-level BPE, the Qwen2-VL special tokens and a chat template that rende
 Qwen2-VL's. The special tokens take the first ids (0..13, in Qwen's order), so their ids do
 not depend on the training text. Protocol tags (``<reason>``, ``<answer>`` …) are normal text.
 
-Atomic tokens (DESIGN §5): every entity name and answer value of the offline world must be ONE
+Atomic tokens: every entity name and answer value of the offline world must be ONE
 token, so that the tiny model can copy it out of a result list. They are added tokens that are
 not special (they decode as text and the model may generate them), matched before BPE and only
 as whole words (``single_word``): "Paris" in "<answer>Paris</answer>" is one token, "Parisian"
@@ -222,7 +222,7 @@ def suppressed_token_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Special ids a policy must never sample: all but ``<|im_end|>`` and ``<|endoftext|>``.
 
     A sampled ``<|image_pad|>`` would ask for image features that do not exist, a sampled
-    ``<|im_start|>`` would open a turn the engine did not render (DESIGN §5).
+    ``<|im_start|>`` would open a turn the engine did not render.
     """
     ids = special_token_ids(tokenizer)
     return [i for token, i in ids.items() if token not in (IM_END, ENDOFTEXT)]

@@ -1,4 +1,4 @@
-"""The search protocol: prompt sets, observation layouts, action parsing, rendering (DESIGN §1).
+"""The search protocol: prompt sets, observation layouts, action parsing, rendering.
 
 No torch here. What a turn *asks for* (``parse_action``) is kept apart from whether it is *well
 formed* (``well_formed_kind``, used by the format reward).

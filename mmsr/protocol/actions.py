@@ -1,4 +1,4 @@
-"""Action syntax of the search protocol (DESIGN §1): parsing and per-turn format checks.
+"""Action syntax of the search protocol: parsing and per-turn format checks.
 
 Two separate questions are answered here:
 

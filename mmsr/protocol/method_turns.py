@@ -1,4 +1,4 @@
-"""The first user turns of the evaluation methods ``direct``, ``rag`` and ``oracle`` (DESIGN §8).
+"""The first user turns of the evaluation methods ``direct``, ``rag`` and ``oracle``.
 
 ``direct`` asks for an answer with no tools; ``rag`` and ``oracle`` show the results of
 searches already made for the model (rendered here as *sections*) in their first turn. Their

@@ -1,4 +1,4 @@
-"""The batched multi-turn rollout engine (DESIGN §1).
+"""The batched multi-turn rollout engine.
 
 One explicit state machine per trajectory: GENERATE → parse → (ANSWER: done) | (SEARCH: run the
 tool, render the results as the next user turn, GENERATE again) | (anything else: done). The

@@ -7,7 +7,7 @@ evaluation method makes for the model before its first turn — and returns the 
 Backends promise to raise only ``SearchError`` (a failure of the outside world, with a safe
 message). A backend that breaks its promise — an ``httpx.InvalidURL`` from an odd url in real
 results, a ``RecursionError`` from deeply nested JSON — would otherwise end a whole
-evaluation or training run (issue 18). ``call_tool`` turns such an exception into a failed tool
+evaluation or training run. ``call_tool`` turns such an exception into a failed tool
 call as well: the model sees a short message naming only the exception's type, the traceback is
 logged once per (tool, type), and ``ToolFailures`` counts them. Not for policy errors.
 """

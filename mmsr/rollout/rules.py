@@ -1,4 +1,4 @@
-"""The per-trajectory rules of the protocol (DESIGN §1), as pure functions.
+"""The per-trajectory rules of the protocol, as pure functions.
 
 What a generated turn means and whether the rollout goes on: the turn and search limits, no
 search in the last allowed turn, the reason a rollout ends, and whether an injected tool turn
@@ -20,7 +20,7 @@ from mmsr.types import Action, Answer, ImageSearch, Invalid, TextSearch
 
 @dataclass(frozen=True)
 class RolloutLimits:
-    """The protocol's limits (DESIGN §1) and the token budget of one rollout."""
+    """The protocol's limits and the token budget of one rollout."""
 
     max_turns: int = 3
     """Most assistant turns; a search asked for in the last one ends the rollout."""

@@ -26,7 +26,7 @@ from mmsr.types import Action, Role, Turn
 
 
 class EndReason(enum.StrEnum):
-    """Why a rollout stopped (DESIGN §1)."""
+    """Why a rollout stopped."""
 
     ANSWERED = "answered"
     INVALID_ACTION = "invalid_action"

@@ -1,4 +1,4 @@
-"""Search tools: image and text search interfaces, backends, cache and service (DESIGN §3).
+"""Search tools: image and text search interfaces, backends, cache and service.
 
 No torch at import time; backends that need heavy libraries import them when built.
 """

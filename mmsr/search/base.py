@@ -46,7 +46,7 @@ class SearchBackends:
 
 
 class LayerCache(Protocol):
-    """A cache of JSON-serialisable values in named layers (DESIGN §3).
+    """A cache of JSON-serialisable values in named layers.
 
     Layers used by the web chain: ``"text_query"`` (query -> urls), ``"page"`` (url -> page
     text), ``"summary"`` ((page hash, question) -> summary), ``"image"`` (image hash -> hits).

@@ -1,7 +1,7 @@
 """The search cache: layered, with modes, counters, and wrappers that cache whole backends.
 
 ``SearchCache`` implements the ``LayerCache`` protocol of ``mmsr.search.base`` over any
-``CacheStore`` (SQLite file by default, Redis for a cluster). Modes (DESIGN §3):
+``CacheStore`` (SQLite file by default, Redis for a cluster). Modes:
 
 - ``off``: always compute, store nothing;
 - ``read-write``: return the stored value, else compute and store it;

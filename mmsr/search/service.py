@@ -1,4 +1,4 @@
-"""The search service: any ``SearchBackends`` over HTTP for many rollout workers (DESIGN §3).
+"""The search service: any ``SearchBackends`` over HTTP for many rollout workers.
 
 Endpoints: ``POST /text_search``, ``POST /image_search``, ``POST /retrieve`` (the Search-R1
 retriever's request and answer shapes), ``GET /health`` (no auth, for load balancers) and

@@ -1,4 +1,4 @@
-"""Fixed random codes for the atomic tokens (entity names, answer values; DESIGN §5).
+"""Fixed random codes for the atomic tokens (entity names, answer values).
 
 The tiny model's input and output embeddings are tied, so a token is copied by carrying its
 embedding from where it was read to where it is written. With AdamW, every atomic token's row

@@ -1,5 +1,5 @@
 """The teacher's drills: conversations over fresh pictures and synthetic results, not train
-questions (DESIGN §5).
+questions.
 
 - ``head_drill``: a head entity in a FRESH query-style image, a random template, answered
   directly under the protocol's prompt: the "knowledge" the policy has.

@@ -1,4 +1,4 @@
-"""GRPO training of a local policy with search (paper §2.2, DESIGN §6): ``train_grpo``.
+"""GRPO training of a local policy with search (paper §2.2): ``train_grpo``.
 
 One step: take ``prompts_per_step`` questions in a seeded order, roll each out G times with the
 rollout engine (temperature sampling, one seed per rollout), score every trajectory with
@@ -104,7 +104,7 @@ def prompt_indices(n_samples: int, seed: int, step: int, count: int) -> list[int
 def score_all(
     trajectories: Sequence[Any], samples: Sequence[Sample], algo: AlgoSection
 ) -> list[RewardBreakdown]:
-    """The reward of each trajectory against its sample's golds (DESIGN §2)."""
+    """The reward of each trajectory against its sample's golds."""
     return [
         score_trajectory(
             t.assistant_texts,
@@ -460,7 +460,7 @@ def _train(
             if colocated is not None:
                 colocated.sleep()  # the update needs the engine's memory
             t_rollout = time.perf_counter()
-            # 2. rewards (accuracy × search penalty + format, DESIGN §2), group advantages
+            # 2. rewards (accuracy × search penalty + format), group advantages
             rewards = score_all(trajectories, repeated, algo)
             scores = torch.tensor([r.score for r in rewards])  # (P*G,)
             advantages = group_advantages(scores, group, unbiased=algo.unbiased_std)  # (P*G,)

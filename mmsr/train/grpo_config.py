@@ -106,7 +106,7 @@ class AlgoSection:
     reward_mode: str = "em"
     """Accuracy measure of the reward (``mmsr.rewards.REWARD_MODES``, not ``judge``)."""
     search_penalty: float = 0.1
-    """Penalty on correct answers that searched (DESIGN §2)."""
+    """Penalty on correct answers that searched."""
     format_weight: float = 0.1
     """α, weight of the format reward."""
     skip_zero_advantage: bool = False

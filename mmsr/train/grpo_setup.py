@@ -3,7 +3,7 @@
 The model comes from ``model.path`` (the SFT warm start, or a real Qwen2.5-VL folder). Without
 a path a random tiny model is built, with a tokenizer trained on the training questions, the
 protocol's prompts and the world's vocabulary (``vocab.json`` beside the training file, every
-entry one atomic token, DESIGN §4); it is saved once as ``out/initial_model`` so that a resumed
+entry one atomic token); it is saved once as ``out/initial_model`` so that a resumed
 run and its KL reference start from exactly the same weights. ``load_policy`` puts the model
 on ``model.device`` with the section's dtype, attention, LoRA and gradient checkpointing.
 """

@@ -3,7 +3,7 @@
 A 7B policy with fp32-master AdamW (≈ 16 bytes per parameter) plus a reference copy does not fit
 one 80 GB GPU; with rank-r adapters on the language model's linear layers only the adapters
 (float32) are trained and the frozen bf16 base doubles as the KL reference: ``Reference``
-calls the model with its adapters disabled, so no second copy is held (DESIGN §5).
+calls the model with its adapters disabled, so no second copy is held.
 Checkpoints stay ordinary model folders: ``merged_state_dict`` folds the adapters into a copy
 of the weights (for ``mmsr eval``), and ``adapter_state`` is what a resume loads back.
 

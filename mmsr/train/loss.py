@@ -1,4 +1,4 @@
-"""GRPO's pure pieces (paper §2.2, DESIGN §6): group-normalised advantages and the loss.
+"""GRPO's pure pieces (paper §2.2): group-normalised advantages and the loss.
 
 ``loss = token-mean over trained tokens of [ -min(r·A, clip(r, 1-ε, 1+ε)·A) + β·KL ]`` with
 ``r = exp(logp - logp_old)``, and the low-variance KL estimator (k3)

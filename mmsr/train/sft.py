@@ -1,4 +1,4 @@
-"""Supervised warm start of the tiny policy on teacher conversations (DESIGN §5).
+"""Supervised warm start of the tiny policy on teacher conversations.
 
 ``train_sft(config, world, index, out)`` trains a tokenizer on the world's text (every entity
 name and answer value one atomic token, from ``vocab.json``), builds the tiny model from its

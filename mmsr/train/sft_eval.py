@@ -4,7 +4,7 @@ Used by the SFT loop for its periodic check and by ``mmsr train sft-eval`` to me
 checkpoint on a whole split. Rollouts go through the real ``RolloutEngine`` with the local
 search, and are scored by ``mmsr.rewards.score_trajectory``; metrics are reported overall and
 per category (``search_free`` = head, ``search_required`` = tail). The search ratio is the
-share of rollouts with at least one search. Not the evaluation suite of DESIGN §8 (``eval``).
+share of rollouts with at least one search. Not the evaluation suite (``mmsr.eval``).
 """
 
 from __future__ import annotations

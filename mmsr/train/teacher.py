@@ -1,4 +1,4 @@
-"""Teacher conversations for the SFT warm start (DESIGN §5), rendered with the real protocol.
+"""Teacher conversations for the SFT warm start, rendered with the real protocol.
 
 A ``Teacher`` draws a conversation (a list of ``Turn``: user turns from
 ``mmsr.protocol.render``, assistant turns from ``mmsr.train.turns``) of a kind picked by the

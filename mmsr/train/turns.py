@@ -1,6 +1,6 @@
 """The teacher's assistant turns and the questions they answer: pure functions, no state.
 
-How the warm start speaks (DESIGN §5): a direct answer names what the image shows, then the
+How the warm start speaks: a direct answer names what the image shows, then the
 fact; a search opens with the protocol's action; after results it names what they show and
 copies the answer from them. Shared by the train-question kinds (``mmsr.train.teacher``) and
 the drills (``mmsr.train.drills``). Not here: drawing questions or hits.

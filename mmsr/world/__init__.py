@@ -1,4 +1,4 @@
-"""The offline world: a small, real "mini web" built from packaged data (DESIGN §4).
+"""The offline world: a small, real "mini web" built from packaged data.
 
 Entities (Wikipedia summaries joined with emoji and country facts), their web pages and
 Twemoji images (the corpus a search index reads), query images drawn in another style, and

@@ -1,4 +1,4 @@
-"""``mmsr world …``: build the offline mini web and its datasets (DESIGN §4)."""
+"""``mmsr world …``: build the offline mini web and its datasets."""
 
 from __future__ import annotations
 

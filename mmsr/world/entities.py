@@ -1,6 +1,6 @@
 """Entities of the offline world: things that have both a Wikipedia summary and an emoji.
 
-The join (DESIGN §4): a country flag emoji joins ``countryinfo`` by its ISO code and then the
+The join: a country flag emoji joins ``countryinfo`` by its ISO code and then the
 summary of that country; any other emoji joins the summary whose title equals its Unicode name
 or one of its short names. Each entity gets a kind (flag, animal, food, …), aliases (candidate
 answers), facts (country facts, taxonomy read from the summary) and a

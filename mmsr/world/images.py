@@ -2,7 +2,7 @@
 
 The web hosts Twemoji drawings; users ask with Noto Color Emoji drawings of the same thing
 (a different artist), placed on a random background, scaled, rotated, cropped and sometimes
-blurred, so reverse image search is a real, imperfect cross-style match (DESIGN §4). When the
+blurred, so reverse image search is a real, imperfect cross-style match. When the
 Noto font is absent (or lacks a glyph) the Twemoji drawing itself is augmented instead, which
 makes image search easier than intended; callers log and count it. Everything is drawn from a
 ``random.Random`` passed in, so the same seed gives the same bytes.

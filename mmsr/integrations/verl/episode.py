@@ -136,7 +136,7 @@ def _add(
 async def run_episode(
     question: str, image: Any, generate: Generate, setup: EpisodeSetup
 ) -> Episode:
-    """Roll out one question about ``image`` with ``generate`` (DESIGN §1)."""
+    """Roll out one question about ``image`` with ``generate``."""
     first = render_first_turn(question, image, setup.prompts, setup.render_limits)
     episode = Episode(setup.encoder.user_turn_ids(first, first=True), [first])
     if setup.prompt_length is not None and len(episode.prompt_ids) > setup.prompt_length:

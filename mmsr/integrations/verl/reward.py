@@ -1,4 +1,4 @@
-"""mmsr's reward (DESIGN §2) as veRL's custom reward function; verl-free, no torch.
+"""mmsr's reward as veRL's custom reward function; verl-free, no torch.
 
 veRL's reward managers call ``compute_score(data_source=, solution_str=, ground_truth=,
 extra_info=)`` with the row's ``extra_info`` plus the agent loop's ``extra_fields``. mmsr's

@@ -1,4 +1,4 @@
-"""The ``local`` search backend: an offline index built from a corpus folder (DESIGN §3).
+"""The ``local`` search backend: an offline index built from a corpus folder.
 
 ``build_local(LocalConfig(index=DIR))`` opens an index made by ``mmsr index build``; see
 ``corpus.py`` for the corpus format, ``index.py`` for the index layout and ``search.py`` for

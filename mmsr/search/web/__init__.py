@@ -1,4 +1,4 @@
-"""The ``web`` search backends: the paper's chain over paid web APIs (DESIGN §3).
+"""The ``web`` search backends: the paper's chain over paid web APIs.
 
 ``build_web(config)`` takes a ``WebConfig`` (the registry builds it from a search config's
 keys), reads the API keys from the environment and returns the image and/or text backend.
