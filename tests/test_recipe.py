@@ -151,3 +151,14 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     saved = json.loads((out / "recipe_report.json").read_text())
     assert saved["checks"]["all.format"]["ok"] and not saved["checks"]["all.accuracy"]["ok"]
     assert json.loads((out / "sft_config.json").read_text())["validation_questions"] == 4
+    # a later stage's table changed: it runs again and so does every stage after it
+    changed = load_recipe(
+        write(
+            tmp_path,
+            MICRO.replace("max_steps = 2\nbatch_size = 4", "max_steps = 3\nbatch_size = 4"),
+        )
+    )
+    again = run_recipe(changed, world, index, out, work=work)
+    assert again["stages"][0] == first
+    assert again["stages"][1]["config"]["max_steps"] == 3
+    assert again["stages"][2] != report["stages"][2]  # run again from the new tower

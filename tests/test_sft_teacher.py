@@ -112,6 +112,35 @@ def test_head_and_tail_paths_are_all_taken(kit: WorldKit) -> None:
     assert not any(key.startswith("tail:Answer") for key in shapes)  # tail always searches
 
 
+def test_searched_head_questions_recall_their_answer_when_asked_to(kit: WorldKit) -> None:
+    """``head_answers="recall"``: after the results, a head question ends in the direct
+    answer's words ("The image shows …" / "This is …"); a tail question still reads the hits."""
+    teacher = Teacher(kit, TeacherConfig(head_direct=0.0, head_answers="recall"), seed=2)
+    copying = Teacher(kit, TeacherConfig(head_direct=0.0), seed=2)
+    recalled = 0
+    for _ in range(40):
+        last = _assistant(teacher.draw("head"))[-1]
+        assert last.startswith(("<reason>The image shows ", "<reason>This is ")), last
+        assert "The results say" not in last
+        recalled += 1
+    assert recalled == 40
+    read = [_assistant(copying.draw("head"))[-1] for _ in range(40)]
+    assert any("The results say" in t for t in read)  # the default copies, as before
+    for _ in range(20):
+        assert not _assistant(teacher.draw("tail"))[-1].startswith("<reason>The image shows ")
+    knowledge = {e.name: e.knowledge for e in kit.entities}
+    seen: Counter[str] = Counter()
+    for _ in range(80):  # rag: the query names the entity; head recalls, tail reads
+        texts = _assistant(teacher.draw("rag"))
+        query = next(a.query for a in map(parse_action, texts) if isinstance(a, TextSearch))
+        name = max((n for n in knowledge if query.startswith(n)), key=len)
+        seen[knowledge[name]] += 1
+        assert ("The results" in texts[-1]) == (knowledge[name] == "tail"), texts[-1]
+    assert seen["head"] and seen["tail"], seen
+    with pytest.raises(ValueError, match="head_answers"):
+        TeacherConfig(head_answers="guess")
+
+
 def test_text_queries_name_the_entity(kit: WorldKit) -> None:
     teacher = Teacher(kit, seed=3)
     names = {e.name for e in kit.entities}

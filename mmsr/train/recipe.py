@@ -17,9 +17,10 @@ finds them by name)::
     [checks]                        # minimums on the last stage's final validation record
     "search_free.accuracy" = 0.85
 
-Every stage runs in ``WORK/NN-name/`` and is marked done there (``stage.json``: its final
+Every stage runs in ``WORK/NN-name/`` and is marked done there (``stage.json``: its table, final
 record and seconds) only once it finished, so a rerun of the same command skips the stages
-done and restarts the one that was cut. Budgets are steps, never minutes, so a recipe gives
+done and restarts the one that was cut; a stage whose table changed since it ran runs again,
+and so does every stage after it. Budgets are steps, never minutes, so a recipe gives
 the same chain on any machine. SFT stages evaluate on ``validation_questions`` train questions
 held out of the teacher's pool (never the test split). At the end the last stage's model is
 copied to ``OUT`` with the recipe and ``recipe_report.json`` (per-stage seconds and records,
@@ -178,9 +179,12 @@ def run_recipe(
     if until is not None and until not in {s.name for s in recipe.stages}:
         raise RecipeError(f"--until {until!r}: the recipe has no such stage")
     work.mkdir(parents=True, exist_ok=True)
-    init, rows = "", []
+    init, rows, stale = "", [], False
     for number, stage in enumerate(recipe.stages, start=1):
         folder = work / f"{number:02d}-{stage.name}"
+        stale = stale or _changed(stage, folder)
+        if stale:  # a stage whose table changed, and every stage after it, runs again
+            (folder / STAGE_FILE).unlink(missing_ok=True)
         rows.append(_run_stage(recipe, stage, folder, init, world, index, progress))
         init = str(folder)
         if stage.name == until:
@@ -195,6 +199,22 @@ def run_recipe(
     }
     _publish(Path(init), out, recipe, report)
     return report
+
+
+def _changed(stage: Stage, folder: Path) -> bool:
+    """Whether ``folder`` holds a finished run of a different table than ``stage``'s (a marker
+    written before markers kept their table counts as the same)."""
+    marker = folder / STAGE_FILE
+    if not marker.is_file():
+        return False
+    try:
+        done = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return True  # an unreadable marker: the stage runs again
+    if not isinstance(done, dict) or ("config" in done and done["config"] != stage.config):
+        logger.info("stage %s: its recipe table changed since it ran; it runs again", stage.name)
+        return True
+    return False
 
 
 def _run_stage(
@@ -236,6 +256,7 @@ def _run_stage(
         "name": stage.name,
         "trainer": stage.trainer,
         "steps": config.max_steps,
+        "config": stage.config,
         "seconds": round(time.perf_counter() - start, 1),
         "final": final,
     }

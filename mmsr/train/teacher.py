@@ -15,6 +15,9 @@ train questions:
   replaces a seeded random one of the k (the teacher must point at the right page). A two-hop
   question whose real text hits do not contain the value is skipped (the teacher never answers
   what it cannot read).
+- ``head_answers = "recall"``: a head question that searched (``head``, ``rag``) ends in the
+  direct answer's own words — the results never change what the policy knows; ``copy`` (the
+  default) reads the value from the hits as for a tail question.
 - ``rag`` / ``oracle`` / ``direct``: train questions in the evaluation methods' own formats
   (``mmsr.protocol.method_turns``, which the evaluation renders with too), so those baselines
   measure what the warm start knows rather than whether a tiny model can read a prompt it
@@ -100,6 +103,11 @@ def _readable_text_hits(c: DrawContext, q: Question, query: str) -> list[TextHit
     return hits
 
 
+def _recalls(c: DrawContext, q: Question) -> bool:
+    """Whether a searched question ends in the direct answer's words (``head_answers``)."""
+    return c.config.head_answers == "recall" and q.entity.knowledge == "head"
+
+
 def _searched(c: DrawContext, sample: Sample, q: Question) -> list[Turn] | None:
     image_hits = [] if q.named else _real_hits(c, sample, q)
     text_hits: list[TextHit] = []
@@ -108,7 +116,10 @@ def _searched(c: DrawContext, sample: Sample, q: Question) -> list[Turn] | None:
         if found is None:
             return None
         text_hits = found
-    return search_path(q, image_hits, text_hits, c.prompts)
+    turns = search_path(q, image_hits, text_hits, c.prompts)
+    if _recalls(c, q):
+        turns[-1] = direct(q)[0]
+    return turns
 
 
 def head(c: DrawContext) -> list[Turn] | None:
@@ -140,6 +151,8 @@ def rag(c: DrawContext) -> list[Turn] | None:
     else:
         ask, last = after_image(q), after_text(q)
     follow = render_text_results(text_hits, q.text, method_prompt_set("rag"))
+    if _recalls(c, q):
+        last = direct(q)[0]
     return [first, ask, follow, last]
 
 

@@ -64,6 +64,7 @@ PRIMER_KINDS: tuple[str, ...] = ("prime1", "prime2")
 SHORT_KINDS: tuple[str, ...] = (*PRIMER_KINDS, "know", "know_not", "decide")
 """Kinds short enough to be drawn in batches of ``SFTConfig.primer_batch_size``."""
 COPY_ENTITIES: tuple[str, ...] = ("all", "tail")
+HEAD_ANSWERS: tuple[str, ...] = ("copy", "recall")
 
 
 @dataclass(frozen=True)
@@ -87,6 +88,10 @@ class TeacherConfig:
     image search on the entity's picture, so over a head entity it also teaches "search on a
     picture you know" — ``tail`` keeps the search decision on head pictures to the ``head``
     kind's ``head_direct`` share (the copying itself is the same over any entity)."""
+    head_answers: str = "copy"
+    """How a head question that searched is answered after the results: ``copy`` (the value
+    read from the text hits, as for a tail question) or ``recall`` (the direct answer's own
+    words, from what the policy knows: search results never change a known answer)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.head_direct <= 1.0:
@@ -95,6 +100,10 @@ class TeacherConfig:
             raise ValueError(
                 f"copy_entities must be one of {', '.join(COPY_ENTITIES)}, "
                 f"not {self.copy_entities!r}"
+            )
+        if self.head_answers not in HEAD_ANSWERS:
+            raise ValueError(
+                f"head_answers must be one of {', '.join(HEAD_ANSWERS)}, not {self.head_answers!r}"
             )
 
 
