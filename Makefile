@@ -6,6 +6,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+DOCS_STAMP := $(VENV)/.installed-docs
 # Debian packages the project needs: the offline world draws query images with Noto Color Emoji;
 # Pillow's text shaping (raqm, which forms flag emoji from two code points) loads libfribidi;
 # redis-server is the real server the search cache's Redis store is tested against (its tests
@@ -14,7 +15,7 @@ STAMP := $(VENV)/.installed
 # and goes on (the world then falls back to Twemoji query images, and says so).
 APT_PACKAGES := fonts-noto-color-emoji libfribidi0 redis-server chromium
 
-.PHONY: setup system-deps lint typecheck pytest test demo clean
+.PHONY: setup system-deps lint typecheck pytest test demo docs clean
 
 setup: system-deps $(STAMP)
 
@@ -51,5 +52,15 @@ test: lint typecheck pytest
 demo: setup
 	$(VENV)/bin/mmsr demo
 
+# The documentation site in site/ (docs/ and mkdocs.yml); --strict: a broken link or any warning
+# fails. Its tools are the docs extra, installed once into .venv/ beside the others.
+$(DOCS_STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q -e '.[docs]'
+	@touch $(DOCS_STAMP)
+
+docs: $(DOCS_STAMP)
+	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site

@@ -7,10 +7,12 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pyarrow.parquet as pq
 import pytest
 
-from mmsr.train.recipe import RecipeError, check, load_recipe, run_recipe
 from mmsr.train.world_kit import split_validation
+from mmsr.warmstart.checks import lookup, read_rate
+from mmsr.warmstart.recipe import RecipeError, check, load_recipe, run_recipe
 
 MICRO_SFT = """
 model_preset = "micro"
@@ -28,6 +30,7 @@ max_new_tokens = 24
 
 MICRO = f"""
 validation_questions = 4
+evaluate = ["direct", "rag"]
 
 [[stages]]
 name = "first"
@@ -54,6 +57,8 @@ seed = 5
 [checks]
 "all.format" = 0.0
 "all.accuracy" = 2.0
+"rag.read.n" = 0.0
+"rag.overall.accuracy_em - direct.overall.accuracy_em" = -1.0
 """
 
 
@@ -78,6 +83,8 @@ BAD: list[tuple[str, str]] = [
     ("[[stages]\n", "not a readable TOML file"),
     ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\nx='high'",
      "[checks] maps metric names to numbers"),
+    ("evaluate = ['gym']\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1",
+     "evaluate: unknown method(s) gym"),
 ]  # fmt: skip
 
 
@@ -151,6 +158,13 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     saved = json.loads((out / "recipe_report.json").read_text())
     assert saved["checks"]["all.format"]["ok"] and not saved["checks"]["all.accuracy"]["ok"]
     assert json.loads((out / "sft_config.json").read_text())["validation_questions"] == 4
+    # the methods ran on the 4 validation questions (train rows), and the checks read them
+    assert saved["evaluation"]["rag"]["overall"]["n"] == 4
+    assert saved["checks"]["rag.read.n"]["ok"]
+    assert saved["checks"]["rag.overall.accuracy_em - direct.overall.accuracy_em"]["ok"]
+    held = pq.read_table(work / "checks" / "validation.parquet").column("data_id").to_pylist()
+    train_ids = pq.read_table(world / "train.parquet").column("data_id").to_pylist()
+    assert len(held) == 4 and set(held) <= set(train_ids)
     # a later stage's table changed: it runs again and so does every stage after it
     changed = load_recipe(
         write(
@@ -162,3 +176,31 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     assert again["stages"][0] == first
     assert again["stages"][1]["config"]["max_steps"] == 3
     assert again["stages"][2] != report["stages"][2]  # run again from the new tower
+
+
+def test_lookup_reads_paths_and_differences() -> None:
+    values = {"rag": {"acc": 0.7}, "direct": {"acc": 0.9}, "all": {"n": 3}}
+    assert lookup(values, "rag.acc") == 0.7
+    assert lookup(values, "rag.acc - direct.acc") == pytest.approx(-0.2)
+    assert lookup(values, "rag.missing") is None
+    assert lookup(values, "rag.acc - direct.missing") is None
+    assert check({"rag.acc - direct.acc": -0.03}, values)["rag.acc - direct.acc"]["ok"] is False
+
+
+def _line(need: str, gold: str, shown: str, accuracy: float) -> dict[str, Any]:
+    turns = [{"role": "user", "text": f"question ({gold})"}, {"role": "assistant", "text": "x"}]
+    turns.append({"role": "user", "text": shown})
+    return {"need": need, "golds": [gold], "turns": turns, "reward": {"accuracy": accuracy}}
+
+
+def test_read_rate_counts_fact_questions_whose_value_was_shown() -> None:
+    lines = [
+        _line("both", "Paris", "capital city Paris; currency EUR", 1.0),
+        _line("both", "Paris", "capital city Paris", 0.0),
+        _line("text", "+33", "calling code +33", 1.0),
+        _line("both", "Lima", "nothing here", 0.0),  # not shown: not the reader's fault
+        _line("image", "Bird", "Bird", 0.0),  # no fact asked
+        _line("none", "Rome", "Rome", 0.0),
+    ]
+    assert read_rate(lines) == {"n": 3.0, "right": pytest.approx(2 / 3)}
+    assert read_rate([]) == {"n": 0.0, "right": 0.0}

@@ -10,7 +10,7 @@ TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mmsr.train.sft_cli",
     "mmsr.train.grpo_cli",
     "mmsr.train.vision_cli",
-    "mmsr.train.recipe_cli",
+    "mmsr.warmstart.cli",
     "mmsr.integrations.verl.cli",
 )
 

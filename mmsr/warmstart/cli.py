@@ -34,7 +34,7 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from mmsr.config import ConfigError
-    from mmsr.train.recipe import RecipeError, load_recipe, run_recipe
+    from mmsr.warmstart.recipe import RecipeError, load_recipe, run_recipe
 
     logging.getLogger("mmsr").setLevel(logging.INFO)
     try:

@@ -2,7 +2,7 @@
 vision pretraining — with step budgets, and ``run_recipe`` runs them in order, each from the
 one before.
 
-A recipe is a TOML file (the packaged ones live in ``mmsr/train/recipes/``; ``--recipe NAME``
+A recipe is a TOML file (the packaged ones live in ``mmsr/warmstart/recipes/``; ``--recipe NAME``
 finds them by name)::
 
     validation_questions = 200      # train questions held out of the teacher: the checks' data
@@ -14,8 +14,11 @@ finds them by name)::
     max_steps = 600
     lr = 5e-4
 
+    evaluate = ["direct", "rag"]    # evaluation methods run on the validation questions
+
     [checks]                        # minimums on the last stage's final validation record
-    "search_free.accuracy" = 0.85
+    "search_free.accuracy" = 0.85   # ... or on an evaluated method's metrics, or a difference
+    "rag.by_category.search_free.accuracy_em - direct.by_category.search_free.accuracy_em" = -0.03
 
 Every stage runs in ``WORK/NN-name/`` and is marked done there (``stage.json``: its table, final
 record and seconds) only once it finished, so a rerun of the same command skips the stages
@@ -69,6 +72,9 @@ class Recipe:
     stages: tuple[Stage, ...]
     validation_questions: int = 200
     checks: dict[str, float] = field(default_factory=dict)
+    evaluate: tuple[str, ...] = ()
+    """Evaluation methods run on the validation questions after the last stage (the checks
+    can read their metrics: ``rag.by_category.search_free.accuracy_em``)."""
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
@@ -91,7 +97,8 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise RecipeError(f"{path}: not a readable TOML file ({err})") from err
-    unknown = sorted(set(data) - {"validation_questions", "stages", "checks", "description"})
+    known = {"validation_questions", "stages", "checks", "description", "evaluate"}
+    unknown = sorted(set(data) - known)
     if unknown:
         raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}")
     raw = data.get("stages")
@@ -114,10 +121,26 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         isinstance(v, int | float) and not isinstance(v, bool) for v in checks.values()
     ):
         raise RecipeError(f"{path}: [checks] maps metric names to numbers")
-    recipe = Recipe(path, tuple(stages), validation, {k: float(v) for k, v in checks.items()})
+    evaluate = _methods(data.get("evaluate", []), path)
+    recipe = Recipe(
+        path, tuple(stages), validation, {k: float(v) for k, v in checks.items()}, evaluate
+    )
     for stage in recipe.stages:
         stage_config(recipe, stage, init="")  # every config builds (ConfigError names the key)
     return recipe
+
+
+def _methods(value: Any, path: Path) -> tuple[str, ...]:
+    from mmsr.eval.methods import METHODS
+
+    if not isinstance(value, list) or not all(isinstance(m, str) for m in value):
+        raise RecipeError(f"{path}: evaluate is a list of method names")
+    unknown = [m for m in value if m not in METHODS]
+    if unknown:
+        raise RecipeError(
+            f"{path}: evaluate: unknown method(s) {', '.join(unknown)}; known: {', '.join(METHODS)}"
+        )
+    return tuple(value)
 
 
 def _stage(item: Any, where: str) -> Stage:
@@ -182,19 +205,37 @@ def run_recipe(
     init, rows, stale = "", [], False
     for number, stage in enumerate(recipe.stages, start=1):
         folder = work / f"{number:02d}-{stage.name}"
-        stale = stale or _changed(stage, folder)
-        if stale:  # a stage whose table changed, and every stage after it, runs again
+        stale = stale or _changed(stage, folder) or not (folder / STAGE_FILE).is_file()
+        if stale:  # a stage not done or whose table changed, and every stage after it, runs
             (folder / STAGE_FILE).unlink(missing_ok=True)
         rows.append(_run_stage(recipe, stage, folder, init, world, index, progress))
         init = str(folder)
         if stage.name == until:
             logger.info("stopped after stage %s (--until)", stage.name)
             return {"stages": rows, "finished": False}
+    values: dict[str, Any] = dict(rows[-1]["final"])
+    if recipe.evaluate:
+        from mmsr.warmstart.checks import CHECKS_DIR, evaluate_methods
+
+        if stale:  # a new model: measured afresh, never resumed from the old one's answers
+            shutil.rmtree(work / CHECKS_DIR, ignore_errors=True)
+        values.update(
+            evaluate_methods(
+                Path(init),
+                Path(world),
+                Path(index),
+                work,
+                recipe.evaluate,
+                recipe.validation_questions,
+                progress=progress,
+            )
+        )
     report = {
         "recipe": str(recipe.path),
         "stages": rows,
         "minutes": round(sum(r["seconds"] for r in rows) / 60.0, 1),
-        "checks": check(recipe.checks, rows[-1]["final"]),
+        "evaluation": {m: values[m] for m in recipe.evaluate},
+        "checks": check(recipe.checks, values),
         "finished": True,
     }
     _publish(Path(init), out, recipe, report)
@@ -266,13 +307,13 @@ def _run_stage(
     return row
 
 
-def check(checks: dict[str, float], final: dict[str, Any]) -> dict[str, Any]:
-    """Each check's value in ``final`` (a dotted path) against its minimum."""
+def check(checks: dict[str, float], values: dict[str, Any]) -> dict[str, Any]:
+    """Each check's value in ``values`` (a dotted path, or ``A - B``) against its minimum."""
+    from mmsr.warmstart.checks import lookup
+
     out = {}
     for name, minimum in checks.items():
-        value: Any = final
-        for part in name.split("."):
-            value = value.get(part) if isinstance(value, dict) else None
+        value = lookup(values, name)
         ok = isinstance(value, int | float) and value >= minimum
         out[name] = {"min": minimum, "value": value, "ok": ok}
     return out

@@ -1,0 +1,124 @@
+"""A finished warm start, measured the way the evaluation will use it — on train questions.
+
+``evaluate_methods`` writes the recipe's validation questions (train questions held out of the
+teacher, never the test split) to ``WORK/checks/validation.parquet`` and runs ``mmsr eval``'s
+own ``run_eval`` over them with each method the recipe names (``direct``, ``rag``,
+``on-demand`` …), each into ``WORK/checks/<method>/`` (resumed when cut). Per method it keeps
+the metrics ``run_eval`` wrote and a ``read`` figure: of the questions asking for a fact whose
+value the text hits showed, the share answered right — the reader's part of the search path.
+
+A check names a value by a dotted path: ``rag.by_category.search_free.accuracy_em``,
+``rag.read.right``; ``"A - B"`` compares two (``rag.… - direct.…``: how far searching moves an
+answer the model knows). Not here: the stages (``mmsr.warmstart.recipe``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+CHECKS_DIR = "checks"
+VALIDATION_FILE = "validation.parquet"
+
+
+def write_validation(world: Path, n: int, out: Path) -> Path:
+    """The world's ``n`` validation questions (``WorldKit``'s hold-out) as a parquet file of the
+    train split's own rows."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from mmsr.data import load_samples
+    from mmsr.train.world_kit import split_validation, world_config
+
+    train = world / "train.parquet"
+    _, held = split_validation(load_samples(train), n, world_config(world).seed)
+    table = pq.read_table(train)
+    picked = table.filter(pc.is_in(table["data_id"], value_set=_ids(held)))
+    if picked.num_rows != len(held):
+        raise ValueError(f"{train}: {picked.num_rows} rows for {len(held)} validation questions")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".tmp")
+    pq.write_table(picked, tmp)
+    tmp.replace(out)
+    return out
+
+
+def _ids(samples: Sequence[Any]) -> Any:
+    import pyarrow as pa
+
+    return pa.array([s.id for s in samples], type=pa.string())
+
+
+def read_rate(lines: Iterable[dict[str, Any]]) -> dict[str, float]:
+    """Of the fact questions (need ``text`` or ``both``) whose gold value was in a results
+    turn, how many were answered right."""
+    from mmsr.rewards import normalize_answer
+
+    n = right = 0
+    for line in lines:
+        if line.get("need") not in ("text", "both"):
+            continue
+        golds = [normalize_answer(str(g)) for g in line.get("golds", [])]
+        shown = " ".join(
+            normalize_answer(str(t.get("text", "")))
+            for t in line.get("turns", [])[1:]
+            if t.get("role") == "user"
+        )
+        if not any(g and g in shown for g in golds):
+            continue
+        n += 1
+        right += float((line.get("reward") or {}).get("accuracy", 0.0)) > 0
+    return {"n": float(n), "right": right / n if n else 0.0}
+
+
+def evaluate_methods(
+    model: Path,
+    world: Path,
+    index: Path,
+    work: Path,
+    methods: Sequence[str],
+    questions: int,
+    *,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Each method's metrics (and ``read``) over the validation questions, by method name."""
+    from mmsr.eval.config import EvalRunConfig
+    from mmsr.eval.run import run_eval
+
+    folder = work / CHECKS_DIR
+    data = write_validation(world, questions, folder / VALIDATION_FILE)
+    out: dict[str, Any] = {}
+    for method in methods:
+        run = folder / method
+        cfg = EvalRunConfig(
+            policy=f"hf:{model}",
+            method=method,
+            data=data,
+            out=run,
+            search=f"local:{index}",
+            benchmark="validation",
+            progress=progress,
+        )
+        logger.info("checking %s with %s on %d validation questions", model, method, questions)
+        metrics = run_eval(cfg)
+        with (run / "trajectories.jsonl").open(encoding="utf-8") as handle:
+            lines = [json.loads(t) for t in handle if t.strip()]
+        out[method] = {**metrics, "read": read_rate(lines)}
+    return out
+
+
+def lookup(values: dict[str, Any], name: str) -> Any:
+    """The value at a dotted path, or ``A - B`` of two; None where a part is missing."""
+    if " - " in name:
+        left, right = (lookup(values, part.strip()) for part in name.split(" - ", 1))
+        ok = all(isinstance(v, int | float) for v in (left, right))
+        return left - right if ok else None
+    value: Any = values
+    for part in name.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
