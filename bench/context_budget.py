@@ -1,12 +1,12 @@
 """Does the longest legal rollout fit a GRPO preset's token budget, on a given world?
 
-A rollout whose next tool turn would not fit ``rollout.max_total_tokens`` ends as
+A rollout whose next tool turn would not fit ``limits.max_total_tokens`` ends as
 ``context_full`` with no answer, reward 0, so a budget below the longest legal conversation
 punishes searching for the budget's sake, not the method's. This script builds, for every
 train question of a world, the longest conversation the protocol allows with one image search
 and one text search: the first turn (the default prompt set, the question's image), an image
-search's real hits (``rollout.image_k``), a text search naming the entity with its real hits
-(``rollout.text_k``), and three assistant turns of ``rollout.max_new_tokens`` tokens each; it
+search's real hits (``limits.image_k``), a text search naming the entity with its real hits
+(``limits.text_k``), and three assistant turns of ``limits.max_new_tokens`` tokens each; it
 counts the tokens with the chat encoder (image pads included) and prints the longest, the
 99th percentile and the share within the preset's budget.
 
@@ -75,7 +75,7 @@ def measure(world: Path, index: Path, preset: str, model: Path | None = None) ->
     cfg = load_grpo_config(preset)
     encoder = ChatEncoder(*load_tokenizer_and_processor(model or WARMSTART_TINY))
     kit = WorldKit.open(world, index)
-    r = cfg.rollout
+    r = cfg.limits
     totals = sorted(
         longest_rollouts(
             kit, encoder, image_k=r.image_k, text_k=r.text_k, max_new_tokens=r.max_new_tokens

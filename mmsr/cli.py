@@ -12,11 +12,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
-import re
 import sys
 from collections.abc import Sequence
 
 from mmsr import __version__
+from mmsr.redact import redact_text
 
 # One line per command group; each module defines ``register(subparsers) -> None`` and sets
 # ``func`` on its parsers via ``set_defaults(func=...)``.
@@ -34,12 +34,9 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-_USERINFO = re.compile(r"//[^/@\s]+@")
-
-
 class _CliLogFilter(logging.Filter):
-    """Masks the user:password part of urls in every log line (httpx logs whole urls) and,
-    unless verbose, drops httpx's per-request INFO lines."""
+    """Masks secrets (a url's user:password, registered API keys) in every log line (httpx
+    logs whole urls) and, unless verbose, drops httpx's per-request INFO lines."""
 
     def __init__(self, verbose: bool) -> None:
         super().__init__()
@@ -53,7 +50,7 @@ class _CliLogFilter(logging.Filter):
         ):
             return False
         text = record.getMessage()
-        masked = _USERINFO.sub("//***@", text)
+        masked = redact_text(text)
         if masked != text:
             record.msg, record.args = masked, None
         return True
@@ -99,7 +96,7 @@ def _user_error(err: BaseException) -> str | None:
         text = "an input is nested too deeply to read (run with -v for the traceback)"
     else:
         return None
-    return _USERINFO.sub("//***@", " ".join(text.split()))
+    return redact_text(" ".join(text.split()))
 
 
 def build_parser() -> argparse.ArgumentParser:

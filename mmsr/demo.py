@@ -29,6 +29,7 @@ from mmsr.demo_stages import (
     world_stage,
 )
 from mmsr.eval.config import EvalRunConfig
+from mmsr.rollout.rules import RolloutLimits
 
 logger = logging.getLogger(__name__)
 
@@ -178,7 +179,9 @@ def _eval_config(cfg: DemoConfig, method: str, model: Path, out: Path) -> EvalRu
         seed=cfg.seed,
         batch_size=cfg.eval_batch_size,
         limit=cfg.eval_limit or None,
-        max_new_tokens=cfg.eval_max_new_tokens or EvalRunConfig.max_new_tokens,
+        limits=RolloutLimits(
+            max_new_tokens=cfg.eval_max_new_tokens or RolloutLimits.max_new_tokens
+        ),
     )
 
 

@@ -13,6 +13,8 @@ On the original release's inputs this gives its values (1.0 / 0.91 / 0.1 / 0.9 /
 with one deliberate difference: a search in the *last* of several turns is counted too (the
 original counted only the earlier turns; such a trajectory is never well formed anyway). And
 it never raises on odd input: empty or ``None`` turns, non-string golds, four or more turns.
+``RewardConfig`` holds the settings (mode, penalty, format weight) as the one config section
+every entry point composes and passes down here.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import re
 import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
 from mmsr.protocol.actions import contains_search, extract_answer, well_formed_kind
@@ -135,6 +138,28 @@ ACCURACY_MODES: dict[str, Callable[[str, Sequence[str]], float]] = {
 REWARD_MODES = (*ACCURACY_MODES, "judge")
 
 
+@dataclass(frozen=True)
+class RewardConfig:
+    """The reward's settings, one section of every config that scores (GRPO, SFT, eval, veRL).
+
+    Its fields are ``score_trajectory``'s keyword arguments, so
+    ``score_trajectory(turns, golds, **asdict(reward))`` scores with them.
+    """
+
+    mode: str = "em"
+    """Accuracy measure: one of ``REWARD_MODES`` (``judge`` also needs a judge)."""
+    search_penalty: float = 0.1
+    """Share taken off a correct answer's reward when it searched (paper §2.4)."""
+    format_weight: float = 0.1
+    """α, the weight of the format reward."""
+    penalty_per_search: bool = False
+    """Apply the penalty once per search instead of once per trajectory."""
+
+    def __post_init__(self) -> None:
+        if self.mode not in REWARD_MODES:
+            raise ValueError(f"unknown reward mode {self.mode!r}; expected one of {REWARD_MODES}")
+
+
 def format_score(turns: Sequence[str]) -> float:
     """1.0 when every turn is well formed and the action sequence is a valid one, else 0.0."""
     kinds = tuple(well_formed_kind(t) for t in turns)
@@ -163,10 +188,10 @@ def score_trajectory(
     turns: Sequence[str] | None,
     golds: str | Sequence[str] | None,
     *,
-    mode: str = "em",
-    search_penalty: float = 0.1,
-    format_weight: float = 0.1,
-    penalty_per_search: bool = False,
+    mode: str = RewardConfig.mode,
+    search_penalty: float = RewardConfig.search_penalty,
+    format_weight: float = RewardConfig.format_weight,
+    penalty_per_search: bool = RewardConfig.penalty_per_search,
     judge: AnswerJudge | None = None,
     question: str = "",
 ) -> RewardBreakdown:

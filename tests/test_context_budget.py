@@ -30,7 +30,7 @@ def _bench() -> Any:
 
 
 def test_the_longest_legal_rollout_fits_the_tiny_budget(kit: Any) -> None:
-    cfg = load_grpo_config("tiny-cpu").rollout
+    cfg = load_grpo_config("tiny-cpu").limits
     encoder = ChatEncoder(*load_tokenizer_and_processor(WARMSTART_TINY))
     totals = _bench().longest_rollouts(
         kit, encoder, image_k=cfg.image_k, text_k=cfg.text_k, max_new_tokens=cfg.max_new_tokens

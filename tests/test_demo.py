@@ -51,7 +51,7 @@ def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
     assert saved["training"]["probe_steps"] == [0, 1]  # before and after the step
     # the ablations: GRPO without the search penalty, and more SFT for as long as GRPO ran
     no_penalty = read_yaml(cfg.out / "grpo_no_penalty" / "config.yaml")
-    assert no_penalty["algo"]["search_penalty"] == 0.0
+    assert no_penalty["reward"]["search_penalty"] == 0.0
     assert (cfg.out / "sft_more" / "model.safetensors").is_file()
     assert {"grpo", "grpo_no_penalty", "sft_more"} <= set(saved["timings"])
     report = (cfg.out / "report.md").read_text(encoding="utf-8")
@@ -248,7 +248,7 @@ def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None
     grpo = grpo_stage("grpo", "tiny-cpu", _grpo_settings(cfg), overrides, tmp_path / "g")
     args = parsed(grpo.command)
     assert load_grpo_config(args.preset, args.overrides) == grpo.config
-    assert grpo.config.algo.search_penalty == 0.0 and grpo.config.run.steps == 12
+    assert grpo.config.reward.search_penalty == 0.0 and grpo.config.run.steps == 12
     assert grpo.config.algo.prompts_per_step == 8 and grpo.config.algo.skip_zero_advantage
     assert grpo.config.run.probe_every == 4
     assert grpo.config.search.cache == "none" and grpo.config.model.path == str(tmp_path)
@@ -260,4 +260,4 @@ def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None
 
     ev = eval_stage("rag", _eval_config(cfg, "rag", tmp_path, tmp_path / "e"))
     assert config_from_args(parsed(ev.command)) == ev.config
-    assert ev.config.limit == 4 and ev.config.max_new_tokens == 256
+    assert ev.config.limit == 4 and ev.config.limits.max_new_tokens == 256

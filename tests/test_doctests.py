@@ -12,10 +12,13 @@ import pytest
     "name",
     [
         "mmsr.data.balance",
+        "mmsr.redact",
         "mmsr.rewards",
         "mmsr.protocol.actions",
         "mmsr.protocol.render",
         "mmsr.rollout.rules",
+        "mmsr.rollout.settings",
+        "mmsr.train.schedule",
         "mmsr.integrations.verl.reward",
         "mmsr.inspect",
         "mmsr.inspect.views",

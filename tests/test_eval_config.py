@@ -17,6 +17,8 @@ from mmsr.eval.cli import command_line, config_from_args
 from mmsr.eval.config import EvalRunConfig, SavedEvalConfig, check_resume, write_saved
 from mmsr.eval.records import ResultLine, eval_records
 from mmsr.eval.runner import result_line
+from mmsr.rewards import RewardConfig
+from mmsr.rollout import RolloutLimits
 
 
 def _cfg(tmp_path: Path, **changes: Any) -> EvalRunConfig:
@@ -31,10 +33,10 @@ def _cfg(tmp_path: Path, **changes: Any) -> EvalRunConfig:
     [
         ({"batch_size": 0}, "batch_size must be at least 1"),
         ({"concurrency": -2}, "concurrency must be at least 1"),
-        ({"max_new_tokens": 0}, "max_new_tokens must be at least 1"),
+        ({"limits": RolloutLimits(max_new_tokens=0)}, "limits.max_new_tokens must be at least 1"),
         ({"limit": 0}, "limit must be at least 1"),  # 0 used to mean "no questions" (an error)
         ({"temperature": -0.5}, "temperature must be at least 0"),
-        ({"reward_mode": "judge"}, "reward_mode 'judge' is not one of em, subem, f1"),
+        ({"reward": RewardConfig(mode="judge")}, "reward.mode 'judge' is not one of em, subem, f1"),
         ({"method": "nope"}, "unknown method 'nope'"),
         ({"policy": "nope:x"}, "unknown kind 'nope'"),
         ({"method": "rag", "prompts": Path("p")}, "--prompts applies to --method on-demand"),
@@ -86,7 +88,7 @@ def test_local_policies_device_dtype_and_micro_batches_round_trip(tmp_path: Path
     [
         {"seed": 1},
         {"temperature": 0.5},
-        {"reward_mode": "f1"},
+        {"reward": RewardConfig(mode="f1")},
         {"method": "rag"},
         {"policy": "scripted:never-search"},
     ],
@@ -114,7 +116,7 @@ def test_resume_compares_the_resolved_search_and_data(tmp_path: Path) -> None:
     )
 
 
-# config.json as mmsr eval has written it since its first version (secrets already masked)
+# config.json as mmsr eval wrote it before the reward and limits sections (secrets masked)
 OLD_CONFIG = {
     "policy": "openai:http://***@host/v1#m",
     "model": None,
@@ -135,12 +137,27 @@ OLD_CONFIG = {
 }
 
 
-def test_an_old_saved_config_is_read_and_written_back_unchanged(tmp_path: Path) -> None:
+def test_an_old_saved_config_is_read_into_the_sections_and_round_trips(tmp_path: Path) -> None:
     saved = SavedEvalConfig.from_json(OLD_CONFIG)
     assert saved.seed == 7 and saved.search == {"backend": "local", "index": "/idx"}
+    # the flat keys land in the sections, the rest of each section at its default
+    assert saved.limits == RolloutLimits(max_new_tokens=256) and saved.reward == RewardConfig()
     write_saved(tmp_path, saved)
-    text = (tmp_path / "config.json").read_text(encoding="utf-8")
-    assert text == json.dumps(OLD_CONFIG, indent=1) + "\n"  # same keys, same order
+    written = json.loads((tmp_path / "config.json").read_text(encoding="utf-8"))
+    assert "max_new_tokens" not in written and "reward_mode" not in written
+    assert written["limits"]["max_turns"] == 3 and written["reward"]["search_penalty"] == 0.1
+    assert SavedEvalConfig.from_json(written) == saved
+    # a run saved with the old keys resumes with the same settings given the new way
+    now = _cfg(tmp_path, limits=RolloutLimits(max_new_tokens=100)).saved(None)
+    flat = {k: v for k, v in now.to_json().items() if k not in ("limits", "reward")}
+    flat |= {"max_new_tokens": 100, "reward_mode": "em"}
+    (tmp_path / "config.json").write_text(json.dumps(flat), encoding="utf-8")
+    check_resume(tmp_path, now)
+    with pytest.raises(ConfigError, match=r"other settings \(reward\)"):
+        check_resume(tmp_path, dataclasses.replace(now, reward=RewardConfig(mode="f1")))
+    # naming one setting both ways is refused
+    with pytest.raises(ConfigError, match=r"reward_mode and reward\.mode"):
+        SavedEvalConfig.from_json(OLD_CONFIG | {"reward": {"mode": "f1"}})
 
 
 def test_a_damaged_saved_config_is_a_clear_error(tmp_path: Path) -> None:

@@ -135,8 +135,8 @@ def test_grpo_builds_a_colocated_engine_with_dummy_weights(
     (kwargs,) = engines.built
     assert kwargs["load_format"] == "dummy"  # the trainer pushes its weights before rollouts
     assert kwargs["enable_sleep_mode"] is True and kwargs["gpu_memory_utilization"] == 0.4
-    assert kwargs["max_model_len"] == cfg.rollout.max_total_tokens
-    limit = 1 + cfg.rollout.max_image_searches * cfg.rollout.image_k  # question + image hits
+    assert kwargs["max_model_len"] == cfg.limits.max_total_tokens
+    limit = 1 + cfg.limits.max_image_searches * cfg.limits.image_k  # question + image hits
     assert kwargs["limit_mm_per_prompt"]["image"] == limit
     assert rollout.policy.temperature == cfg.rollout.temperature
     with pytest.raises(ValueError, match="needs the model's folder"):

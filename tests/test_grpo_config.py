@@ -120,17 +120,22 @@ def test_search_cache_none_means_no_cache(
         build_tools(SearchSection(spec="nope"))
 
 
-def test_the_rollout_section_is_the_engines_limits() -> None:
-    cfg = load_grpo_config("tiny-cpu", ["--rollout.max_new_tokens=9", "--rollout.temperature=0.5"])
-    assert isinstance(cfg.rollout, RolloutLimits)  # handed to the engine as it is
+def test_the_limits_section_is_the_engines_limits() -> None:
+    cfg = load_grpo_config("tiny-cpu", ["--limits.max_new_tokens=9", "--rollout.temperature=0.5"])
+    assert type(cfg.limits) is RolloutLimits  # handed to the engine as it is
     # the preset's keys and overrides land on the limits; the protocol's search limits stay
-    assert (cfg.rollout.max_new_tokens, cfg.rollout.max_total_tokens, cfg.rollout.text_k) == (
+    assert (cfg.limits.max_new_tokens, cfg.limits.max_total_tokens, cfg.limits.text_k) == (
         9,
         1536,
         3,
     )
-    assert (cfg.rollout.max_image_searches, cfg.rollout.max_text_searches) == (1, 2)
+    assert (cfg.limits.max_image_searches, cfg.limits.max_text_searches) == (1, 2)
     assert cfg.rollout.temperature == 0.5
-    # without a preset: the tiny CPU run's budgets, not the engine's
-    defaults = load_grpo_config(None).rollout
-    assert (defaults.max_new_tokens, defaults.max_total_tokens, defaults.text_k) == (64, 1536, 3)
+    # the key the limits had inside the rollout section still works
+    assert load_grpo_config("tiny-cpu", ["--rollout.max_new_tokens=9"]) == load_grpo_config(
+        "tiny-cpu", ["--limits.max_new_tokens=9"]
+    )
+    # without a preset: the tiny CPU run's budgets, not the engine's, even for a partial section
+    for defaults in (load_grpo_config(None), load_grpo_config(None, ["--limits.max_turns=2"])):
+        lim = defaults.limits
+        assert (lim.max_new_tokens, lim.max_total_tokens, lim.text_k) == (64, 1536, 3)

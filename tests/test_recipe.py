@@ -146,7 +146,8 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     assert not out.exists()
     first = json.loads((work / "01-first" / "stage.json").read_text())
     assert first["final"]["eval_split"] == "validation"  # never the test split
-    (work / "03-last").mkdir()  # a stage cut short: no stage.json, so it runs again
+    (work / "03-last" / ".resume").mkdir(parents=True)  # cut short: no stage.json, runs again
+    (work / "03-last" / ".resume" / "state.pt").write_bytes(b"junk")  # unreadable: ignored
     report = run_recipe(recipe, world, index, out, work=work)
     assert report["finished"] and [r["name"] for r in report["stages"]] == [
         "first",

@@ -18,13 +18,13 @@ import torch
 from mmsr.models import build_tiny_model, load_model, suppressed_token_ids
 from mmsr.policy.local_model import build_hf_policy
 from mmsr.train.batch import collate, teacher_sequence, token_logprobs
+from mmsr.train.schedule import lr_multiplier
 from mmsr.train.sft import (
     CONFIG_FILE,
     METRICS_FILE,
     budget_progress,
     decision_slot_weights,
     load_sft_config,
-    lr_factor,
     masked_logprobs,
     sft_loss,
     slot_prefix_ids,
@@ -112,9 +112,19 @@ def test_a_few_steps_lower_the_loss(micro: Any) -> None:
 
 def test_schedule_warms_up_then_decays() -> None:
     config = replace(load_sft_config("tiny-cpu"), warmup_steps=10, max_steps=100, minutes=0.0)
-    assert lr_factor(0, 0.0, config) == pytest.approx(0.1)
-    assert lr_factor(9, 0.09, config) == pytest.approx(0.98, abs=0.01)
-    assert lr_factor(99, 1.0, config) == pytest.approx(config.min_lr_ratio)
+
+    def lr_factor(step: int, progress: float) -> float:  # as train_sft calls it
+        return lr_multiplier(
+            step,
+            progress,
+            warmup_steps=config.warmup_steps,
+            min_ratio=config.min_lr_ratio,
+            warmup_scales_decay=True,
+        )
+
+    assert lr_factor(0, 0.0) == pytest.approx(0.1)
+    assert lr_factor(9, 0.09) == pytest.approx(0.98, abs=0.01)
+    assert lr_factor(99, 1.0) == pytest.approx(config.min_lr_ratio)
     timed = replace(config, max_steps=0, minutes=2.0)
     assert budget_progress(5, 60.0, timed) == pytest.approx(0.5)
     assert budget_progress(50, 30.0, replace(timed, max_steps=100)) == pytest.approx(0.5)
@@ -127,7 +137,7 @@ def test_presets_parse_and_a_budget_is_required() -> None:
     assert {"smoke", "tiny-cpu"} <= set(preset_names("sft"))
     for name in preset_names("sft"):
         assert load_sft_config(name).model_preset
-    assert load_sft_config("smoke").eval.max_new_tokens == 24
+    assert load_sft_config("smoke").limits.max_new_tokens == 24
     assert load_sft_config("tiny-cpu", {"seed": 3}).seed == 3
     nested = load_sft_config(
         "tiny-cpu", {"teacher": {"head_direct": 0.9}}, ["--teacher.weights.know", "1"]
@@ -190,3 +200,48 @@ def test_committed_warm_start_answers_in_protocol_form(small_world: Any) -> None
     for traj in trajectories:  # no search backend: a search comes back as a failure message
         first = parse_action(traj.assistant_texts[0])
         assert not isinstance(first, Invalid), traj.assistant_texts
+
+
+def test_a_cut_run_resumes_on_the_same_batches(
+    small_world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """Cut after the step-2 resume state, run again: the same weights as an uncut run."""
+    from safetensors.torch import load_file
+
+    from mmsr.train import resume
+
+    world, index = small_world
+    smoke = replace(load_sft_config("smoke"), checkpoint_every=2, final_questions=1)
+    train_sft(smoke, world, index, tmp_path / "uncut")
+    save = resume.save
+
+    def save_then_cut(out: Path, config: Any, state: Any) -> None:
+        save(out, config, state)
+        raise KeyboardInterrupt  # the machine went away right after the state was written
+
+    monkeypatch.setattr(resume, "save", save_then_cut)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(smoke, world, index, tmp_path / "cut")
+    assert (tmp_path / "cut" / ".resume" / "state.pt").is_file()
+    monkeypatch.setattr(resume, "save", save)
+    with caplog.at_level("INFO", logger="mmsr.train.sft"):
+        final = train_sft(smoke, world, index, tmp_path / "cut")
+    assert "at step 2" in caplog.text  # continued, not started again (that would match too)
+    assert final["step"] == smoke.max_steps
+    assert not (tmp_path / "cut" / ".resume").exists()  # discarded once the model is saved
+    uncut = load_file(str(tmp_path / "uncut" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert uncut.keys() == resumed.keys()
+    assert all(torch.equal(uncut[k], resumed[k]) for k in uncut)
+
+
+def test_a_resume_state_is_used_only_by_its_own_settings(tmp_path: Path) -> None:
+    from mmsr.train import resume
+
+    resume.save(tmp_path, {"seed": 0}, {"step": 3})
+    assert resume.load(tmp_path, {"seed": 0}) == {"step": 3}
+    assert resume.load(tmp_path, {"seed": 1}) is None  # other settings: start afresh
+    (tmp_path / ".resume" / "state.pt").write_bytes(b"cut in the middle")
+    assert resume.load(tmp_path, {"seed": 0}) is None  # damaged: skipped, not fatal
+    resume.discard(tmp_path)
+    assert resume.load(tmp_path, {"seed": 0}) is None and not (tmp_path / ".resume").exists()

@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 from mmsr.models import PRESETS, ImageProcessor, build_tiny_model
 from mmsr.models.io import save_pretrained
 from mmsr.models.vision_batch import image_features
-from mmsr.train.vision import VisionConfig, lr_factor, train_vision
+from mmsr.train.schedule import lr_multiplier
+from mmsr.train.vision import VisionConfig, train_vision
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "vision_probe.py"
 
@@ -76,8 +77,9 @@ def test_vision_config_needs_a_budget() -> None:
     with pytest.raises(ValueError, match="budget"):
         VisionConfig(minutes=0, max_steps=0)
     config = VisionConfig(minutes=1, warmup_steps=4)
-    assert lr_factor(0, 0.0, config) == pytest.approx(0.25)
-    assert lr_factor(10, 1.0, config) == pytest.approx(0.0)
+    # as train_vision calls it: warm-up, then a cosine to 0 over the budget
+    assert lr_multiplier(0, 0.0, warmup_steps=config.warmup_steps) == pytest.approx(0.25)
+    assert lr_multiplier(10, 1.0, warmup_steps=config.warmup_steps) == pytest.approx(0.0)
 
 
 def test_train_vision_changes_the_tower_only(
@@ -97,6 +99,37 @@ def test_train_vision_changes_the_tower_only(
     assert before.keys() == after.keys()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and all(k.startswith("visual.") for k in changed)
+
+
+def test_a_cut_vision_run_resumes_on_the_same_pictures(
+    small_world: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    from mmsr.train import resume
+
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model("micro", tok, seed=0)
+    init = save_pretrained(model, tok, tiny_models.image_processor("micro"), tmp_path / "init")
+    config = VisionConfig(
+        minutes=0, max_steps=4, batch_size=4, eval_pictures=4, eval_every=0, checkpoint_every=2
+    )
+    train_vision(*small_world, init, tmp_path / "uncut", config)
+    save = resume.save
+
+    def save_then_cut(out: Path, settings: Any, state: Any) -> None:
+        save(out, settings, state)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(resume, "save", save_then_cut)
+    with pytest.raises(KeyboardInterrupt):
+        train_vision(*small_world, init, tmp_path / "cut", config)
+    monkeypatch.setattr(resume, "save", save)
+    with caplog.at_level("INFO", logger="mmsr.train.vision"):
+        metrics = train_vision(*small_world, init, tmp_path / "cut", config)
+    assert "at step 2" in caplog.text and metrics["final"]["step"] == 4
+    assert not (tmp_path / "cut" / ".resume").exists()
+    uncut = load_file(tmp_path / "uncut" / "model.safetensors")
+    resumed = load_file(tmp_path / "cut" / "model.safetensors")
+    assert all(torch.equal(uncut[k], resumed[k]) for k in uncut)
 
 
 def test_cli_refuses_a_folder_without_a_model(tmp_path: Path) -> None:

@@ -9,8 +9,11 @@
     mmsr report runs/* --out report/
 
 A rerun with the same ``--out`` resumes: questions already in ``trajectories.jsonl`` are
-skipped. The options become an ``EvalRunConfig`` (``mmsr.eval.config``) and
-``mmsr.eval.run.run_eval`` runs it; nothing heavy is imported here.
+skipped. The reward and the protocol's limits come from ``--settings FILE`` (the ``reward`` and
+``limits`` sections of a training preset or a run's saved config, e.g. to evaluate with the
+limits a policy was trained with), then ``--max-new-tokens``/``--reward-mode``, then
+``--reward.FIELD VALUE``/``--limits.FIELD VALUE``. The options become an ``EvalRunConfig``
+(``mmsr.eval.config``) and ``mmsr.eval.run.run_eval`` runs it; nothing heavy is imported here.
 """
 
 from __future__ import annotations
@@ -18,10 +21,23 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from mmsr.config import build, merge, parse_overrides
 from mmsr.eval.config import EVAL_REWARD_MODES, EvalRunConfig
+from mmsr.rewards import RewardConfig
+from mmsr.rollout.rules import RolloutLimits
+from mmsr.rollout.settings import read_settings
+
+
+@dataclass(frozen=True)
+class _Sections:
+    """What ``mmsr eval``'s ``--section.field VALUE`` overrides may set."""
+
+    reward: RewardConfig
+    limits: RolloutLimits
 
 
 def register(subparsers: Any) -> None:
@@ -70,16 +86,27 @@ def register(subparsers: Any) -> None:
     run.add_argument("--judge", default=None, help="LLM judge: BASE_URL#MODEL (optional)")
     run.add_argument("--seed", type=int, default=0, help="sampling seed (per question)")
     run.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    run.add_argument("--max-new-tokens", type=int, default=256, help="longest assistant turn")
+    run.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        help="reward and limits sections of a preset or run config (YAML/JSON)",
+    )
+    run.add_argument(
+        "--max-new-tokens", type=int, default=None, help="longest assistant turn (default 256)"
+    )
     run.add_argument("--prompts", type=Path, default=None, help="prompt set folder (on-demand)")
-    run.add_argument("--reward-mode", default="em", choices=list(EVAL_REWARD_MODES))
+    run.add_argument(
+        "--reward-mode", default=None, choices=list(EVAL_REWARD_MODES), help="default: em"
+    )
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument(
         "--retry-failed",
         action="store_true",
         help="run again the questions a previous run recorded as failed",
     )
-    run.set_defaults(func=_eval)
+    # the rest of the command line (--reward.FIELD VALUE, --limits.FIELD VALUE)
+    run.set_defaults(func=_eval, takes_overrides=True)
 
     report = subparsers.add_parser("report", help="Table-1-style report of eval run folders")
     report.add_argument("runs", nargs="+", type=Path, help="run folders of mmsr eval")
@@ -130,8 +157,23 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def sections_from_args(args: argparse.Namespace) -> _Sections:
+    """The reward and limits of ``mmsr eval``'s options: ``--settings``, then the two flags,
+    then the ``--reward.FIELD``/``--limits.FIELD`` overrides, over the defaults."""
+    reward, limits = (
+        read_settings(args.settings) if args.settings else (RewardConfig(), RolloutLimits())
+    )
+    flags = {
+        "reward": {} if args.reward_mode is None else {"mode": args.reward_mode},
+        "limits": {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens},
+    }
+    data = merge({"reward": asdict(reward), "limits": asdict(limits)}, flags)
+    return build(_Sections, merge(data, parse_overrides(getattr(args, "overrides", []))))
+
+
 def config_from_args(args: argparse.Namespace) -> EvalRunConfig:
     """The ``EvalRunConfig`` of ``mmsr eval``'s options (checked as it is built)."""
+    sections = sections_from_args(args)
     return EvalRunConfig(
         policy=args.policy,
         method=args.method,
@@ -151,25 +193,30 @@ def config_from_args(args: argparse.Namespace) -> EvalRunConfig:
         judge=args.judge,
         seed=args.seed,
         temperature=args.temperature,
-        max_new_tokens=args.max_new_tokens,
+        limits=sections.limits,
         prompts=args.prompts,
-        reward_mode=args.reward_mode,
+        reward=sections.reward,
         progress=not args.no_progress,
         retry_failed=args.retry_failed,
     )
 
 
 def command_line(cfg: EvalRunConfig) -> list[str]:
-    """The ``mmsr eval`` arguments that give ``cfg`` back (settings at their default left out)."""
-    argv = ["eval"]
+    """The ``mmsr eval`` arguments that give ``cfg`` back (settings at their default left out;
+    those of the reward and the limits as ``--section.field=VALUE``, last)."""
+    argv, sections = ["eval"], []
     for f in dataclasses.fields(cfg):
         value = getattr(cfg, f.name)
-        if f.name == "progress":
+        if f.name in ("reward", "limits"):
+            default = asdict(type(value)())  # eval's defaults are the sections' own
+            changed = {k: v for k, v in asdict(value).items() if v != default[k]}
+            sections += [f"--{f.name}.{k}={json.dumps(v)}" for k, v in changed.items()]
+        elif f.name == "progress":
             argv += [] if value else ["--no-progress"]
         elif f.default is dataclasses.MISSING or value != f.default:
             flag = "--" + f.name.replace("_", "-")
             argv += [flag] if value is True else [flag, str(value)]
-    return argv
+    return argv + sections
 
 
 def _eval(args: argparse.Namespace) -> int:

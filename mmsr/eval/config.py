@@ -10,21 +10,22 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from mmsr.config import ConfigError, read_json
+from mmsr.config import ConfigError, build, read_json
+from mmsr.redact import redact
+from mmsr.rewards import RewardConfig
+from mmsr.rollout.rules import RolloutLimits
+from mmsr.rollout.settings import lift_legacy
 
 CONFIG_FILE = "config.json"
 EVAL_REWARD_MODES = ("em", "subem", "f1")
 POLICY_KINDS = ("hf", "vllm", "openai", "scripted")
 LOCAL_DTYPES = ("float32", "bfloat16", "float16")
 # Settings that must not change between a run and its resumption (its lines would mix).
-RESUME_FIELDS = ("policy", "method", "data", "search", "seed", "temperature", "reward_mode")
-SECRET_WORDS = ("key", "token", "secret", "password")
-_USERINFO = re.compile(r"//[^/@\s]+@")
+RESUME_FIELDS = ("policy", "method", "data", "search", "seed", "temperature", "reward")
 
 
 @dataclass(frozen=True)
@@ -69,12 +70,12 @@ class EvalRunConfig:
     """Sampling seed (each question's seed derives from it and the question's id)."""
     temperature: float = 0.0
     """Sampling temperature; 0 is greedy."""
-    max_new_tokens: int = 256
-    """Longest assistant turn."""
+    limits: RolloutLimits = RolloutLimits()
+    """The protocol's limits every method starts from (and narrows)."""
     prompts: Path | None = None
     """Prompt set folder (``on-demand`` only; None: the method's own)."""
-    reward_mode: str = "em"
-    """Accuracy measure of the reward: one of ``EVAL_REWARD_MODES``."""
+    reward: RewardConfig = RewardConfig()
+    """The reward of every line (``reward.mode``: one of ``EVAL_REWARD_MODES``)."""
     progress: bool = True
     """Show a progress bar."""
     retry_failed: bool = False
@@ -90,15 +91,19 @@ class EvalRunConfig:
             )
         if self.method not in METHODS:
             raise ConfigError(f"unknown method {self.method!r}; known: {', '.join(METHODS)}")
-        if self.reward_mode not in EVAL_REWARD_MODES:
+        if self.reward.mode not in EVAL_REWARD_MODES:
             raise ConfigError(
-                f"reward_mode {self.reward_mode!r} is not one of {', '.join(EVAL_REWARD_MODES)}"
+                f"reward.mode {self.reward.mode!r} is not one of {', '.join(EVAL_REWARD_MODES)}"
             )
         if self.prompts is not None and self.method != "on-demand":
             raise ConfigError("--prompts applies to --method on-demand only")
-        for name in ("batch_size", "concurrency", "max_new_tokens"):
+        for name in ("batch_size", "concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.limits.max_new_tokens < 1:
+            raise ConfigError(
+                f"limits.max_new_tokens must be at least 1, got {self.limits.max_new_tokens}"
+            )
         if self.limit is not None and self.limit < 1:
             raise ConfigError(f"limit must be at least 1 (or None: all), got {self.limit}")
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
@@ -153,16 +158,17 @@ class EvalRunConfig:
             judge=redact(self.judge),
             seed=self.seed,
             temperature=self.temperature,
-            max_new_tokens=self.max_new_tokens,
+            limits=self.limits,
             prompts=str(self.prompts) if self.prompts else None,
-            reward_mode=self.reward_mode,
+            reward=self.reward,
         )
 
 
 @dataclass(frozen=True)
 class SavedEvalConfig:
     """``OUT/config.json``: an ``EvalRunConfig`` resolved (absolute data path, the search
-    config rather than its spec, secrets masked); the same keys since the first eval runs."""
+    config rather than its spec, secrets masked). Files written before the ``limits`` and
+    ``reward`` sections (``max_new_tokens``, ``reward_mode``) are read into them."""
 
     policy: str
     """The policy spec, user:password of its url masked."""
@@ -190,16 +196,17 @@ class SavedEvalConfig:
     """``EvalRunConfig.seed``."""
     temperature: float
     """``EvalRunConfig.temperature``."""
-    max_new_tokens: int
-    """``EvalRunConfig.max_new_tokens``."""
+    limits: RolloutLimits
+    """``EvalRunConfig.limits``."""
     prompts: str | None
     """The prompt set folder as given."""
-    reward_mode: str
-    """``EvalRunConfig.reward_mode``."""
+    reward: RewardConfig
+    """``EvalRunConfig.reward``."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``config.json``, keys in field order."""
-        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        return data | {"limits": asdict(self.limits), "reward": asdict(self.reward)}
 
     @classmethod
     def from_json(cls, data: Any, where: str = CONFIG_FILE) -> SavedEvalConfig:
@@ -207,6 +214,7 @@ class SavedEvalConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
+        data = lift_legacy(data, "eval")
         missing = [n for n in names if n not in data]
         unknown = sorted(set(data) - set(names))
         if missing or unknown:
@@ -214,7 +222,9 @@ class SavedEvalConfig:
                 f"{where}: not the config of an mmsr eval run "
                 f"(missing: {', '.join(missing) or '-'}; unknown: {', '.join(unknown) or '-'})"
             )
-        return cls(**data)
+        limits = build(RolloutLimits, data["limits"], f"{where}: limits.")
+        reward = build(RewardConfig, data["reward"], f"{where}: reward.")
+        return cls(**data | {"limits": limits, "reward": reward})
 
     def changed(self, other: SavedEvalConfig) -> list[str]:
         """The ``RESUME_FIELDS`` whose values differ between the two."""
@@ -249,18 +259,3 @@ def split_endpoint(spec: str, model: str | None, what: str) -> tuple[str, str]:
     if not base.startswith(("http://", "https://")) or not name:
         raise ValueError(f"{what}: expected BASE_URL#MODEL (http[s]://…#name), got {spec!r}")
     return base, name
-
-
-def redact(value: Any) -> Any:
-    """``value`` with every entry whose key names a secret replaced by "***", and the
-    user:password part of URLs masked."""
-    if isinstance(value, str):
-        return _USERINFO.sub("//***@", value)
-    if isinstance(value, dict):
-        return {
-            k: "***" if any(w in str(k).lower() for w in SECRET_WORDS) else redact(v)
-            for k, v in value.items()
-        }
-    if isinstance(value, list):
-        return [redact(v) for v in value]
-    return value

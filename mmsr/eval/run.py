@@ -15,8 +15,9 @@ import logging
 from collections import Counter
 from typing import Any
 
-from mmsr.eval.config import EvalRunConfig, check_resume, redact, split_endpoint, write_saved
+from mmsr.eval.config import EvalRunConfig, check_resume, split_endpoint, write_saved
 from mmsr.eval.records import ResultLine, eval_records
+from mmsr.redact import redact
 from mmsr.run_folder import hold_run_folder
 
 logger = logging.getLogger(__name__)
@@ -70,9 +71,7 @@ def policy_from_spec(
 
 def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
     """(policy, turn encoder or None) from ``cfg.policy``; a vLLM engine's context fits the
-    protocol's longest rollout (``RolloutLimits.max_total_tokens``)."""
-    from mmsr.rollout.engine import RolloutLimits
-
+    protocol's longest rollout (``cfg.limits.max_total_tokens``)."""
     return policy_from_spec(
         cfg.policy,
         model=cfg.model,
@@ -82,7 +81,7 @@ def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
         device=cfg.local_device(),
         dtype=cfg.local_dtype(),
         max_batch=cfg.micro_batch_size,
-        max_model_len=RolloutLimits(max_new_tokens=cfg.max_new_tokens).max_total_tokens,
+        max_model_len=cfg.limits.max_total_tokens,
     )
 
 
@@ -166,7 +165,6 @@ def _context(cfg: EvalRunConfig, search: dict[str, Any] | None) -> Any:
     """The ``MethodContext`` of the run: policy, tools, limits, prompt set."""
     from mmsr.eval.methods import MethodContext
     from mmsr.protocol.prompts import load_prompt_set
-    from mmsr.rollout.engine import RolloutLimits
     from mmsr.search.base import SearchBackends
     from mmsr.search.registry import build_search
 
@@ -175,7 +173,7 @@ def _context(cfg: EvalRunConfig, search: dict[str, Any] | None) -> Any:
         policy=policy,
         search=build_search(search) if search is not None else SearchBackends(),
         encoder=encoder,
-        limits=RolloutLimits(max_new_tokens=cfg.max_new_tokens),
+        limits=cfg.limits,
         prompts=load_prompt_set(cfg.prompts) if cfg.prompts else None,
         tool_workers=cfg.concurrency,
     )
@@ -239,7 +237,7 @@ def _run_held(cfg: EvalRunConfig, method: Any, search: dict[str, Any] | None) ->
         cfg.out,
         batch_size=cfg.batch_size,
         seed=cfg.seed,
-        reward_mode=cfg.reward_mode,
+        reward=cfg.reward,
         judge=build_judge(cfg),
         on_batch=on_batch,
         retry_failed=cfg.retry_failed,

@@ -29,7 +29,7 @@ from typing import Any
 
 from mmsr.eval.methods import EvalItem, Method, MethodContext
 from mmsr.eval.records import ResultLine
-from mmsr.rewards import AnswerJudge, score_trajectory
+from mmsr.rewards import AnswerJudge, RewardConfig, score_trajectory
 from mmsr.rollout.trajectory import Trajectory, trajectory_record
 from mmsr.run_folder import read_finished
 from mmsr.types import Sample
@@ -74,23 +74,23 @@ def result_line(
     sample: Sample,
     method: str,
     *,
-    reward_mode: str = "em",
+    reward: RewardConfig = RewardConfig(),
     judge: AnswerJudge | None = None,
     image_dir: Path | None = None,
 ) -> ResultLine:
     """The line of one finished question: the trajectory, its scores and its labels; with
     ``image_dir``, the conversation's images (question and thumbnails) are saved there."""
-    reward = score_trajectory(traj.assistant_texts, sample.golds, mode=reward_mode)
-    verdict, judge_error = _verdict(judge, sample.question, reward.answer, sample.golds)
+    score = score_trajectory(traj.assistant_texts, sample.golds, **asdict(reward))
+    verdict, judge_error = _verdict(judge, sample.question, score.answer, sample.golds)
     need = sample.extra.get("search_need")
     record = {
         **trajectory_record(traj, image_dir),
         "method": method,
-        "answer": reward.answer,
+        "answer": score.answer,
         "golds": sample.golds,
         "category": sample.category or "",
         "need": str(need) if need is not None else None,
-        "reward": asdict(reward),
+        "reward": asdict(score),
         "image_calls": sum(c.tool == "image" for c in traj.tool_calls),
         "text_calls": sum(c.tool == "text" for c in traj.tool_calls),
         "n_assistant_turns": len(traj.assistant_texts),
@@ -137,7 +137,7 @@ def evaluate(
     *,
     batch_size: int = 16,
     seed: int = 0,
-    reward_mode: str = "em",
+    reward: RewardConfig = RewardConfig(),
     judge: AnswerJudge | None = None,
     on_batch: Callable[[list[ResultLine]], None] | None = None,
     retry_failed: bool = False,
@@ -163,7 +163,7 @@ def evaluate(
                         ts[0],
                         ts[1],
                         method.name,
-                        reward_mode=reward_mode,
+                        reward=reward,
                         judge=judge,
                         image_dir=out / IMAGES,
                     ),

@@ -1,4 +1,6 @@
-"""The multi-turn rollout engine, the protocol rules it applies and the trajectories it produces."""
+"""The multi-turn rollout engine, the pure step it shares with the veRL agent loop (``step``),
+the protocol rules it applies, the limits and reward settings every entry point reads
+(``settings``) and the trajectories it produces."""
 
 from mmsr.rollout.engine import RolloutEngine, RolloutTask, TurnEncoder
 from mmsr.rollout.failures import ToolFailures, call_tool

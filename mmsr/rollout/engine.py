@@ -11,11 +11,12 @@ cache) between its turns, and is told when the run is over. A tool failure of
 any kind is an observation (``mmsr.rollout.failures.call_tool``); a policy ``Generation`` with an
 ``error`` (a chat API that refused this prompt) ends that rollout alone as ``policy_error``.
 
-What a turn means and when a rollout ends (limits, end reasons, the token budget) are the pure
-rules of ``mmsr.rollout.rules``, which the veRL agent loop (``mmsr.integrations.verl``) calls
-too. For token-level policies the engine also keeps each trajectory's token ids: the ids of the
-injected user turns come from a ``TurnEncoder`` (mask 0) and the ids the policy sampled are
-appended as they are (mask 1) — never re-tokenised.
+Each transition — record a turn, decide the search or the end, add the tool's turn within the
+token budget — is the pure step of ``mmsr.rollout.step``, which the veRL agent loop
+(``mmsr.integrations.verl``) runs too; the engine keeps only the batching and the tool threads.
+For token-level policies each trajectory also keeps its token ids: the ids of the injected user
+turns come from a ``TurnEncoder`` (mask 0) and the ids the policy sampled are appended as they
+are (mask 1) — never re-tokenised.
 """
 
 from __future__ import annotations
@@ -23,24 +24,22 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Any, Protocol, TypeAlias
 
 from mmsr.policy.base import Generation, GenerationRequest, KeepsSessions, Policy
 from mmsr.protocol.prompts import PromptSet, default_prompt_set
-from mmsr.protocol.render import (
-    RenderLimits,
-    render_first_turn,
-    render_search_outcome,
-)
+from mmsr.protocol.render import RenderLimits, render_first_turn
+from mmsr.rollout import step
 from mmsr.rollout.failures import ToolFailures, call_tool
 from mmsr.rollout.rules import RolloutLimits as RolloutLimits  # re-exported: it lived here
-from mmsr.rollout.rules import end_reason, fits, search_request, turn_action
-from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory
+from mmsr.rollout.trajectory import ToolCall, Trajectory
 from mmsr.search.base import ImageSearchBackend, SearchBackends, TextSearchBackend
-from mmsr.types import Action, Role, Turn
+from mmsr.types import Turn
 
 _SESSIONS = itertools.count()  # one id per run, unique in the process
+# a search's record, its observation turn and the turn's ids (token-level policies)
+_ToolTurn: TypeAlias = tuple[ToolCall, Turn, list[int] | None]
 
 
 @dataclass(frozen=True)
@@ -74,43 +73,12 @@ class TurnEncoder(Protocol):
 
 
 @dataclass
-class _State:
-    """The mutable state of one trajectory while it runs."""
+class _Live:
+    """A task with its sampling seed and the state of its rollout."""
 
     task: RolloutTask
     seed: int | None
-    turns: list[Turn]
-    actions: list[Action] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    image_searches: int = 0
-    text_searches: int = 0
-    end_reason: EndReason | None = None
-    error: str | None = None
-    token_ids: list[int] = field(default_factory=list)
-    loss_mask: list[int] = field(default_factory=list)
-    logprobs: list[float] = field(default_factory=list)
-
-    def add_tokens(
-        self, ids: Sequence[int], *, generated: bool, logprobs: Sequence[float] = ()
-    ) -> None:
-        self.token_ids.extend(ids)
-        self.loss_mask.extend([1 if generated else 0] * len(ids))
-        self.logprobs.extend(logprobs if generated and logprobs else [0.0] * len(ids))
-
-    def finish(self) -> Trajectory:
-        assert self.end_reason is not None
-        return Trajectory(
-            id=self.task.id,
-            question=self.task.question,
-            turns=tuple(self.turns),
-            actions=tuple(self.actions),
-            tool_calls=tuple(self.tool_calls),
-            end_reason=self.end_reason,
-            token_ids=tuple(self.token_ids),
-            loss_mask=tuple(self.loss_mask),
-            logprobs=tuple(self.logprobs),
-            error=self.error,
-        )
+    state: step.RolloutState
 
 
 class RolloutEngine:
@@ -148,33 +116,34 @@ class RolloutEngine:
         seeds = list(seeds) if seeds is not None else [None] * len(tasks)
         if len(seeds) != len(tasks):
             raise ValueError(f"{len(seeds)} seeds for {len(tasks)} tasks")
-        states = [self._start(task, seed) for task, seed in zip(tasks, seeds, strict=True)]
-        live = [s for s in states if s.end_reason is None]
+        runs = [self._start(task, seed) for task, seed in zip(tasks, seeds, strict=True)]
+        live = [r for r in runs if r.state.end_reason is None]
         session = next(_SESSIONS)
         try:
             with ThreadPoolExecutor(max_workers=self.tool_workers) as pool:
                 while live:
                     self._turn(live, session, pool)
-                    live = [s for s in live if s.end_reason is None]
+                    live = [r for r in live if r.state.end_reason is None]
         finally:
             if isinstance(self.policy, KeepsSessions):
                 self.policy.end_session(session)
-        return [s.finish() for s in states]
+        return [step.finish(r.state, r.task.id, r.task.question) for r in runs]
 
-    def _turn(self, live: list[_State], session: int, pool: ThreadPoolExecutor) -> None:
+    def _turn(self, live: list[_Live], session: int, pool: ThreadPoolExecutor) -> None:
         """One generation for every live trajectory, its searches started as turns finish."""
-        searches: dict[int, Future[tuple[Turn, list[int]]]] = {}
+        searches: dict[int, Future[_ToolTurn]] = {}
         advanced: set[int] = set()
 
         def finished(i: int) -> Callable[[Generation], None]:
             def record(gen: Generation) -> None:
                 advanced.add(i)
-                if self._advance(live[i], gen):
-                    searches[i] = pool.submit(self._tool_turn, live[i])
+                request = self._advance(live[i].state, gen)
+                if request is not None:
+                    searches[i] = pool.submit(self._tool_turn, live[i].task, request)
 
             return record
 
-        requests = [self._request(s, session, finished(i)) for i, s in enumerate(live)]
+        requests = [self._request(r, session, finished(i)) for i, r in enumerate(live)]
         generations = self.policy.generate(requests)
         if len(generations) != len(live):
             raise RuntimeError(f"policy returned {len(generations)} turns for {len(live)} requests")
@@ -182,97 +151,64 @@ class RolloutEngine:
             if i not in advanced:  # a policy that does not call on_done
                 finished(i)(gen)
         for i in sorted(searches):
-            self._add_user_turn(live[i], *searches[i].result())
+            step.add_tool_turn(live[i].state, *searches[i].result())
 
-    # --- the steps of the state machine ---
+    # --- the I/O around the pure step (mmsr.rollout.step) ---
 
-    def _start(self, task: RolloutTask, seed: int | None) -> _State:
+    def _start(self, task: RolloutTask, seed: int | None) -> _Live:
         first = task.first_turn or render_first_turn(
             task.question, task.image, self.prompts, self.render_limits
         )
-        state = _State(task=task, seed=seed, turns=[first], tool_calls=list(task.prefetched))
-        state.image_searches = sum(call.tool == "image" for call in task.prefetched)
-        state.text_searches = sum(call.tool == "text" for call in task.prefetched)
-        if self.encoder is not None:
-            state.add_tokens(self.encoder.user_turn_ids(first, first=True), generated=False)
-            if not fits(len(state.token_ids), 0, self.limits.max_total_tokens):
-                state.end_reason = EndReason.CONTEXT_FULL
-        return state
+        if self.encoder is None:
+            return _Live(task, seed, step.start(first, prefetched=task.prefetched))
+        ids = self.encoder.user_turn_ids(first, first=True)
+        budget = self.limits.max_total_tokens
+        return _Live(task, seed, step.start(first, ids, budget=budget, prefetched=task.prefetched))
 
     def _request(
-        self, state: _State, session: int, on_done: Callable[[Generation], None]
+        self, run: _Live, session: int, on_done: Callable[[Generation], None]
     ) -> GenerationRequest:
+        state = run.state
         n_assistant = len(state.actions)
-        seed = None if state.seed is None else state.seed * 1_000_003 + n_assistant
-        budget = self.limits.max_new_tokens
-        if self.encoder is not None:
-            budget = min(budget, self.limits.max_total_tokens - len(state.token_ids))
+        seed = None if run.seed is None else run.seed * 1_000_003 + n_assistant
         return GenerationRequest(
             turns=tuple(state.turns),
             prompt_ids=tuple(state.token_ids),
-            images=tuple(i for t in state.turns for i in t.images) if self.encoder else (),
-            max_new_tokens=budget,
+            images=tuple(state.images) if self.encoder else (),
+            max_new_tokens=step.turn_budget(state, self.limits),
             seed=seed,
             session=session,
             on_done=on_done,
         )
 
-    def _advance(self, state: _State, gen: Generation) -> bool:
-        """Record a generated turn and decide what follows; True when a search must run."""
+    def _advance(self, state: step.RolloutState, gen: Generation) -> step.SearchRequest | None:
+        """Record a generated turn; the search it asks for, if the rollout goes on."""
         if gen.error is not None:  # no turn was generated: the rollout ends, nothing recorded
-            state.error, state.end_reason = gen.error, EndReason.POLICY_ERROR
-            return False
-        state.turns.append(Turn(Role.ASSISTANT, gen.text))
-        if self.encoder is not None:
-            state.add_tokens(gen.token_ids, generated=True, logprobs=gen.logprobs)
-        ids = gen.token_ids if self.encoder is not None else ()
-        forbidden = self.encoder.forbidden_ids if self.encoder is not None else frozenset()
-        action = turn_action(gen.text, ids, forbidden)
-        state.actions.append(action)
-        state.end_reason = end_reason(
-            action,
+            step.fail_turn(state, gen.error)
+            return None
+        return step.take_turn(
+            state,
+            gen.text,
+            gen.token_ids,
+            gen.logprobs,
             truncated=gen.finish_reason == "length",
-            n_turns=len(state.actions),
-            image_searches=state.image_searches,
-            text_searches=state.text_searches,
             limits=self.limits,
+            forbidden_ids=self.encoder.forbidden_ids if self.encoder is not None else (),
         )
-        return state.end_reason is None
 
-    def _search(self, state: _State) -> Turn:
-        """Run the search the last action asked for; a failure becomes the observation."""
-        question = state.task.question
-        tool, query, k = search_request(state.actions[-1], self.limits)
-        if tool == "image":
-            state.image_searches += 1
-        else:
-            state.text_searches += 1
+    def _tool_turn(self, task: RolloutTask, request: step.SearchRequest) -> _ToolTurn:
+        """Run a search (in a tool thread); a failure becomes the observation. The observation
+        is rendered and encoded here too, so that it overlaps like the search."""
         hits, call = call_tool(
             self.tools,
-            tool,
-            image=state.task.image,
-            query=query,
-            question=question,
-            k=k,
+            request.tool,
+            image=task.image,
+            query=request.query,
+            question=task.question,
+            k=request.k,
             failures=self.tool_failures,
-            turn=len(state.actions) - 1,
+            turn=request.turn,
         )
-        state.tool_calls.append(call)
-        return render_search_outcome(
-            tool, hits, call.error, question, self.prompts, self.render_limits
-        )
-
-    def _tool_turn(self, state: _State) -> tuple[Turn, list[int]]:
-        """The search's observation as the next user turn, and its ids (token-level policies;
-        encoded here, in the tool's worker thread, so that it overlaps like the search)."""
-        turn = self._search(state)
-        ids = self.encoder.user_turn_ids(turn, first=False) if self.encoder is not None else []
-        return turn, ids
-
-    def _add_user_turn(self, state: _State, turn: Turn, ids: list[int]) -> None:
-        if self.encoder is not None:
-            if not fits(len(state.token_ids), len(ids), self.limits.max_total_tokens):
-                state.end_reason = EndReason.CONTEXT_FULL
-                return
-            state.add_tokens(ids, generated=False)
-        state.turns.append(turn)
+        turn = step.tool_turn(request, hits, call, task.question, self.prompts, self.render_limits)
+        ids = self.encoder.user_turn_ids(turn, first=False) if self.encoder is not None else None
+        return call, turn, ids

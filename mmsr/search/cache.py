@@ -110,16 +110,6 @@ def entry_key(layer: str, key: str) -> str:
     return f"{layer}:{hashlib.sha256(key.encode('utf-8')).hexdigest()}"
 
 
-def image_digest(image: Any) -> str:
-    """SHA-256 of an image's pixels, mode and size: equal images give equal digests."""
-    try:
-        header = f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode()
-        pixels = image.tobytes()
-    except (AttributeError, OSError, ValueError) as err:
-        raise SearchError(f"not a readable image: {err}", tool="image") from err
-    return hashlib.sha256(header + pixels).hexdigest()
-
-
 def encode_image_hits(hits: list[ImageHit]) -> list[dict[str, Any]]:
     """JSON-safe image hits; thumbnails become base64 PNG bytes (no pickle)."""
     rows = []
@@ -155,7 +145,13 @@ class CachedImageSearch:
         self.namespace = namespace
 
     def search(self, image: Any, k: int) -> list[ImageHit]:
-        key = json.dumps([self.namespace, image_digest(image), k])
+        from mmsr.search.imagecodec import image_digest  # Pillow only once an image comes
+
+        try:
+            digest = image_digest(image)
+        except ValueError as err:
+            raise SearchError(str(err), tool="image") from err
+        key = json.dumps([self.namespace, digest, k])
         rows = self.cache.get_or_compute(
             "image", key, lambda: encode_image_hits(self.inner.search(image, k))
         )

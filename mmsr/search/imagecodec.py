@@ -30,10 +30,15 @@ class ImageTooLarge(ValueError):
 
 
 def image_digest(image: Any) -> str:
-    """A stable hex digest of a PIL image's mode, size and pixels."""
-    digest = hashlib.sha256(f"{image.mode}|{image.size[0]}x{image.size[1]}|".encode())
-    digest.update(image.tobytes())
-    return digest.hexdigest()
+    """SHA-256 (hex) of a PIL image's mode, size and pixels: equal images give equal digests,
+    whatever file they came from. The search cache's image keys are these digests, so their
+    form must not change; anything that is not a readable image is a ``ValueError``."""
+    try:
+        header = f"{image.mode}:{image.size[0]}x{image.size[1]}:".encode()
+        pixels = image.tobytes()
+    except (AttributeError, OSError, ValueError) as err:
+        raise ValueError(f"not a readable image: {err}") from err
+    return hashlib.sha256(header + pixels).hexdigest()
 
 
 def encode_image(image: Any, fmt: str = "PNG") -> bytes:

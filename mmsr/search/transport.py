@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from mmsr import redact
 from mmsr.search.base import SearchError
 
 logger = logging.getLogger(__name__)
@@ -46,33 +47,8 @@ class Secret:
     __str__ = __repr__
 
 
-class _RedactSecrets(logging.Filter):
-    """Scrubs registered secrets from records of the http libraries (they log full urls)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.secrets: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if self.secrets:
-            text = record.getMessage()
-            if any(s in text for s in self.secrets):
-                for secret in self.secrets:
-                    text = text.replace(secret, "***")
-                record.msg, record.args = text, None
-        return True
-
-
-_REDACTOR = _RedactSecrets()
-for _name in ("httpx", "httpcore"):
-    logging.getLogger(_name).addFilter(_REDACTOR)
-
-
-def redact(text: str) -> str:
-    """``text`` with every registered secret replaced by ``***`` (for our own log lines)."""
-    for secret in _REDACTOR.secrets:
-        text = text.replace(secret, "***")
-    return text
+for _name in ("httpx", "httpcore"):  # they log whole urls, and query strings carry keys
+    logging.getLogger(_name).addFilter(redact.LOG_FILTER)
 
 
 def secret_from_env(env: Mapping[str, str], name: str, *, required: bool = True) -> Secret | None:
@@ -82,7 +58,7 @@ def secret_from_env(env: Mapping[str, str], name: str, *, required: bool = True)
         if required:
             raise ValueError(f"environment variable {name} is not set (the API key)")
         return None
-    _REDACTOR.secrets.add(value)
+    redact.register(value)
     return Secret(value)
 
 

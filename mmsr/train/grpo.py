@@ -27,7 +27,7 @@ import random
 import shutil
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +39,7 @@ from mmsr.config import config_to_dict, dump_yaml
 from mmsr.data import sample_image
 from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.io import load_model
-from mmsr.rewards import score_trajectory
+from mmsr.rewards import RewardConfig, score_trajectory
 from mmsr.rollout import RolloutEngine, RolloutTask, write_trajectories
 from mmsr.run_folder import hold_run_folder
 from mmsr.search.base import SearchBackends
@@ -102,18 +102,11 @@ def prompt_indices(n_samples: int, seed: int, step: int, count: int) -> list[int
 
 
 def score_all(
-    trajectories: Sequence[Any], samples: Sequence[Sample], algo: AlgoSection
+    trajectories: Sequence[Any], samples: Sequence[Sample], reward: RewardConfig
 ) -> list[RewardBreakdown]:
     """The reward of each trajectory against its sample's golds."""
     return [
-        score_trajectory(
-            t.assistant_texts,
-            s.golds,
-            mode=algo.reward_mode,
-            search_penalty=algo.search_penalty,
-            format_weight=algo.format_weight,
-            question=s.question,
-        )
+        score_trajectory(t.assistant_texts, s.golds, **asdict(reward), question=s.question)
         for t, s in zip(trajectories, samples, strict=True)
     ]
 
@@ -379,7 +372,7 @@ def _train(
         image_search=parts.search.image,
         text_search=parts.search.text,
         encoder=turn_encoder,
-        limits=cfg.rollout,
+        limits=cfg.limits,
     )
     suppressed = sorted(turn_encoder.forbidden_ids)
     optimizer = torch.optim.AdamW(
@@ -428,7 +421,7 @@ def _train(
         model.eval()
         with compute(), greedy(policy):
             trajectories = engine.run(probe_tasks, [0] * len(probe_tasks))
-        rewards = score_all(trajectories, probe_samples, algo)
+        rewards = score_all(trajectories, probe_samples, cfg.reward)
         figures = rollout_metrics(trajectories, rewards, [s.category or "" for s in probe_samples])
         keys = ("reward/mean", "reward/accuracy", "search/ratio")
         picked = {k: v for k, v in figures.items() if k in keys or k.startswith("search/ratio/")}
@@ -461,7 +454,7 @@ def _train(
                 colocated.sleep()  # the update needs the engine's memory
             t_rollout = time.perf_counter()
             # 2. rewards (accuracy × search penalty + format), group advantages
-            rewards = score_all(trajectories, repeated, algo)
+            rewards = score_all(trajectories, repeated, cfg.reward)
             scores = torch.tensor([r.score for r in rewards])  # (P*G,)
             advantages = group_advantages(scores, group, unbiased=algo.unbiased_std)  # (P*G,)
             # 3. the policy update on exactly the sampled ids (old log-probs from sampling, or

@@ -130,7 +130,7 @@ def fit_refusal(cfg: Any) -> str | None:
             f"the vLLM engine needs {engine_needs / GIB:.1f} GiB (its weights and KV cache) but "
             f"rollout.vllm_memory {cfg.rollout.vllm_memory} of the GPU is "
             f"{cfg.rollout.vllm_memory * visible[1] / GIB:.1f} GiB; raise it or lower "
-            "rollout.micro_batch_size or rollout.max_total_tokens"
+            "rollout.micro_batch_size or limits.max_total_tokens"
         )
     peak = plan.peak
     if "vllm_weights" in c:  # vLLM takes its whole share while it is awake
@@ -141,6 +141,6 @@ def fit_refusal(cfg: Any) -> str | None:
     return (
         f"the estimated peak memory {peak / GIB:.1f} GiB exceeds the {visible[0] / GIB:.1f} "
         f"GiB free on {cfg.model.device}; see --dry-run, and lower rollout.micro_batch_size, "
-        "algo.micro_batch_size or rollout.max_total_tokens, or turn on "
+        "algo.micro_batch_size or limits.max_total_tokens, or turn on "
         "model.gradient_checkpointing or LoRA (model.lora_rank)"
     )

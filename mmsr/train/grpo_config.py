@@ -2,7 +2,10 @@
 
 Presets are YAML files in ``mmsr/train/presets/grpo/`` (``tiny-cpu``: the laptop run;
 ``qwen2.5-vl-7b-1gpu``: the paper's values scaled to one GPU). ``load_grpo_config`` applies a
-preset and ``--section.field value`` overrides to the defaults below; see ``mmsr.config``.
+preset and ``--section.field value`` overrides to the defaults below; see ``mmsr.config``. The
+``reward`` and ``limits`` sections are the ones every entry point composes
+(``mmsr.rollout.settings``); configs saved before them (``algo.search_penalty``,
+``rollout.max_turns``, ...) still load.
 """
 
 from __future__ import annotations
@@ -12,9 +15,15 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from mmsr.config import load_config, merge
-from mmsr.rollout.engine import RolloutLimits
+from mmsr.config import build, parse_overrides
+from mmsr.rewards import RewardConfig
+from mmsr.rollout.rules import RolloutLimits
+from mmsr.rollout.settings import config_data
 from mmsr.train import preset_files
+
+GRPO_LIMITS = RolloutLimits(max_new_tokens=64, max_total_tokens=1536, text_k=3)
+"""GRPO's default limits: the token budgets and ``text_k`` sized for the tiny CPU run (every
+preset sets them anyway)."""
 
 
 @dataclass(frozen=True)
@@ -64,16 +73,9 @@ class SearchSection:
 
 
 @dataclass(frozen=True)
-class RolloutSection(RolloutLimits):
-    """The engine's ``RolloutLimits`` (its fields, documented there) plus the sampling temperature.
+class RolloutSection:
+    """Who samples the rollouts and how (the protocol's limits are the ``limits`` section)."""
 
-    The engine takes this section as its limits. Only the defaults differ: the token budgets and
-    ``text_k`` are sized for the tiny CPU run (every preset sets them anyway).
-    """
-
-    max_new_tokens: int = 64
-    max_total_tokens: int = 1536
-    text_k: int = 3
     temperature: float = 1.0
     """Sampling temperature (the loss uses the same)."""
     micro_batch_size: int = 0
@@ -103,12 +105,6 @@ class AlgoSection:
     """Clamp each token's k3 KL to ±this (veRL's ``low_var_kl``: 10); None: no clamp."""
     unbiased_std: bool = False
     """Group std with N − 1 (``torch.std``'s default, as veRL's GRPO does) instead of N."""
-    reward_mode: str = "em"
-    """Accuracy measure of the reward (``mmsr.rewards.REWARD_MODES``, not ``judge``)."""
-    search_penalty: float = 0.1
-    """Penalty on correct answers that searched."""
-    format_weight: float = 0.1
-    """α, weight of the format reward."""
     skip_zero_advantage: bool = False
     """Leave rollouts whose advantage is 0 (every rollout of a group whose rewards are all
     equal) out of the update. They carry no policy gradient, so the policy term is unchanged
@@ -185,9 +181,13 @@ class GRPOConfig:
     search: SearchSection = field(default_factory=SearchSection)
     """The search tools."""
     rollout: RolloutSection = field(default_factory=RolloutSection)
-    """The protocol's limits and sampling."""
+    """The sampling of the rollouts."""
+    limits: RolloutLimits = GRPO_LIMITS
+    """The protocol's limits and the token budget of every rollout."""
     algo: AlgoSection = field(default_factory=AlgoSection)
-    """GRPO and the reward."""
+    """GRPO."""
+    reward: RewardConfig = RewardConfig()
+    """The reward (``reward.mode``: not ``judge``)."""
     optim: OptimSection = field(default_factory=OptimSection)
     """Optimiser and schedule."""
     run: RunSection = field(default_factory=RunSection)
@@ -216,8 +216,8 @@ class GRPOConfig:
             raise ValueError("rollout.vllm_memory must be a share of the GPU, in (0, 1)")
         if self.rollout.backend == "vllm" and not self.model.device.startswith("cuda"):
             raise ValueError("rollout.backend vllm needs model.device cuda (vLLM runs on GPUs)")
-        if self.algo.reward_mode == "judge":
-            raise ValueError("algo.reward_mode 'judge' is not supported in training")
+        if self.reward.mode == "judge":
+            raise ValueError("reward.mode 'judge' is not supported in training")
 
 
 def preset_names() -> list[str]:
@@ -232,5 +232,6 @@ def load_grpo_config(
 ) -> GRPOConfig:
     """A preset (a packaged name or a YAML file path), then ``settings`` (a nested mapping:
     ``{"run": {"seed": 3}}``), then ``--section.field value`` overrides, over the defaults."""
-    data = merge(preset_files.read_preset("grpo", preset), settings or {})
-    return load_config(GRPOConfig, data, overrides or [])
+    layers = (preset_files.read_preset("grpo", preset), settings or {})
+    data = config_data("grpo", *layers, parse_overrides(overrides or []), limits=GRPO_LIMITS)
+    return build(GRPOConfig, data)

@@ -6,7 +6,7 @@ per component; ``grpo_memory_plan`` does both for a ``GRPOConfig``. Plain arithm
 no weights, so ``mmsr train grpo --dry-run`` works anywhere. The counts of parameters are exact
 (a test compares them with the model built on the meta device); the rest is a model of where
 the bytes go, stated term by term below, for the worst case: every sequence as long as
-``rollout.max_total_tokens``.
+``limits.max_total_tokens``.
 
 The two phases of a step do not overlap: rollouts hold the KV cache (the gradients are freed
 after each optimizer step), the update holds gradients and activations. So the peak is
@@ -244,8 +244,8 @@ def grpo_memory_plan(cfg: Any) -> tuple[MemoryPlan, str]:
         gradient_checkpointing=cfg.model.gradient_checkpointing,
         rollout_rows=min(cfg.rollout.micro_batch_size or rollouts, rollouts),
         train_rows=cfg.algo.micro_batch_size,
-        max_tokens=cfg.rollout.max_total_tokens,
-        images_per_sequence=1 + cfg.rollout.image_k * cfg.rollout.max_image_searches,
+        max_tokens=cfg.limits.max_total_tokens,
+        images_per_sequence=1 + cfg.limits.image_k * cfg.limits.max_image_searches,
         vllm=cfg.rollout.backend == "vllm",
     )
     return plan, source

@@ -74,8 +74,8 @@ def build_rollout(cfg: GRPOConfig, model: Any, parts: Any) -> Rollout:
         temperature=section.temperature,
         dtype="bfloat16",
         gpu_memory_utilization=section.vllm_memory,
-        max_model_len=section.max_total_tokens,
-        max_images=1 + section.max_image_searches * section.image_k,
+        max_model_len=cfg.limits.max_total_tokens,
+        max_images=1 + cfg.limits.max_image_searches * cfg.limits.image_k,
         sleep_mode=True,
         sleep_level=2,  # its weights are pushed again after every update anyway
         dummy_weights=True,  # the trainer's are pushed before the first rollout

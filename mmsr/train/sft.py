@@ -33,7 +33,7 @@ import torch
 from tqdm import tqdm
 from transformers import PreTrainedTokenizerBase
 
-from mmsr.config import config_to_dict, load_config, merge
+from mmsr.config import build, config_to_dict, parse_overrides
 from mmsr.models import (
     PRESETS,
     ChatEncoder,
@@ -50,10 +50,14 @@ from mmsr.models import (
 from mmsr.models.tokenizer import ENDOFTEXT
 from mmsr.models.vision_batch import model_inputs
 from mmsr.protocol import default_prompt_set
-from mmsr.train import preset_files
+from mmsr.rewards import RewardConfig
+from mmsr.rollout.rules import RolloutLimits
+from mmsr.rollout.settings import config_data
+from mmsr.train import preset_files, resume
 from mmsr.train.atomic import freeze_rows, param_groups, set_random_codes
 from mmsr.train.batch import collate, teacher_sequence
-from mmsr.train.sft_eval import EvalConfig, evaluate_model, pick_questions
+from mmsr.train.schedule import lr_multiplier
+from mmsr.train.sft_eval import SFT_EVAL_LIMITS, EvalConfig, evaluate_model, pick_questions
 from mmsr.train.teacher import SHORT_KINDS, Teacher, TeacherConfig
 from mmsr.train.turns import UNKNOWN_IMAGE, UNKNOWN_THING
 from mmsr.train.world_kit import WorldKit
@@ -117,6 +121,9 @@ class SFTConfig:
     """Training-time budget in minutes, evaluation excluded (0: none)."""
     eval_every_minutes: float = 15.0
     """Minutes of training between evaluations (0: only at the end)."""
+    checkpoint_every: int = 0
+    """Steps between resume states (``OUT/.resume``: a cut run started again with the same
+    settings continues where the last one was written, on the same batches); 0: none."""
     final_questions: int = 0
     """Questions of the final evaluation of the saved weights (0: the whole split)."""
     validation_questions: int = 0
@@ -125,6 +132,10 @@ class SFTConfig:
     them, so a warm start is checked without the test split."""
     eval: EvalConfig = field(default_factory=lambda: EvalConfig(questions=16))
     """The periodic evaluation."""
+    limits: RolloutLimits = SFT_EVAL_LIMITS
+    """The protocol's limits of the evaluation rollouts."""
+    reward: RewardConfig = RewardConfig()
+    """The reward the evaluations report."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     """The teacher's mixture."""
 
@@ -154,13 +165,6 @@ def world_texts(world: Path) -> Iterator[str]:
 def build_tokenizer(world: Path, vocab_size: int) -> PreTrainedTokenizerBase:
     atomic = json.loads((world / "vocab.json").read_text(encoding="utf-8"))
     return train_tokenizer(world_texts(world), vocab_size=vocab_size, atomic_tokens=atomic)
-
-
-def lr_factor(step: int, progress: float, config: SFTConfig) -> float:
-    """Linear warmup over steps, then cosine from 1 to ``min_lr_ratio`` over the budget."""
-    warm = min(1.0, (step + 1) / max(1, config.warmup_steps))
-    cosine = 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-    return warm * (config.min_lr_ratio + (1.0 - config.min_lr_ratio) * cosine)
 
 
 def budget_progress(step: int, train_seconds: float, config: SFTConfig) -> float:
@@ -247,6 +251,8 @@ class _Run:
             image_search=self.kit.image_search,
             text_search=self.kit.text_search,
             config=self.config.eval,
+            limits=self.config.limits,
+            reward=self.config.reward,
         )
         record = {"step": step, "train_minutes": round(minutes, 2), **metrics}
         self.history.append(record)
@@ -314,15 +320,32 @@ def train_sft(
         betas=(0.9, 0.95),
     )
     model.train(True)
+    saved_config = config_to_dict(config)
     step, train_seconds, next_eval, smooth = 0, 0.0, config.eval_every_minutes, 0.0
+    copy_nll: dict[str, float] = {}  # smoothed NLL of the atomic targets (names, values) per kind
+    state = resume.load(Path(out), saved_config)
+    if state is not None:  # a cut run of these very settings: continue on the same batches
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        resume.restore_random(state)
+        teacher.context.rng.setstate(state["teacher_rng"])
+        teacher.context.draws, teacher.skipped = state["teacher_counts"]
+        step, train_seconds, next_eval, smooth = state["loop"]
+        copy_nll, run.history[:] = state["copy_nll"], json.loads(state["history"])
+        logger.info("resumed %s at step %d", out, step)
     device = next(model.parameters()).device
     atomic = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)
     atomic[added_atomic_ids(tokenizer)] = True
-    copy_nll: dict[str, float] = {}  # smoothed NLL of the atomic targets (names, values) per kind
-    bar = tqdm(total=None, desc="sft", unit="step", disable=not progress)
+    bar = tqdm(total=None, initial=step, desc="sft", unit="step", disable=not progress)
     while budget_progress(step, train_seconds, config) < 1.0:
         start = time.perf_counter()
-        factor = lr_factor(step, budget_progress(step, train_seconds, config), config)
+        factor = lr_multiplier(  # the warm-up ramp scales the cosine down to min_lr_ratio
+            step,
+            budget_progress(step, train_seconds, config),
+            warmup_steps=config.warmup_steps,
+            min_ratio=config.min_lr_ratio,
+            warmup_scales_decay=True,
+        )
         for group in optimizer.param_groups:
             group["lr"] = config.lr * factor * group.get("lr_scale", 1.0)
         optimizer.zero_grad(set_to_none=True)
@@ -363,8 +386,21 @@ def train_sft(
             record = run.evaluate(step, train_seconds / 60.0)
             bar.write(_eval_line(record))
             next_eval += config.eval_every_minutes
+        if config.checkpoint_every > 0 and step % config.checkpoint_every == 0:
+            state = {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                **resume.random_states(),
+                "teacher_rng": teacher.context.rng.getstate(),
+                "teacher_counts": (teacher.context.draws, teacher.skipped),
+                "loop": (step, train_seconds, next_eval, smooth),
+                "copy_nll": dict(copy_nll),
+                "history": json.dumps(run.history),
+            }
+            resume.save(Path(out), saved_config, state)
     bar.close()
     _save(run, Path(out))  # leaves the model with the saved (bf16-rounded) weights
+    resume.discard(Path(out))
     logger.info("final evaluation on %d questions", len(run.final_samples))
     final = run.evaluate(step, train_seconds / 60.0, final=True)
     final.update(loss=smooth, teacher_skipped=teacher.skipped, eval_split=eval_split)
@@ -402,9 +438,10 @@ def load_sft_config(
 ) -> SFTConfig:
     """A preset (a packaged name of ``presets/sft`` or a YAML file), then ``settings`` (a
     nested mapping: ``{"teacher": {"head_direct": 0.9}}``), then ``--section.field value``
-    overrides, over the defaults above; unknown keys are errors (``mmsr.config``)."""
-    data = merge(preset_files.read_preset("sft", preset), settings or {})
-    return load_config(SFTConfig, data, overrides)
+    overrides, over the defaults above; unknown keys are errors (``mmsr.config``). The old
+    ``eval.max_new_tokens`` is read as ``limits.max_new_tokens`` (``mmsr.rollout.settings``)."""
+    layers = (preset_files.read_preset("sft", preset), settings or {}, parse_overrides(overrides))
+    return build(SFTConfig, config_data("sft", *layers, limits=SFT_EVAL_LIMITS))
 
 
 def assistant_share(turns: list[Any]) -> float:

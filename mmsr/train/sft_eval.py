@@ -11,28 +11,31 @@ from __future__ import annotations
 
 import random
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any
 
 import torch
 
 from mmsr.data import sample_image
 from mmsr.policy.local_model import build_hf_policy
-from mmsr.rewards import score_trajectory
+from mmsr.rewards import RewardConfig, score_trajectory
 from mmsr.rollout import RolloutEngine
 from mmsr.rollout.engine import RolloutLimits, RolloutTask
 from mmsr.search.base import ImageSearchBackend, TextSearchBackend
 from mmsr.types import Sample
 
+SFT_EVAL_LIMITS = RolloutLimits(max_new_tokens=96)
+"""The limits of the warm start's evaluations unless its config says otherwise: the protocol's,
+with turns as long as the teacher's longest reply needs."""
+
 
 @dataclass(frozen=True)
 class EvalConfig:
-    """A greedy evaluation of the policy with the local search."""
+    """A greedy evaluation of the policy with the local search (its limits and reward are the
+    SFT config's ``limits`` and ``reward`` sections)."""
 
     questions: int = 24
     """Questions per periodic evaluation, half head and half tail (0: every given question)."""
-    max_new_tokens: int = 96
-    """Longest assistant turn."""
     batch_size: int = 16
     """Rollouts generated together."""
 
@@ -69,12 +72,13 @@ def evaluate_model(
     image_search: ImageSearchBackend,
     text_search: TextSearchBackend,
     config: EvalConfig = EvalConfig(),
+    limits: RolloutLimits = SFT_EVAL_LIMITS,
+    reward: RewardConfig = RewardConfig(),
 ) -> tuple[dict[str, dict[str, float]], list[dict[str, Any]]]:
     """Metrics ``{"all"|category: {...}}`` and one row per rollout, from greedy rollouts."""
     was_training = model.training
     model.train(False)
     policy, encoder = build_hf_policy(model, tokenizer, image_processor)
-    limits = RolloutLimits(max_new_tokens=config.max_new_tokens)
     engine = RolloutEngine(
         policy, image_search=image_search, text_search=text_search, limits=limits, encoder=encoder
     )
@@ -85,7 +89,7 @@ def evaluate_model(
             tasks = [RolloutTask(s.id, s.question, sample_image(s)) for s in chunk]
             for sample, traj in zip(chunk, engine.run(tasks), strict=True):
                 texts = traj.assistant_texts
-                score = score_trajectory(texts, sample.golds)
+                score = score_trajectory(texts, sample.golds, **asdict(reward))
                 rows.append(
                     {
                         "id": sample.id,

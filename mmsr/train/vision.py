@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import os
 import random
 import time
@@ -39,6 +38,8 @@ from tqdm import tqdm
 
 from mmsr.models.io import load_model, save_pretrained
 from mmsr.models.vision_batch import image_features
+from mmsr.train import resume
+from mmsr.train.schedule import lr_multiplier
 from mmsr.train.world_kit import WorldKit
 
 logger = logging.getLogger(__name__)
@@ -69,19 +70,15 @@ class VisionConfig:
     end."""
     eval_every: int = 200
     """Steps between checks (0: only at the end)."""
+    checkpoint_every: int = 0
+    """Steps between resume states (``OUT/.resume``: a cut run started again with the same
+    settings continues from the last one, on the same pictures); 0: none."""
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0 and self.minutes <= 0:
             raise ValueError("set a budget: max_steps or minutes")
         if self.batch_size < 1 or self.lr <= 0:
             raise ValueError("batch_size must be ≥ 1 and lr > 0")
-
-
-def lr_factor(step: int, progress: float, config: VisionConfig) -> float:
-    """Warm-up over ``warmup_steps``, then a cosine from 1 to 0 over the budget's progress."""
-    if step < config.warmup_steps:
-        return (step + 1) / config.warmup_steps
-    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
 
 
 class PictureClassifier:
@@ -140,11 +137,23 @@ def train_vision(
         clf.visual.train()
         return right / max(1, len(held_out))
 
-    history = [{"step": 0, "train_minutes": 0.0, "entity_accuracy": check()}]
+    settings = {"init": str(init), "world": str(world), "config": asdict(config)}
+    state = resume.load(out, settings)
+    if state is None:
+        history = [{"step": 0, "train_minutes": 0.0, "entity_accuracy": check()}]
+        step, train_seconds, smooth = 0, 0.0, 0.0
+    else:  # a cut run of these very settings: continue on the same pictures
+        clf.visual.load_state_dict(state["visual"])
+        clf.head.load_state_dict(state["head"])
+        opt.load_state_dict(state["optimizer"])
+        resume.restore_random(state)
+        rng.setstate(state["rng"])
+        step, train_seconds, smooth = state["loop"]
+        history = json.loads(state["history"])
+        logger.info("resumed %s at step %d", out, step)
     clf.visual.train()
-    step, train_seconds, smooth = 0, 0.0, 0.0
     total = config.max_steps if config.max_steps > 0 else None
-    bar = tqdm(total=total, desc="vision", unit="step", disable=not progress)
+    bar = tqdm(total=total, initial=step, desc="vision", unit="step", disable=not progress)
     while True:
         shares = [step / config.max_steps] if config.max_steps > 0 else []
         if config.minutes > 0:
@@ -158,7 +167,8 @@ def train_vision(
         images = [kit.query_image(entities[e], k) for e, k in zip(rows, keys, strict=True)]
         loss = torch.nn.functional.cross_entropy(clf.logits(images), torch.tensor(rows))
         for group in opt.param_groups:
-            group["lr"] = config.lr * lr_factor(step, done, config)
+            # warm-up, then a cosine from 1 to 0 over the budget
+            group["lr"] = config.lr * lr_multiplier(step, done, warmup_steps=config.warmup_steps)
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         torch.nn.utils.clip_grad_norm_(clf.parameters(), 1.0)
@@ -180,6 +190,17 @@ def train_vision(
             logger.info(
                 "step %d: held-out entity accuracy %.3f", step, history[-1]["entity_accuracy"]
             )
+        if config.checkpoint_every > 0 and step % config.checkpoint_every == 0:
+            state = {
+                "visual": clf.visual.state_dict(),
+                "head": clf.head.state_dict(),
+                "optimizer": opt.state_dict(),
+                **resume.random_states(),
+                "rng": rng.getstate(),
+                "loop": (step, train_seconds, smooth),
+                "history": json.dumps(history),
+            }
+            resume.save(out, settings, state)
     bar.close()
     final = {
         "step": step,
@@ -201,4 +222,5 @@ def train_vision(
     tmp = out / "vision_metrics.json.tmp"
     tmp.write_text(json.dumps(metrics, indent=2) + "\n")
     os.replace(tmp, out / METRICS_FILE)
+    resume.discard(out)
     return metrics

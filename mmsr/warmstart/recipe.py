@@ -48,6 +48,8 @@ logger = logging.getLogger(__name__)
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
 TRAINERS = ("sft", "vision")
 STAGE_FILE = "stage.json"
+CHECKPOINT_EVERY = 100
+"""Steps between a stage's resume states: a cut stage loses at most this many steps."""
 REPORT_FILE = "recipe_report.json"
 
 
@@ -156,7 +158,7 @@ def _stage(item: Any, where: str) -> Stage:
         raise RecipeError(f"{where}: 'trainer' must be one of {', '.join(TRAINERS)}")
     if not isinstance(config, dict):
         raise RecipeError(f"{where}: 'config' must be a table")
-    for key in ("minutes", "init_from", "validation_questions"):
+    for key in ("minutes", "init_from", "validation_questions", "checkpoint_every"):
         if key in config:
             raise RecipeError(f"{where}: config.{key} is set by the recipe runner, not a stage")
     budget = config.get("max_steps")
@@ -173,12 +175,14 @@ def stage_config(recipe: Recipe, stage: Stage, init: str) -> Any:
     if stage.trainer == "vision":
         from mmsr.train.vision import VisionConfig
 
-        return build(VisionConfig, merge(stage.config, {"minutes": 0.0}))
+        vision: dict[str, Any] = {"minutes": 0.0, "checkpoint_every": CHECKPOINT_EVERY}
+        return build(VisionConfig, merge(stage.config, vision))
     from mmsr.train.sft import load_sft_config
 
-    fixed = {
+    fixed: dict[str, Any] = {
         "minutes": 0.0,
         "eval_every_minutes": 0.0,
+        "checkpoint_every": CHECKPOINT_EVERY,
         "init_from": init,
         "validation_questions": recipe.validation_questions,
     }
@@ -272,7 +276,7 @@ def _run_stage(
         row: dict[str, Any] = json.loads(marker.read_text(encoding="utf-8"))
         logger.info("stage %s: done before (%.1f min), skipped", stage.name, row["seconds"] / 60)
         return row
-    shutil.rmtree(folder, ignore_errors=True)  # a stage that was cut starts again
+    _clear_keeping_resume(folder)  # a cut stage runs again, from its last resume state if any
     config = stage_config(recipe, stage, init)
     logger.info(
         "stage %s (%s, %d steps) from %s",
@@ -305,6 +309,21 @@ def _run_stage(
     tmp.write_text(json.dumps(row, indent=1) + "\n", encoding="utf-8")
     tmp.replace(marker)
     return row
+
+
+def _clear_keeping_resume(folder: Path) -> None:
+    """Empty ``folder`` of a cut run's files, but for its resume state."""
+    from mmsr.train.resume import RESUME_DIR
+
+    if not folder.is_dir():
+        return
+    for path in folder.iterdir():
+        if path.name == RESUME_DIR:
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
 
 
 def check(checks: dict[str, float], values: dict[str, Any]) -> dict[str, Any]:

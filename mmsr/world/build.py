@@ -20,6 +20,7 @@ from typing import Any
 from PIL import Image
 from tqdm import tqdm
 
+from mmsr.search.local.corpus import Page
 from mmsr.world import entities as ent_mod
 from mmsr.world import images, questions, sources, write
 from mmsr.world.entities import Entity
@@ -97,7 +98,7 @@ def make_pages(
     entities: Sequence[Entity],
     distractors: Sequence[Article],
     second_drawings: dict[str, bytes] | None = None,
-) -> tuple[list[write.Page], dict[str, bytes]]:
+) -> tuple[list[Page], dict[str, bytes]]:
     """One page per entity (with its Twemoji image and, where given, a second drawing of the
     same thing: the web has more than one picture of a thing), then one per distractor."""
     pages, image_files, seen = [], {}, set()
@@ -110,7 +111,9 @@ def make_pages(
             if ent.id in second_drawings:
                 more = (f"images/{ent.id}.noto.png",)
                 image_files[more[0]] = second_drawings[ent.id]
-        page = write.Page(ent.id, ent.name, wiki_url(ent.name), page_text(ent), rel, more)
+        image = Path(rel) if rel is not None else None
+        more_images = tuple(Path(path) for path in more)
+        page = Page(ent.id, ent.name, wiki_url(ent.name), page_text(ent), image, more_images)
         pages.append(page)
         seen.add(ent.id)
     for art in distractors:
@@ -118,7 +121,7 @@ def make_pages(
         while page_id in seen:
             page_id += "_"
         seen.add(page_id)
-        pages.append(write.Page(page_id, art.title, wiki_url(art.title), article_text(art)))
+        pages.append(Page(page_id, art.title, wiki_url(art.title), article_text(art)))
     return pages, image_files
 
 
@@ -225,7 +228,7 @@ def build_world(config: BuildConfig) -> dict[str, Any]:
 def world_stats(
     config: BuildConfig,
     entities: Sequence[Entity],
-    pages: Sequence[write.Page],
+    pages: Sequence[Page],
     qs: Sequence[Question],
     font_found: bool,
     fallback: list[str],

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import shutil
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from mmsr.data.export import fvqa_column_types
+from mmsr.search.local.corpus import Page
 from mmsr.world.entities import Entity
 from mmsr.world.questions import Question
 
@@ -68,29 +68,6 @@ the files derived from them in this folder.
 """
 
 
-@dataclass(frozen=True)
-class Page:
-    """One web page of the corpus (the record ``mmsr index build`` reads)."""
-
-    id: str
-    title: str
-    url: str
-    text: str
-    image: str | None = None
-    """Path of the page's image relative to the corpus folder."""
-    more_images: tuple[str, ...] = ()
-    """Further pictures of the page's subject (relative paths), e.g. a second drawing."""
-
-    def to_json(self) -> dict[str, Any]:
-        rec: dict[str, Any] = {"id": self.id, "title": self.title, "url": self.url}
-        rec["text"] = self.text
-        if self.image is not None:
-            rec["image"] = self.image
-        if self.more_images:
-            rec["more_images"] = list(self.more_images)
-        return rec
-
-
 def prepare_out_dir(out: Path) -> None:
     """Create ``out``; a previous world build there is replaced, anything else is refused."""
     if out.exists() and any(out.iterdir()):
@@ -101,7 +78,8 @@ def prepare_out_dir(out: Path) -> None:
 
 
 def write_corpus(corpus: Path, pages: Sequence[Page], images: dict[str, bytes]) -> None:
-    """``pages.jsonl`` (one page a line, in the given order) and the image files."""
+    """``pages.jsonl`` (one page a line, in the given order) and the image files; the pages'
+    picture paths are relative to ``corpus``."""
     with (corpus / "pages.jsonl").open("w", encoding="utf-8", newline="\n") as fh:
         for page in pages:
             fh.write(json.dumps(page.to_json(), ensure_ascii=False) + "\n")

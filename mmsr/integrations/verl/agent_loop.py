@@ -7,8 +7,9 @@ images, ``response_mask`` 1 on generated ids only. Its ``extra_fields`` carry th
 turns, actions, tool calls, end reason and gold answers for ``reward.compute_score``.
 
 Registered for veRL by ``agent_loops.yaml`` (``actor_rollout_ref.rollout.agent
-.agent_loop_config_path``); its keys beside ``name`` and ``_target_`` are this class's options,
-e.g. ``search: http:http://search-host:8000`` for the mmsr search service.
+.agent_loop_config_path``); its keys beside ``name`` and ``_target_`` are this class's options:
+``search`` (e.g. ``http:http://search-host:8000`` for the mmsr search service), ``prompt_set``
+and the fields of ``RolloutLimits`` (``max_turns: 2``; unset ones: ``episode.VERL_LIMITS``).
 """
 
 from __future__ import annotations
@@ -29,13 +30,13 @@ from verl.experimental.agent_loop.agent_loop import (
     AgentLoopOutput,
 )
 
-from mmsr.integrations.verl.episode import EpisodeSetup, Sampled, run_episode
+from mmsr.integrations.verl.episode import EpisodeSetup, Sampled, loop_limits, run_episode
 from mmsr.models.chat import ChatEncoder
 from mmsr.models.image_processor import ImageProcessor, ImageProcessorConfig
 from mmsr.models.tokenizer import ENDOFTEXT, IM_END, suppressed_token_ids, token_id
 from mmsr.policy.local_model import ChatTurnEncoder
 from mmsr.protocol.prompts import PromptSet, default_prompt_set, load_prompt_set
-from mmsr.rollout.rules import RolloutLimits
+from mmsr.rollout.settings import LIMIT_FIELDS
 from mmsr.search.base import SearchBackends
 from mmsr.search.registry import build_search, search_config_from_spec
 
@@ -144,15 +145,10 @@ class MmsrSearchAgentLoop(AgentLoopBase):  # type: ignore[misc, unused-ignore]
         *args: Any,
         search: str = "none",
         prompt_set: str | None = None,
-        max_turns: int = 3,
-        max_image_searches: int = 1,
-        max_text_searches: int = 2,
-        max_new_tokens: int = 1024,
-        image_k: int = 5,
-        text_k: int = 5,
         **kwargs: Any,
     ) -> None:
         kwargs.pop("name", None)  # veRL passes the registry entry's name along
+        options = {k: kwargs.pop(k) for k in LIMIT_FIELDS if k in kwargs}
         super().__init__(*args, **kwargs)
         if self.processor is None:
             raise ValueError("mmsr's agent loop needs a vision-language model with a processor")
@@ -161,14 +157,7 @@ class MmsrSearchAgentLoop(AgentLoopBase):  # type: ignore[misc, unused-ignore]
         self.prompts: PromptSet = default_prompt_set()
         if prompt_set:  # a folder of prompt files, e.g. the ones another model was trained with
             self.prompts = load_prompt_set(prompt_set)
-        self.limits = RolloutLimits(
-            max_turns=max_turns,
-            max_image_searches=max_image_searches,
-            max_text_searches=max_text_searches,
-            max_new_tokens=max_new_tokens,
-            image_k=image_k,
-            text_k=text_k,
-        )
+        self.limits = loop_limits(options)
 
     def _setup(self) -> EpisodeSetup:
         tokenizer: Any = self.tokenizer  # veRL annotates it as AutoTokenizer

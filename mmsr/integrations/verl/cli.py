@@ -5,7 +5,9 @@
         --nodes 4 --gpus-per-node 8 --search http:http://search-host:8000 [hydra overrides…]
 
 Run it on the Ray head node. ``--dry-run`` prints veRL's composed config and starts nothing.
-Needs the ``verl`` extra (``pip install 'mmsr[verl]'``).
+``--settings FILE`` takes the reward and the protocol's limits from the ``reward`` and
+``limits`` sections of a preset or a run's saved config (e.g. a GRPO preset), as every mmsr
+entry point can. Needs the ``verl`` extra (``pip install 'mmsr[verl]'``).
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from mmsr.integrations.verl.launch import VerlRun
 
 
 def register(train_subparsers: Any) -> None:
@@ -32,6 +37,12 @@ def register(train_subparsers: Any) -> None:
         "--search", default="none", help="search spec: http:URL, local:DIR, a config file, none"
     )
     parser.add_argument("--out", type=Path, default=Path("runs/verl"), help="run folder")
+    parser.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        help="reward and limits sections of a preset or run config (YAML/JSON)",
+    )
     parser.add_argument("--dry-run", action="store_true", help="print the composed veRL config")
     # the rest of the command line (Hydra key=value overrides) arrives as args.overrides
     parser.set_defaults(func=_run, takes_overrides=True)
@@ -44,11 +55,29 @@ def _run(args: argparse.Namespace) -> int:
         raise ValueError(
             f"mmsr train verl needs the verl extra: pip install 'mmsr[verl]' ({err})"
         ) from err
-    from mmsr.integrations.verl.launch import VerlRun, dry_run, launch
+    from mmsr.integrations.verl.launch import dry_run, launch
 
     if not Path(args.data).is_file():
         raise ValueError(f"--data {args.data}: no such file")
-    run = VerlRun(
+    run = verl_run(args)
+    if args.dry_run:
+        sys.stdout.write(dry_run(run))
+        return 0
+    return launch(run)
+
+
+def verl_run(args: argparse.Namespace) -> VerlRun:
+    """The ``VerlRun`` of the command's options (verl itself is not needed to build it)."""
+    from mmsr.integrations.verl.episode import VERL_LIMITS
+    from mmsr.integrations.verl.launch import VerlRun
+    from mmsr.rewards import RewardConfig
+    from mmsr.rollout.settings import read_settings
+
+    settings = args.settings
+    reward, limits = (
+        read_settings(settings, limits=VERL_LIMITS) if settings else (RewardConfig(), VERL_LIMITS)
+    )
+    return VerlRun(
         data=args.data,
         model=args.model,
         out=args.out,
@@ -56,9 +85,7 @@ def _run(args: argparse.Namespace) -> int:
         nodes=args.nodes,
         gpus_per_node=args.gpus_per_node,
         search=args.search,
+        reward=reward,
+        limits=limits,
         overrides=tuple(args.overrides),
     )
-    if args.dry_run:
-        sys.stdout.write(dry_run(run))
-        return 0
-    return launch(run)

@@ -1,33 +1,43 @@
 """One mmsr rollout through an async token generator: the verl-free core of the agent loop.
 
-``run_episode`` is the same state machine as ``mmsr.rollout.RolloutEngine`` for one trajectory
-— first turn rendered by ``mmsr.protocol``, each turn generated token-in/token-out, parsed and
-judged by ``mmsr.rollout.rules``, searched with mmsr's backends (off the event loop), the
-results rendered as the next user turn — but laid out as veRL wants it: ``prompt_ids`` (the
-first turn), then ``response_ids`` with ``response_mask`` 1 on generated ids only, within a
-response budget. A tool turn that would not fit ends the rollout before it is added, so an
-image's pad run is never cut. Not here: veRL's classes (``agent_loop``), the reward (``reward``).
+``run_episode`` drives the same pure step as ``mmsr.rollout.RolloutEngine``
+(``mmsr.rollout.step``: the turn parsed and judged, the search decided, its results rendered
+as the next user turn, the ids and the loss mask extended within the token budget), with its
+own I/O: each turn generated token-in/token-out by an awaited ``generate``, the searches run
+with mmsr's backends off the event loop. The result is laid out as veRL wants it:
+``prompt_ids`` (the first turn), then ``response_ids`` with ``response_mask`` 1 on generated
+ids only, within veRL's response length. Not here: veRL's classes (``agent_loop``), the reward
+(``reward``).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from mmsr.config import build
 from mmsr.protocol.prompts import PromptSet
-from mmsr.protocol.render import (
-    RenderLimits,
-    render_first_turn,
-    render_search_outcome,
-)
+from mmsr.protocol.render import RenderLimits, render_first_turn
+from mmsr.rollout import step
 from mmsr.rollout.engine import TurnEncoder
 from mmsr.rollout.failures import ToolFailures, call_tool
-from mmsr.rollout.rules import RolloutLimits, end_reason, fits, search_request, turn_action
+from mmsr.rollout.rules import RolloutLimits
 from mmsr.rollout.trajectory import EndReason, ToolCall
 from mmsr.search.base import SearchBackends
 from mmsr.types import Action, Role, Turn
+
+VERL_LIMITS = RolloutLimits(max_new_tokens=1024)
+"""The limits of a veRL run unless its settings say otherwise: the protocol's, with assistant
+turns of up to 1,024 tokens. veRL bounds the whole sequence with its own prompt and response
+lengths; ``max_total_tokens`` is not used there."""
+
+
+def loop_limits(options: Mapping[str, Any]) -> RolloutLimits:
+    """The limits an agent-loop registry entry sets (its ``RolloutLimits`` keys, e.g.
+    ``max_turns: 2``) over ``VERL_LIMITS``; another key or a bad value is an error."""
+    return build(RolloutLimits, {**asdict(VERL_LIMITS), **options})
 
 
 @dataclass(frozen=True)
@@ -65,20 +75,35 @@ class EpisodeSetup:
     failures: ToolFailures = field(default_factory=ToolFailures)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Episode:
     """One finished rollout in veRL's layout, with mmsr's record of it."""
 
     prompt_ids: list[int]
     turns: list[Turn]
-    response_ids: list[int] = field(default_factory=list)
-    response_mask: list[int] = field(default_factory=list)  # 1: generated, 0: injected
-    response_logprobs: list[float] = field(default_factory=list)
-    actions: list[Action] = field(default_factory=list)
-    tool_calls: list[ToolCall] = field(default_factory=list)
-    end_reason: EndReason | None = None
-    image_searches: int = 0
-    text_searches: int = 0
+    response_ids: list[int]
+    response_mask: list[int]
+    """1: generated, 0: injected (tool turns)."""
+    response_logprobs: list[float]
+    actions: list[Action]
+    tool_calls: list[ToolCall]
+    end_reason: EndReason
+
+    @classmethod
+    def of(cls, state: step.RolloutState, n_prompt: int) -> Episode:
+        """A finished state, its first ``n_prompt`` ids the prompt."""
+        if state.end_reason is None:
+            raise ValueError("the rollout has not ended")
+        return cls(
+            prompt_ids=state.token_ids[:n_prompt],
+            turns=list(state.turns),
+            response_ids=state.token_ids[n_prompt:],
+            response_mask=state.loss_mask[n_prompt:],
+            response_logprobs=state.logprobs[n_prompt:],
+            actions=list(state.actions),
+            tool_calls=list(state.tool_calls),
+            end_reason=state.end_reason,
+        )
 
     @property
     def images(self) -> list[Any]:
@@ -101,36 +126,27 @@ class Episode:
         }
 
 
-async def _search(episode: Episode, question: str, image: Any, setup: EpisodeSetup) -> Turn:
-    """Run the search the last action asked for (in a thread); failures are observations."""
-    tool, query, k = search_request(episode.actions[-1], setup.limits)
-    if tool == "image":
-        episode.image_searches += 1
-    else:
-        episode.text_searches += 1
+async def _tool_turn(
+    state: step.RolloutState,
+    request: step.SearchRequest,
+    question: str,
+    image: Any,
+    setup: EpisodeSetup,
+) -> None:
+    """Run a search (in a thread; a failure becomes the observation) and add its turn."""
     hits, call = await asyncio.to_thread(
         call_tool,
         setup.tools,
-        tool,
+        request.tool,
         image=image,
-        query=query,
+        query=request.query,
         question=question,
-        k=k,
+        k=request.k,
         failures=setup.failures,
-        turn=len(episode.actions) - 1,
+        turn=request.turn,
     )
-    episode.tool_calls.append(call)
-    return render_search_outcome(
-        tool, hits, call.error, question, setup.prompts, setup.render_limits
-    )
-
-
-def _add(
-    episode: Episode, ids: Sequence[int], *, generated: bool, logprobs: Sequence[float] = ()
-) -> None:
-    episode.response_ids.extend(ids)
-    episode.response_mask.extend([1 if generated else 0] * len(ids))
-    episode.response_logprobs.extend(logprobs if generated and logprobs else [0.0] * len(ids))
+    turn = step.tool_turn(request, hits, call, question, setup.prompts, setup.render_limits)
+    step.add_tool_turn(state, call, turn, setup.encoder.user_turn_ids(turn, first=False))
 
 
 async def run_episode(
@@ -138,41 +154,29 @@ async def run_episode(
 ) -> Episode:
     """Roll out one question about ``image`` with ``generate``."""
     first = render_first_turn(question, image, setup.prompts, setup.render_limits)
-    episode = Episode(setup.encoder.user_turn_ids(first, first=True), [first])
-    if setup.prompt_length is not None and len(episode.prompt_ids) > setup.prompt_length:
+    prompt_ids = setup.encoder.user_turn_ids(first, first=True)
+    if setup.prompt_length is not None and len(prompt_ids) > setup.prompt_length:
         raise ValueError(
-            f"the first turn takes {len(episode.prompt_ids)} ids, more than the prompt length "
+            f"the first turn takes {len(prompt_ids)} ids, more than the prompt length "
             f"{setup.prompt_length}: raise rollout.prompt_length or lower the image resolution"
         )
-    limits = setup.limits
-    while True:
-        room = setup.response_length - len(episode.response_ids)
+    # veRL bounds the response alone: the budget of the whole sequence is the prompt plus it
+    state = step.start(first, prompt_ids, budget=len(prompt_ids) + setup.response_length)
+    while state.end_reason is None:
         sampled = await generate(
-            episode.prompt_ids + episode.response_ids,
-            episode.images,
-            max(1, min(limits.max_new_tokens, room)),
+            list(state.token_ids), state.images, step.turn_budget(state, setup.limits)
         )
-        ids = list(sampled.token_ids[:room])
+        ids = list(sampled.token_ids[: state.room])
         closed = bool(ids) and ids[-1] in setup.end_ids
-        _add(episode, ids, generated=True, logprobs=(sampled.logprobs or ())[: len(ids)])
-        text = setup.decode(ids[:-1] if closed else ids)
-        episode.turns.append(Turn(Role.ASSISTANT, text))
-        action = turn_action(text, ids, setup.encoder.forbidden_ids)
-        episode.actions.append(action)
-        episode.end_reason = end_reason(
-            action,
+        request = step.take_turn(
+            state,
+            setup.decode(ids[:-1] if closed else ids),
+            ids,
+            (sampled.logprobs or ())[: len(ids)],
             truncated=not closed,
-            n_turns=len(episode.actions),
-            image_searches=episode.image_searches,
-            text_searches=episode.text_searches,
-            limits=limits,
+            limits=setup.limits,
+            forbidden_ids=setup.encoder.forbidden_ids,
         )
-        if episode.end_reason is not None:
-            return episode
-        turn = await _search(episode, question, image, setup)
-        turn_ids = setup.encoder.user_turn_ids(turn, first=False)
-        if not fits(len(episode.response_ids), len(turn_ids), setup.response_length):
-            episode.end_reason = EndReason.CONTEXT_FULL
-            return episode
-        _add(episode, turn_ids, generated=False)
-        episode.turns.append(turn)
+        if request is not None:
+            await _tool_turn(state, request, question, image, setup)
+    return Episode.of(state, len(prompt_ids))

@@ -2,7 +2,9 @@
 
 The overrides below put the paper's recipe (§2.5: GRPO, 8 rollouts per prompt, KL loss 0.001
 with the low-variance estimator, clip 0.2, lr 2e-6, 512 prompts per step, 50 steps) onto
-veRL's own ``ppo_trainer`` config; the user's Hydra overrides come last and win.
+veRL's own ``ppo_trainer`` config; the user's Hydra overrides come last and win. The run's
+reward settings reach mmsr's reward function as its ``reward_kwargs`` and its limits reach the
+agent loop as the options of its registry entry, so both land in the saved configs.
 ``compose_config`` composes the whole config with veRL's Hydra schema (what ``--dry-run``
 prints); ``launch`` writes the agent-loop registry file and starts ``verl.trainer.main_ppo``,
 where Ray does the multi-node part. Imports hydra and verl only when called.
@@ -10,22 +12,27 @@ where Ray does the multi-node part. Imports hydra and verl only when called.
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from mmsr.integrations.verl.episode import VERL_LIMITS
+from mmsr.rewards import RewardConfig
+from mmsr.rollout.rules import RolloutLimits
+
 AGENT_LOOPS_FILE = "agent_loops.yaml"
 # A response holds up to 3 generated turns and 2 tool turns: 5 image hits (their thumbnails'
 # tokens follow the model's preprocessor max_pixels) or 5 page summaries of <= 5 sentences.
 PROMPT_LENGTH = 4096
 RESPONSE_LENGTH = 8192
-MAX_NEW_TOKENS = 1024
+REWARD_KWARGS = "reward.custom_reward_function.reward_kwargs"
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,10 @@ class VerlRun:
     search: str = "none"
     """mmsr search spec for the agent loop: ``http:URL`` (the search service), ``local:DIR``,
     a JSON/TOML search config (e.g. with a Redis cache) or ``none``."""
+    reward: RewardConfig = RewardConfig()
+    """The reward (``mmsr.integrations.verl.reward.compute_score``'s options)."""
+    limits: RolloutLimits = VERL_LIMITS
+    """The protocol's limits of every rollout (the agent loop's options)."""
     overrides: tuple[str, ...] = field(default_factory=tuple)
     """Hydra overrides for veRL, applied last."""
 
@@ -57,10 +68,7 @@ def agent_loop_entries(run: VerlRun) -> list[dict[str, Any]]:
             "name": "mmsr_search",
             "_target_": "mmsr.integrations.verl.agent_loop.MmsrSearchAgentLoop",
             "search": run.search,
-            "max_turns": 3,
-            "max_image_searches": 1,
-            "max_text_searches": 2,
-            "max_new_tokens": MAX_NEW_TOKENS,
+            **asdict(run.limits),
         }
     ]
 
@@ -84,6 +92,7 @@ def paper_overrides(run: VerlRun) -> list[str]:
         f"actor_rollout_ref.rollout.agent.agent_loop_config_path={out / AGENT_LOOPS_FILE}",
         "reward.custom_reward_function.path=pkg://mmsr.integrations.verl.reward",
         "reward.custom_reward_function.name=compute_score",
+        *(f"+{REWARD_KWARGS}.{k}={json.dumps(v)}" for k, v in asdict(run.reward).items()),
         f"data.train_files={Path(run.data).resolve()}",
         "data.train_batch_size=512",
         f"data.max_prompt_length={PROMPT_LENGTH}",

@@ -4,8 +4,9 @@ veRL's reward managers call ``compute_score(data_source=, solution_str=, ground_
 extra_info=)`` with the row's ``extra_info`` plus the agent loop's ``extra_fields``. mmsr's
 agent loop puts the assistant turns there (``mmsr_turns``) and the row's candidate answers
 (``mmsr_golds``), so the score is ``mmsr.rewards.score_trajectory`` of exactly what the policy
-wrote, never of the decoded response with its tool turns. Options come from veRL's
-``reward.custom_reward_function.reward_kwargs``. Use in a veRL config::
+wrote, never of the decoded response with its tool turns. Its options are the fields of
+``mmsr.rewards.RewardConfig``, from veRL's ``reward.custom_reward_function.reward_kwargs``
+(``mmsr train verl`` sets them from its run's reward settings). Use in a veRL config::
 
     reward.custom_reward_function.path=pkg://mmsr.integrations.verl.reward
     reward.custom_reward_function.name=compute_score
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
+from dataclasses import asdict
 from typing import Any
 
-from mmsr.rewards import score_trajectory
+from mmsr.rewards import RewardConfig, score_trajectory
 
 # Every result has these keys (veRL stacks them into per-sample arrays).
 SCORE_KEYS = (
@@ -59,10 +61,10 @@ def compute_score(
     ground_truth: object,
     extra_info: Mapping[str, Any] | None = None,
     *,
-    mode: str = "em",
-    search_penalty: float = 0.1,
-    format_weight: float = 0.1,
-    penalty_per_search: bool = False,
+    mode: str = RewardConfig.mode,
+    search_penalty: float = RewardConfig.search_penalty,
+    format_weight: float = RewardConfig.format_weight,
+    penalty_per_search: bool = RewardConfig.penalty_per_search,
     **kwargs: Any,
 ) -> dict[str, float | str]:
     """The reward of one rollout and its terms, with the same keys every time.
@@ -78,14 +80,8 @@ def compute_score(
     info: Mapping[str, Any] = extra_info or {}
     turns = info.get("mmsr_turns")
     texts = [str(t) for t in turns] if turns is not None else [solution_str]
-    breakdown = score_trajectory(
-        texts,
-        golds_of(ground_truth, info),
-        mode=mode,
-        search_penalty=search_penalty,
-        format_weight=format_weight,
-        penalty_per_search=penalty_per_search,
-    )
+    reward = RewardConfig(mode, search_penalty, format_weight, penalty_per_search)
+    breakdown = score_trajectory(texts, golds_of(ground_truth, info), **asdict(reward))
     return {
         "score": float(breakdown.score),
         "acc": float(breakdown.accuracy),

@@ -5,8 +5,9 @@ One page a line: ``{"id": str, "title": str, "url": str, "text": str, "image": s
 ``more_images`` (further pictures of the same thing on the page, which the image search also
 matches) are paths relative to the corpus folder and must stay inside it. A bad row raises
 ``CorpusError`` naming the file, the line and the field, or, with ``skip_bad=True``, is
-skipped and counted. Not here: reading the images themselves (the index builder does, and
-survives corrupt ones).
+skipped and counted. ``Page`` is the record both ways: the offline world writes its corpus
+with ``Page.to_json`` and the index reads it back with ``read_corpus``. Not here: reading the
+images themselves (the index builder does, and survives corrupt ones).
 """
 
 from __future__ import annotations
@@ -30,7 +31,10 @@ class CorpusError(ValueError):
 
 @dataclass(frozen=True)
 class Page:
-    """One page of the corpus."""
+    """One page of the corpus: one line of ``pages.jsonl``.
+
+    Its picture paths are relative to the corpus folder in a page to be written, absolute in a
+    page ``read_corpus`` returns (resolved there, and checked to stay inside the folder)."""
 
     id: str
     """Unique within the corpus."""
@@ -41,14 +45,24 @@ class Page:
     text: str
     """Body text that BM25 indexes and summaries are cut from."""
     image: Path | None = None
-    """Absolute path of the page's image, if it has one."""
+    """The page's picture, if it has one."""
     more_images: tuple[Path, ...] = ()
-    """Absolute paths of further pictures of the page's subject (only with ``image``)."""
+    """Further pictures of the page's subject, e.g. a second drawing (only with ``image``)."""
 
     @property
     def pictures(self) -> tuple[Path, ...]:
         """Every picture of the page, its own ``image`` first."""
         return () if self.image is None else (self.image, *self.more_images)
+
+    def to_json(self) -> dict[str, Any]:
+        """The page as a ``pages.jsonl`` row (optional fields only when set)."""
+        row: dict[str, Any] = {"id": self.id, "title": self.title, "url": self.url}
+        row["text"] = self.text
+        if self.image is not None:
+            row["image"] = self.image.as_posix()
+        if self.more_images:
+            row["more_images"] = [path.as_posix() for path in self.more_images]
+        return row
 
 
 @dataclass(frozen=True)

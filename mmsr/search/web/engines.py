@@ -12,8 +12,9 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from mmsr.redact import redact_text
 from mmsr.search.base import SearchError
-from mmsr.search.transport import ApiCaller, Secret, redact
+from mmsr.search.transport import ApiCaller, Secret
 
 logger = logging.getLogger(__name__)
 
@@ -75,7 +76,7 @@ def _serpapi_body(body: Any, *, service: str, tool: str) -> dict[str, Any]:
     if isinstance(error, str) and error:
         if "returned any results" in error or "no results" in error.lower():
             return {}
-        logger.debug("%s error field: %s", service, redact(error[:300]))
+        logger.debug("%s error field: %s", service, redact_text(error[:300]))
         raise SearchError(f"{service} reported an error", tool=tool)
     return body
 

@@ -26,8 +26,9 @@ _SPACE_RUNS = re.compile(r"[ \t\r\f\v]+")
 
 
 @dataclass(frozen=True)
-class Page:
-    """The readable text of one page."""
+class FetchedPage:
+    """The readable text of one web page as a reader fetched it (not a page of the local
+    corpus: that is ``mmsr.search.local.corpus.Page``)."""
 
     url: str
     title: str
@@ -37,7 +38,7 @@ class Page:
 class PageReader(Protocol):
     """Reads one page; raises ``SearchError`` when it cannot."""
 
-    def read(self, url: str) -> Page: ...
+    def read(self, url: str) -> FetchedPage: ...
 
 
 def tidy(text: str) -> str:
@@ -63,7 +64,7 @@ class JinaReader:
     def __init__(self, caller: ApiCaller, prefix: str, key: Secret | None) -> None:
         self.caller, self.prefix, self.key = caller, prefix, key
 
-    def read(self, url: str) -> Page:
+    def read(self, url: str) -> FetchedPage:
         try:
             check_url(url)
         except BlockedUrl as err:
@@ -79,7 +80,7 @@ class JinaReader:
         title = data.get("title") if isinstance(data, dict) else None
         if not content.strip():
             raise SearchError("jina returned an empty page")
-        return Page(url=url, title=title if isinstance(title, str) else "", text=content)
+        return FetchedPage(url=url, title=title if isinstance(title, str) else "", text=content)
 
 
 class LocalReader:
@@ -90,7 +91,7 @@ class LocalReader:
         self.service = "fetch"
         self.stats = CallStats()
 
-    def read(self, url: str) -> Page:
+    def read(self, url: str) -> FetchedPage:
         started = time.monotonic()
         self.stats.add(calls=1)
         try:
@@ -101,7 +102,7 @@ class LocalReader:
         finally:
             self.stats.add(seconds=time.monotonic() - started)
 
-    def _read(self, url: str) -> Page:
+    def _read(self, url: str) -> FetchedPage:
         try:
             check_url(url)
             with self.client.stream("GET", url) as response:
@@ -126,7 +127,7 @@ class LocalReader:
         title, text = html_to_text(html) if kind != "text/plain" else ("", tidy(html))
         if not text:
             raise SearchError("page has no text")
-        return Page(url=url, title=title, text=text)
+        return FetchedPage(url=url, title=title, text=text)
 
     def _body(self, response: httpx.Response) -> bytes:
         """The first ``max_bytes`` of the body; a huge page is cut, not read to the end."""

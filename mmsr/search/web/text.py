@@ -20,7 +20,7 @@ from typing import Any
 
 from mmsr.search.base import LayerCache, SearchError
 from mmsr.search.web.engines import Link, LinkSearch
-from mmsr.search.web.pages import Page, PageReader
+from mmsr.search.web.pages import FetchedPage, PageReader
 from mmsr.search.web.summarize import ChatSummarizer, SummaryRequest
 from mmsr.types import TextHit
 
@@ -115,10 +115,10 @@ class WebTextSearch:
         summary = self._cached("summary", key, lambda: self.summarizer.summarize(request))
         return TextHit(title=link.title or page.title or link.url, url=link.url, summary=summary)
 
-    def _page(self, url: str) -> Page:
+    def _page(self, url: str) -> FetchedPage:
         def compute() -> dict[str, str]:
             page = self.reader.read(url)
             return {"title": page.title, "text": page.text[: self.page_chars]}
 
         row = self._cached("page", url, compute)
-        return Page(url=url, title=row["title"], text=row["text"])
+        return FetchedPage(url=url, title=row["title"], text=row["text"])
