@@ -27,16 +27,16 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from mmsr.models.chat import ChatEncoder  # noqa: E402
+from mmsr.models.chat_encoder import ChatEncoder  # noqa: E402
 from mmsr.protocol.prompts import default_prompt_set  # noqa: E402
 from mmsr.protocol.render import (  # noqa: E402
     render_first_turn,
     render_image_results,
     render_text_results,
 )
+from mmsr.teacher.turns import sample_question, text_query  # noqa: E402
+from mmsr.teacher.world_kit import WorldKit  # noqa: E402
 from mmsr.train.grpo_config import load_grpo_config  # noqa: E402
-from mmsr.train.turns import sample_question, text_query  # noqa: E402
-from mmsr.train.world_kit import WorldKit  # noqa: E402
 from mmsr.types import Role, Turn  # noqa: E402
 
 

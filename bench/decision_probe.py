@@ -4,7 +4,7 @@ A greedy evaluation shows the decision only as all-or-nothing per question, and 
 moves a little flips every answer at once (measured in SFT runs: 0 % → 100 % → 0 % searches on
 both need classes within 36 minutes). This probe reads the probability itself: for each
 question it teacher-forces the warm start's own two first replies — the opening search
-(``mmsr.train.turns.first_search``) and the direct answer (``direct``) — under the protocol's
+(``mmsr.teacher.turns.first_search``) and the direct answer (``direct``) — under the protocol's
 first turn, and takes the probability the model gives the search reply's token at the point
 where the two replies part (``P(search)``; the remaining mass goes to the direct branch or to
 other text). Per knowledge class it prints the mean ``P(search)`` and the share above 0.5,
@@ -44,13 +44,13 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mmsr.data import load_samples  # noqa: E402
-from mmsr.models.chat import ChatEncoder  # noqa: E402
+from mmsr.models.chat_encoder import ChatEncoder  # noqa: E402
 from mmsr.models.io import load_model  # noqa: E402
 from mmsr.protocol.prompts import default_prompt_set  # noqa: E402
 from mmsr.protocol.render import render_first_turn  # noqa: E402
+from mmsr.teacher.turns import direct, first_search, sample_question  # noqa: E402
+from mmsr.teacher.world_kit import world_config  # noqa: E402
 from mmsr.train.batch import collate, teacher_sequence  # noqa: E402
-from mmsr.train.turns import direct, first_search, sample_question  # noqa: E402
-from mmsr.train.world_kit import world_config  # noqa: E402
 from mmsr.types import Sample, Turn  # noqa: E402
 from mmsr.world.build import load_world  # noqa: E402
 

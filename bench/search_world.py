@@ -120,7 +120,7 @@ def text_figures(world: Path, index: Path) -> dict[str, Any]:
     import pyarrow.parquet as pq
 
     from mmsr.search.local.search import LocalTextSearch
-    from mmsr.train.turns import FACT_WORDS
+    from mmsr.teacher.turns import FACT_WORDS
     from mmsr.world.questions import TEMPLATES
 
     templates = {t.id: t for t in TEMPLATES}

@@ -108,8 +108,8 @@ class SoakImage:
 
 def serve(port: int) -> None:
     from mmsr.search.base import SearchBackends
-    from mmsr.search.service import ServiceConfig
-    from mmsr.search.service import serve as run
+    from mmsr.search.service.server import ServiceConfig
+    from mmsr.search.service.server import serve as run
 
     config = ServiceConfig(max_concurrency=4, max_queue=32, header_timeout_s=2, body_timeout_s=2)
     run(SearchBackends(image=SoakImage(), text=SoakText()), host="127.0.0.1", port=port,

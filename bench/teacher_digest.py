@@ -32,8 +32,8 @@ def turn_digest(h: Any, turns: list[Any]) -> None:
 
 def digests(world: Path, index: Path, draws: int, seed: int) -> dict[str, str]:
     """One digest per teacher kind and ``all``, in ``KINDS`` order."""
-    from mmsr.train.teacher import KINDS, Teacher
-    from mmsr.train.world_kit import WorldKit
+    from mmsr.teacher.draw import KINDS, Teacher
+    from mmsr.teacher.world_kit import WorldKit
 
     kit = WorldKit.open(world, index)
     teacher = Teacher(kit, seed=seed)

@@ -36,7 +36,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mmsr.models import PRESETS, ImageProcessor, build_tiny_model, train_tokenizer  # noqa: E402
-from mmsr.models.chat import ChatEncoder  # noqa: E402
+from mmsr.models.chat_encoder import ChatEncoder  # noqa: E402
 from mmsr.models.vision_batch import image_features, model_inputs  # noqa: E402
 from mmsr.protocol import default_prompt_set, render_first_turn  # noqa: E402
 from mmsr.train.batch import collate, teacher_sequence  # noqa: E402

@@ -42,7 +42,7 @@ from picture_separability import pictures  # noqa: E402
 
 from mmsr.models.io import load_model  # noqa: E402
 from mmsr.models.vision_batch import image_features  # noqa: E402
-from mmsr.train.world_kit import WorldKit  # noqa: E402
+from mmsr.teacher.world_kit import WorldKit  # noqa: E402
 
 
 def tower_features(model_dir: Path, pool: str = "flat") -> Callable[[Sequence[Any]], torch.Tensor]:

@@ -18,20 +18,27 @@ from collections.abc import Sequence
 from mmsr import __version__
 from mmsr.redact import redact_text
 
-# One line per command group; each module defines ``register(subparsers) -> None`` and sets
-# ``func`` on its parsers via ``set_defaults(func=...)``.
+# One line per command group; each module defines ``register(subparsers)`` and sets ``func`` on
+# its parsers via ``set_defaults(func=...)``; a group listed below returns its own subparsers.
 COMMAND_MODULES: tuple[str, ...] = (
     "mmsr.protocol.cli",
+    "mmsr.rewards.cli",
     "mmsr.search.cli",
     "mmsr.world.cli",
     "mmsr.data.cli",
-    "mmsr.rollout.cli",
+    "mmsr.eval.rollout_cli",
     "mmsr.train.cli",
-    "mmsr.demo",
+    "mmsr.demo.cli",
     "mmsr.search.local.cli",
     "mmsr.eval.cli",
     "mmsr.inspect.cli",
 )
+# Subcommands of a group whose packages sit above the group's own, added to the subparsers the
+# group's ``register`` returns: ``mmsr train warmstart`` runs the trainers and the evaluation,
+# ``mmsr train verl`` is an integration. Named here, where every layer may be named.
+GROUP_SUBCOMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "mmsr.train.cli": ("mmsr.warmstart.cli", "mmsr.integrations.verl.cli"),
+}
 
 
 class _CliLogFilter(logging.Filter):
@@ -71,25 +78,14 @@ def configure_logging(verbose: bool) -> None:
             handler.addFilter(_CliLogFilter(verbose))
 
 
-def port_number(text: str) -> int:
-    """An argparse type: a TCP port, 0 to 65535 (a bad one is argparse's usage error)."""
-    try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"{port} is not a port (0 to 65535)")
-    return port
-
-
 def _user_error(err: BaseException) -> str | None:
     """The one line a user sees for ``err``, or None for a programming error (a traceback).
 
     Bad files and values are ``ValueError``/``OSError``; a chat API that stays unreachable is
-    a ``ChatError`` (looked up only if ``mmsr.chat`` was imported, to keep this module cheap);
-    a ``RecursionError`` is input nested deeper than a parser recurses, where no reader named
-    the file."""
-    chat = sys.modules.get("mmsr.chat")
+    a ``ChatError`` (looked up only if ``mmsr.chat_client`` was imported, to keep this module
+    cheap); a ``RecursionError`` is input nested deeper than a parser recurses, where no reader
+    named the file."""
+    chat = sys.modules.get("mmsr.chat_client")
     if isinstance(err, ValueError | OSError) or (chat and isinstance(err, chat.ChatError)):
         text = str(err)
     elif isinstance(err, RecursionError):
@@ -107,7 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in COMMAND_MODULES:
-        importlib.import_module(name).register(subparsers)
+        group = importlib.import_module(name).register(subparsers)
+        for sub in GROUP_SUBCOMMAND_MODULES.get(name, ()):
+            importlib.import_module(sub).register(group)
     return parser
 
 

@@ -45,6 +45,6 @@ def small_world(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 @pytest.fixture(scope="session")
 def kit(small_world: tuple[Path, Path]) -> Any:
     """The SFT teacher's view of ``small_world``."""
-    from mmsr.train.world_kit import WorldKit
+    from mmsr.teacher.world_kit import WorldKit
 
     return WorldKit.open(*small_world)

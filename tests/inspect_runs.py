@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image, ImageDraw
 
-from mmsr.eval.runner import result_line
+from mmsr.eval.loop import result_line
 from mmsr.rewards import score_trajectory
 from mmsr.rollout.trajectory import EndReason, ToolCall, Trajectory, hit_record, write_trajectories
 from mmsr.types import Answer, ImageHit, ImageSearch, Role, Sample, TextHit, TextSearch, Turn

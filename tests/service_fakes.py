@@ -92,7 +92,7 @@ def uvicorn_service(
 
 
 def main() -> None:
-    from mmsr.search.service import ServiceConfig, serve
+    from mmsr.search.service.server import ServiceConfig, serve
 
     port, concurrency, queue = (int(a) for a in sys.argv[1:4])
     head_s, body_s = (float(a) for a in sys.argv[4:6])

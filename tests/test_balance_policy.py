@@ -15,10 +15,10 @@ import pytest
 
 from mmsr.cli import main
 from mmsr.data import RolloutOutcome, balance, load_outcomes, load_samples
+from mmsr.data.outcomes import iter_outcomes
 from mmsr.policy.scripted import Script, ScriptedPolicy
 from mmsr.protocol.actions import IMAGE_SEARCH_TAG
 from mmsr.rollout import RolloutEngine
-from mmsr.rollout.outcomes import iter_outcomes
 from mmsr.search.registry import build_search
 from mmsr.types import Role, Sample, Turn
 

@@ -13,7 +13,7 @@ import tiny_models
 import torch
 
 from mmsr.models import build_tiny_model
-from mmsr.models.chat import ChatEncoder
+from mmsr.models.chat_encoder import ChatEncoder
 from mmsr.models.io import save_pretrained
 from mmsr.train.batch import collate, teacher_sequence, token_logprobs
 from mmsr.types import Role, Turn

@@ -98,7 +98,7 @@ def test_prompts_from_a_folder(tmp_path: Path) -> None:
         "mmsr.protocol",
         "mmsr.rewards",
         "mmsr.cli",
-        "mmsr.chat",
+        "mmsr.chat_client",
         "mmsr.policy",
         "mmsr.rollout",
         "mmsr.inspect.app",

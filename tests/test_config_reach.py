@@ -149,12 +149,12 @@ def test_sft_evaluates_with_the_files_settings(
     from verl_scripts import turn_encoder
 
     from mmsr.config import config_to_dict
-    from mmsr.train import sft, sft_eval
+    from mmsr.train import sft, sft_check
 
     config = sft.load_sft_config(str(settings))
     encoder = turn_encoder()
     monkeypatch.setattr(
-        sft_eval, "build_hf_policy", lambda *a, **k: (TokenScript(encoder), encoder)
+        sft_check, "build_hf_policy", lambda *a, **k: (TokenScript(encoder), encoder)
     )
     model = SimpleNamespace(training=True, train=lambda mode: None)
     kit = SimpleNamespace(image_search=Thumbs(), text_search=Pages())

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsr.assets import WARMSTART_TINY
-from mmsr.models.chat import ChatEncoder
+from mmsr.models.chat_encoder import ChatEncoder
 from mmsr.models.io import load_tokenizer_and_processor
 from mmsr.train.grpo_config import load_grpo_config
 

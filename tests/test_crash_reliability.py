@@ -24,7 +24,7 @@ from test_grpo_train import _config, _metrics, _params, _parts
 from test_grpo_train import synthetic_reward as synthetic_reward  # the fixture
 
 from mmsr.cli import main
-from mmsr.eval.runner import TRAJECTORIES, read_results
+from mmsr.eval.loop import TRAJECTORIES, read_results
 from mmsr.models import build_tiny_model
 from mmsr.run_folder import RunFolderBusy, hold_run_folder
 from mmsr.train import checkpoint

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from _data_builders import image_bytes, write_jsonl
 
-from mmsr.chat import ChatClient, ChatError
+from mmsr.chat_client import ChatClient, ChatError
 from mmsr.data import load_samples
 from mmsr.data.qagen import (
     Concept,

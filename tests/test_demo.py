@@ -10,10 +10,10 @@ import pytest
 import tiny_models
 
 from mmsr.config import read_yaml
-from mmsr.demo import ABLATIONS, METHODS, DemoConfig, run_demo
-from mmsr.demo_stages import warmstart_recipe
+from mmsr.demo.pipeline import ABLATIONS, METHODS, DemoConfig, run_demo
+from mmsr.demo.stages import warmstart_recipe
 from mmsr.models import build_tiny_model, save_pretrained
-from mmsr.train.teacher_config import parse_weights
+from mmsr.teacher.config import parse_weights
 
 SMALL_GRPO = (
     *("--run.steps", "1", "--run.save_every", "1", "--run.tensorboard", "false"),
@@ -66,7 +66,7 @@ def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
 
 
 def test_decision_check_reports_each_criterion() -> None:
-    from mmsr.demo_report import decision_check
+    from mmsr.demo.report import decision_check
 
     def row(acc: float, sr: float, free: float, req: float, p: float, r: float) -> dict:
         return {
@@ -92,7 +92,7 @@ def test_decision_check_reports_each_criterion() -> None:
 
 
 def test_regime_check_reports_each_criterion() -> None:
-    from mmsr.demo_report import regime_check
+    from mmsr.demo.report import regime_check
 
     def row(acc: float, free: float, req: float, sr: float, sr_free: float, sr_req: float) -> dict:
         return {
@@ -133,7 +133,7 @@ def test_missing_warmstart_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_a_rerun_keeps_the_previous_run_aside(tmp_path: Path) -> None:
-    from mmsr.demo import keep_previous_run
+    from mmsr.demo.pipeline import keep_previous_run
 
     assert keep_previous_run(tmp_path) is None  # nothing to keep
     (tmp_path / "grpo" / "checkpoints").mkdir(parents=True)
@@ -167,7 +167,7 @@ def _metrics(acc: float, sr: float) -> dict:
 
 
 def test_report_page_has_html_tables_linked_to_the_inspector(tmp_path: Path) -> None:
-    from mmsr.demo_report import write_demo_report
+    from mmsr.demo.report import write_demo_report
     from mmsr.inspect import inspector_link
 
     for name, acc, sr in (("rag", 0.25, 1.0), ("on_demand_rl", 0.5, 0.5)):
@@ -185,7 +185,7 @@ def test_report_page_has_html_tables_linked_to_the_inspector(tmp_path: Path) -> 
 
 
 def test_report_keeps_the_heldout_reward_and_the_training_trend(tmp_path: Path) -> None:
-    from mmsr.demo_report import running_mean, training_summary, write_demo_report
+    from mmsr.demo.report import running_mean, training_summary, write_demo_report
 
     run = tmp_path / "eval" / "rag"
     run.mkdir(parents=True)
@@ -213,22 +213,22 @@ def test_demo_prints_the_inspect_command(
 ) -> None:
     import argparse
 
-    import mmsr.demo
+    import mmsr.demo.cli
 
     summary = {"methods": {"rag": {"accuracy": 0.2, "search_ratio": 1.0}}, "target": None}
-    monkeypatch.setattr(mmsr.demo, "run_demo", lambda cfg: summary)
+    monkeypatch.setattr(mmsr.demo.cli, "run_demo", lambda cfg: summary)
     args = argparse.Namespace(
         out=tmp_path, seed=1, warmstart=tmp_path, steps=None, limit=None, ablations=False
     )
-    assert mmsr.demo._cmd_demo(args) == 0
+    assert mmsr.demo.cli._cmd_demo(args) == 0
     assert f"mmsr inspect {tmp_path / 'eval'}" in capsys.readouterr().out
 
 
 def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None:
     """The command the demo logs, parsed by the real CLI, builds the config the stage runs."""
     from mmsr.cli import build_parser
-    from mmsr.demo import _eval_config, _grpo_settings
-    from mmsr.demo_stages import eval_stage, grpo_stage, sft_more_stage
+    from mmsr.demo.pipeline import _eval_config, _grpo_settings
+    from mmsr.demo.stages import eval_stage, grpo_stage, sft_more_stage
     from mmsr.eval.cli import config_from_args
     from mmsr.train.grpo_config import load_grpo_config
     from mmsr.train.sft import load_sft_config

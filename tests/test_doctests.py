@@ -18,6 +18,7 @@ import pytest
         "mmsr.protocol.render",
         "mmsr.rollout.rules",
         "mmsr.rollout.settings",
+        "mmsr.train.resume",
         "mmsr.train.schedule",
         "mmsr.integrations.verl.reward",
         "mmsr.inspect",

@@ -15,7 +15,7 @@ import pytest
 from loopback import json_reply, loopback_server
 
 from mmsr.cli import main
-from mmsr.eval.runner import TRAJECTORIES, read_finished
+from mmsr.eval.loop import TRAJECTORIES, read_finished
 
 MMSR = [sys.executable, "-m", "mmsr.cli"]
 

@@ -15,8 +15,8 @@ from mmsr.cli import build_parser
 from mmsr.config import ConfigError
 from mmsr.eval.cli import command_line, config_from_args
 from mmsr.eval.config import EvalRunConfig, SavedEvalConfig, check_resume, write_saved
+from mmsr.eval.loop import result_line
 from mmsr.eval.records import ResultLine, eval_records
-from mmsr.eval.runner import result_line
 from mmsr.rewards import RewardConfig
 from mmsr.rollout import RolloutLimits
 

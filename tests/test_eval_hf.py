@@ -11,7 +11,7 @@ import pytest
 import tiny_models
 
 from mmsr.cli import main
-from mmsr.eval.runner import TRAJECTORIES
+from mmsr.eval.loop import TRAJECTORIES
 from mmsr.models import build_tiny_model
 from mmsr.models.io import save_pretrained
 

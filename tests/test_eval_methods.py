@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from mmsr.eval.baselines import scripted_policy
 from mmsr.eval.methods import METHODS, EvalItem, MethodContext, get_method, oracle_query
 from mmsr.policy import Generation, GenerationRequest, sequence_script
+from mmsr.policy.baselines import scripted_policy
 from mmsr.protocol import IMAGE_PLACEHOLDER
 from mmsr.rollout import EndReason, RolloutEngine, RolloutTask, ToolCall
 from mmsr.search.base import SearchBackends, SearchError

@@ -94,9 +94,9 @@ def test_judge_metric_without_verdicts_is_an_error(tmp_path: Path) -> None:
 
 def test_eval_package_imports_without_torch_or_matplotlib() -> None:
     code = (
-        "import sys, mmsr.eval.methods, mmsr.eval.runner, mmsr.eval.cli, mmsr.eval.report, "
+        "import sys, mmsr.eval.methods, mmsr.eval.loop, mmsr.eval.cli, mmsr.eval.report, "
         "mmsr.eval.run, mmsr.eval.config, mmsr.eval.records, "
-        "mmsr.eval.baselines; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"
+        "mmsr.policy.baselines; print(sorted({'torch', 'matplotlib'} & set(sys.modules)))"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
@@ -168,7 +168,7 @@ def test_run_config_hides_secrets(value: Any, expected: Any) -> None:
     ],
 )
 def test_split_endpoint(spec: str, model: str | None, expected: tuple[str, str] | None) -> None:
-    from mmsr.eval.config import split_endpoint
+    from mmsr.chat_client import split_endpoint
 
     if expected is None:
         with pytest.raises(ValueError, match="expected BASE_URL#MODEL"):

@@ -18,12 +18,12 @@ import tiny_models
 from vllm_fakes import FakeLLM, FakeSamplingParams
 
 from mmsr.cli import main
-from mmsr.eval.run import policy_from_spec
-from mmsr.eval.runner import TRAJECTORIES
+from mmsr.eval.loop import TRAJECTORIES
 from mmsr.models import build_tiny_model
 from mmsr.models.io import load_tokenizer_and_processor, save_pretrained
 from mmsr.models.tokenizer import IM_END, IMAGE_PAD, token_id
 from mmsr.policy import local_model
+from mmsr.policy.registry import policy_from_spec
 from mmsr.policy.vllm import VLLMPolicy
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from loopback import json_reply, loopback_server
 
-from mmsr.chat import ChatClient
+from mmsr.chat_client import ChatClient
 from mmsr.eval.judge import JudgeError, LLMJudge, VerdictCache, parse_verdict
 from mmsr.rewards import score_trajectory
 

@@ -11,7 +11,7 @@ import pytest
 from loopback import json_reply, loopback_server
 from PIL import Image
 
-from mmsr.chat import ChatClient, ChatError
+from mmsr.chat_client import ChatClient, ChatError
 from mmsr.policy import GenerationRequest
 from mmsr.policy.openai import OpenAIPolicy, to_messages
 from mmsr.protocol import default_prompt_set, render_first_turn

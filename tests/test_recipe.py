@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mmsr.train.world_kit import split_validation
+from mmsr.teacher.world_kit import split_validation
 from mmsr.warmstart.checks import lookup, read_rate
 from mmsr.warmstart.recipe import RecipeError, check, load_recipe, run_recipe
 

@@ -16,17 +16,17 @@ import pytest
 from loopback import json_reply, loopback_server
 from PIL import Image
 
-from mmsr.chat import ChatClient
+from mmsr.chat_client import ChatClient
 from mmsr.data.readers import jsonl_rows
+from mmsr.eval.loop import TRAJECTORIES, evaluate, read_finished, read_results
 from mmsr.eval.methods import MethodContext, get_method
 from mmsr.eval.metrics import EvalRecord, summarize
 from mmsr.eval.records import eval_records
-from mmsr.eval.runner import TRAJECTORIES, evaluate, read_finished, read_results
 from mmsr.policy import Generation
 from mmsr.policy.openai import OpenAIPolicy
 from mmsr.rollout import EndReason, RolloutEngine, RolloutTask
 from mmsr.search.base import SearchBackends, SearchError
-from mmsr.search.http_client import HttpConfig, build_http
+from mmsr.search.service.client import HttpConfig, build_http
 from mmsr.types import ImageHit, Sample
 
 R = "<reason>r</reason>"
@@ -97,7 +97,7 @@ def _image(_: Sample) -> Any:
 
 
 def test_rag_goes_on_when_its_searches_raise(tmp_path: Path) -> None:
-    from mmsr.eval.baselines import scripted_policy
+    from mmsr.policy.baselines import scripted_policy
 
     search = SearchBackends(
         image=Raising(RecursionError()),  # type: ignore[arg-type]

@@ -14,8 +14,8 @@ from web_fakes import FakeWeb, Reply
 
 from mmsr.config import ConfigError, build
 from mmsr.search.base import ImageSearchBackend, SearchBackends, SearchError, TextSearchBackend
-from mmsr.search.http_client import HttpConfig, build_http
 from mmsr.search.registry import build_search
+from mmsr.search.service.client import HttpConfig, build_http
 from mmsr.types import ImageHit, TextHit
 
 

@@ -19,7 +19,7 @@ from PIL import Image
 from service_fakes import TOKEN, uvicorn_service
 
 from mmsr.search.base import SearchBackends
-from mmsr.search.service import create_app
+from mmsr.search.service.server import create_app
 from mmsr.types import ImageHit
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}

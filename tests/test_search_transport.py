@@ -79,7 +79,7 @@ def test_secret_hides_itself() -> None:
 def test_search_imports_stay_light() -> None:
     # the search package, its CLI and the client backends load neither torch nor fastapi
     code = (
-        "import sys, mmsr.search, mmsr.search.cli, mmsr.search.http_client, mmsr.search.web\n"
+        "import sys, mmsr.search, mmsr.search.cli, mmsr.search.service.client, mmsr.search.web\n"
         "heavy = sorted(m for m in ('torch', 'fastapi', 'uvicorn', 'transformers') "
         "if m in sys.modules)\n"
         "print(','.join(heavy))"

@@ -30,7 +30,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageFile
 from service_fakes import TOKEN, fake_backends, uvicorn_service
 
-from mmsr.search.service import ServiceConfig, create_app
+from mmsr.search.service.server import ServiceConfig, create_app
 
 AUTH = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
 PATHS = ("/text_search", "/image_search", "/retrieve")
@@ -232,7 +232,7 @@ import base64, json, resource, sys
 sys.path.insert(0, sys.argv[1])
 from service_fakes import fake_backends
 from test_service_reliability import _asgi_post, _black_png
-from mmsr.search.service import create_app
+from mmsr.search.service.server import create_app
 body = {"image_base64": base64.b64encode(_black_png(6300, 6300)).decode()}
 app = create_app(fake_backends(), token=None)
 _asgi_post(app, [{"image_base64": base64.b64encode(_black_png(8, 8)).decode()}])  # warm up

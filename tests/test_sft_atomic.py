@@ -10,12 +10,12 @@ import torch
 
 from mmsr.models import added_atomic_ids, build_tiny_model, train_tokenizer
 from mmsr.policy.local_model import build_hf_policy
+from mmsr.teacher.draw import PRIMER_KINDS, Teacher
+from mmsr.teacher.turns import BARE_PROMPTS
+from mmsr.teacher.world_kit import WorldKit
 from mmsr.train.atomic import embedding_weight, freeze_rows, param_groups, set_random_codes
 from mmsr.train.batch import collate, teacher_sequence
 from mmsr.train.sft import sft_loss
-from mmsr.train.teacher import PRIMER_KINDS, Teacher
-from mmsr.train.turns import BARE_PROMPTS
-from mmsr.train.world_kit import WorldKit
 from mmsr.types import Role, Turn
 
 ATOMIC = ["Zanzibar Republic", "Qatar", ".qa", "+974"]

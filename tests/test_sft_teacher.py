@@ -10,9 +10,9 @@ import pytest
 from mmsr.protocol import IMAGE_PLACEHOLDER
 from mmsr.protocol.actions import parse_action
 from mmsr.rewards import score_trajectory
-from mmsr.train.teacher import DRAWERS, KINDS, Teacher, TeacherConfig
-from mmsr.train.turns import with_entity
-from mmsr.train.world_kit import WorldKit
+from mmsr.teacher.draw import DRAWERS, KINDS, Teacher, TeacherConfig
+from mmsr.teacher.turns import with_entity
+from mmsr.teacher.world_kit import WorldKit
 from mmsr.types import Answer, ImageHit, ImageSearch, Role, TextSearch, Turn
 
 
@@ -217,13 +217,13 @@ def test_the_teacher_is_seeded(kit: WorldKit) -> None:
 
 
 def test_image_search_turn_is_the_protocol_action() -> None:
-    from mmsr.train.turns import SEARCH_IMAGE
+    from mmsr.teacher.turns import SEARCH_IMAGE
 
     assert isinstance(parse_action(SEARCH_IMAGE), ImageSearch)
 
 
 def test_weights_by_name() -> None:
-    from mmsr.train.teacher_config import KindWeights, parse_weights
+    from mmsr.teacher.config import KindWeights, parse_weights
 
     named = parse_weights("know=0.5, tail=0.25").as_tuple()
     assert len(named) == len(KINDS) and sum(named) == 0.75
@@ -250,7 +250,7 @@ def test_weights_by_name() -> None:
 def test_saved_mixtures_read_back_by_name_or_as_an_old_list() -> None:
     from dataclasses import asdict
 
-    from mmsr.train.teacher_config import KindWeights, saved_weights, weights_text
+    from mmsr.teacher.config import KindWeights, saved_weights, weights_text
 
     mix = KindWeights(head=0.2, know_not=0.3)
     assert saved_weights(asdict(mix)) == mix  # what sft_config.json holds now

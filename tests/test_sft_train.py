@@ -17,6 +17,7 @@ import torch
 
 from mmsr.models import build_tiny_model, load_model, suppressed_token_ids
 from mmsr.policy.local_model import build_hf_policy
+from mmsr.teacher.turns import SEARCH_IMAGE
 from mmsr.train.batch import collate, teacher_sequence, token_logprobs
 from mmsr.train.schedule import lr_multiplier
 from mmsr.train.sft import (
@@ -30,7 +31,6 @@ from mmsr.train.sft import (
     slot_prefix_ids,
     train_sft,
 )
-from mmsr.train.turns import SEARCH_IMAGE
 from mmsr.types import Role, Turn
 
 WARMSTART = Path(__file__).resolve().parents[1] / "mmsr" / "assets" / "warmstart-tiny"
@@ -241,6 +241,10 @@ def test_a_resume_state_is_used_only_by_its_own_settings(tmp_path: Path) -> None
     resume.save(tmp_path, {"seed": 0}, {"step": 3})
     assert resume.load(tmp_path, {"seed": 0}) == {"step": 3}
     assert resume.load(tmp_path, {"seed": 1}) is None  # other settings: start afresh
+    # a setting added to the code since: the same run while it holds its default
+    assert resume.load(tmp_path, {"seed": 0, "new": 1}, {"seed": 5, "new": 1}) == {"step": 3}
+    assert resume.load(tmp_path, {"seed": 0, "new": 2}, {"seed": 5, "new": 1}) is None
+    assert resume.load(tmp_path, {}, {"seed": 5}) is None  # a setting the code lost
     (tmp_path / ".resume" / "state.pt").write_bytes(b"cut in the middle")
     assert resume.load(tmp_path, {"seed": 0}) is None  # damaged: skipped, not fatal
     resume.discard(tmp_path)

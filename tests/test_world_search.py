@@ -11,7 +11,7 @@ import pyarrow.parquet as pq
 from PIL import Image
 
 from mmsr.search.local.search import LocalImageSearch, LocalTextSearch
-from mmsr.train.turns import FACT_WORDS
+from mmsr.teacher.turns import FACT_WORDS
 from mmsr.world.questions import TEMPLATES
 
 

@@ -9,7 +9,7 @@ from typing import Any
 import tiny_models
 
 from mmsr.models import ImageProcessor, ImageProcessorConfig
-from mmsr.models.chat import ChatEncoder
+from mmsr.models.chat_encoder import ChatEncoder
 from mmsr.models.tokenizer import ENDOFTEXT, IM_END, suppressed_token_ids, token_id
 from mmsr.policy.local_model import ChatTurnEncoder
 from mmsr.types import ImageHit, TextHit

@@ -1,8 +1,9 @@
 """Datasets: the ``Sample`` record, loaders for FVQA / the world / the paper's benchmarks,
 export to veRL parquet, search balancing and question generation.
 
-No torch here. ``mmsr.data.qagen`` (question generation over an HTTP chat API) is imported
-on its own so that loading data does not pull in the HTTP client.
+No torch here. ``mmsr.data.qagen`` (question generation over an HTTP chat API) and
+``mmsr.data.outcomes`` (a policy's rollouts for balancing) are imported on their own so that
+loading data pulls in neither the HTTP client nor the rollout engine.
 
 >>> from mmsr.data import load_samples                       # doctest: +SKIP
 >>> samples = load_samples("train.parquet", skip_bad=True)   # doctest: +SKIP

@@ -9,7 +9,7 @@ Then the labelled set is subsampled so that ``search_required`` makes up ``ratio
 (paper ≈ 68 %), deterministically from a seed. The core is pure: rollouts come from an
 injected ``rollouts(sample, n)`` callable (a policy with the rollout engine, a scripted policy
 in tests, or outcomes recorded in a JSONL file: ``outcome_record`` writes a line,
-``load_outcomes`` reads the file; ``mmsr.rollout.outcomes`` makes them from a policy).
+``load_outcomes`` reads the file; ``mmsr.data.outcomes`` makes them from a policy).
 """
 
 from __future__ import annotations

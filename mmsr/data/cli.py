@@ -108,9 +108,9 @@ def _record_outcomes(args: argparse.Namespace, samples: list[Any]) -> None:
     """``--rollouts`` rollouts of each question by ``--policy`` with ``--search``, written to
     the OUTCOMES file (replaced), one ``outcome_record`` per line."""
     from mmsr.data.balance import outcome_record
-    from mmsr.eval.run import policy_from_spec
+    from mmsr.data.outcomes import iter_outcomes
+    from mmsr.policy.registry import policy_from_spec
     from mmsr.rollout import RolloutEngine
-    from mmsr.rollout.outcomes import iter_outcomes
     from mmsr.search.base import SearchBackends
     from mmsr.search.registry import build_search, search_config_from_spec
 
@@ -136,7 +136,7 @@ def _record_outcomes(args: argparse.Namespace, samples: list[Any]) -> None:
 
 
 def _cmd_generate(args: argparse.Namespace) -> int:
-    from mmsr.chat import ChatClient
+    from mmsr.chat_client import ChatClient
     from mmsr.data.export import write_verl_parquet
     from mmsr.data.qagen import (
         QAResult,

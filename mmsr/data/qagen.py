@@ -26,7 +26,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from mmsr.chat import ChatClient, ChatError
+from mmsr.chat_client import ChatClient, ChatError
 from mmsr.data.readers import jsonl_rows
 from mmsr.data.schema import DataError, FieldError, optional_str, require_str, string_list
 from mmsr.rewards import normalize_answer

@@ -1,1 +1,2 @@
-"""Evaluation: methods (direct / rag / on-demand / oracle), metrics, judge and report."""
+"""Evaluation: methods (direct / rag / on-demand / oracle), the resumable loop, metrics, judge
+and report; the ``mmsr eval``, ``mmsr report`` and ``mmsr rollout`` commands."""

@@ -41,8 +41,8 @@ class _Sections:
 
 
 def register(subparsers: Any) -> None:
-    from mmsr.eval.baselines import SCRIPTED_POLICIES
     from mmsr.eval.methods import METHODS
+    from mmsr.policy.baselines import SCRIPTED_POLICIES
 
     run = subparsers.add_parser("eval", help="evaluate a policy with one method on a dataset")
     run.add_argument(

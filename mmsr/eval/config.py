@@ -249,13 +249,3 @@ def write_saved(out: Path, saved: SavedEvalConfig) -> Path:
     path = out / CONFIG_FILE
     path.write_text(json.dumps(saved.to_json(), indent=1) + "\n", encoding="utf-8")
     return path
-
-
-def split_endpoint(spec: str, model: str | None, what: str) -> tuple[str, str]:
-    """``BASE_URL#MODEL`` → (base url, model); ``model`` fills in a missing ``#MODEL``."""
-    base, sep, name = spec.rpartition("#")
-    if not sep:
-        base, name = spec, model or ""
-    if not base.startswith(("http://", "https://")) or not name:
-        raise ValueError(f"{what}: expected BASE_URL#MODEL (http[s]://…#name), got {spec!r}")
-    return base, name

@@ -17,7 +17,7 @@ import threading
 from collections.abc import Sequence
 from pathlib import Path
 
-from mmsr.chat import ChatClient
+from mmsr.chat_client import ChatClient
 
 PROMPT_VERSION = "mmsr-judge-v1"
 JUDGE_RULES = (Path(__file__).parent / "judge_prompt.txt").read_text(encoding="utf-8")

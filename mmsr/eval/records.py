@@ -4,7 +4,7 @@ Its JSON keys are a contract: ``mmsr report``, ``mmsr inspect``, the demo's repo
 ``mmsr infoseek-score`` read the files directly. The first ten keys are
 ``mmsr.rollout.trajectory_record``'s (every run folder's lines share them); the rest are the
 eval's scores and labels. ``eval_records`` turns lines into the ``EvalRecord``s the metrics
-read. Not here: scoring a trajectory (``runner.result_line``) or reading files (``runner``).
+read. Not here: scoring a trajectory (``loop.result_line``) or reading files (``loop``).
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 Builds the parts the config names (questions, policy, search tools, judge), refuses a run
 folder made with other settings, saves the resolved config as ``OUT/config.json``, runs
-``runner.evaluate`` (resumable) under a progress bar and writes ``OUT/metrics.json``, holding
+``loop.evaluate`` (resumable) under a progress bar and writes ``OUT/metrics.json``, holding
 the folder's lock (``mmsr.run_folder``) throughout. Heavy imports (torch for ``hf:``) happen
 only on the paths that need them. Not here: the command line (``mmsr.eval.cli`` builds the
-config) or the evaluation loop itself (``runner``).
+config), the policy kinds (``mmsr.policy.registry``) or the evaluation loop itself (``loop``).
 """
 
 from __future__ import annotations
@@ -15,58 +15,15 @@ import logging
 from collections import Counter
 from typing import Any
 
-from mmsr.eval.config import EvalRunConfig, check_resume, split_endpoint, write_saved
+from mmsr.eval.config import EvalRunConfig, check_resume, write_saved
 from mmsr.eval.records import ResultLine, eval_records
+from mmsr.policy.registry import policy_from_spec
 from mmsr.redact import redact
 from mmsr.run_folder import hold_run_folder
 
 logger = logging.getLogger(__name__)
 
 METRICS_FILE = "metrics.json"
-
-
-def policy_from_spec(
-    spec: str,
-    *,
-    model: str | None = None,
-    api_key_env: str = "OPENAI_API_KEY",
-    temperature: float = 0.0,
-    concurrency: int = 8,
-    device: str = "cpu",
-    dtype: str = "float32",
-    max_batch: int = 0,
-    max_model_len: int | None = None,
-) -> tuple[Any, Any]:
-    """(policy, turn encoder or None) from a ``--policy`` spec: ``hf:MODEL_DIR`` (on
-    ``device`` in ``dtype``, ``max_batch`` requests per forward pass), ``vllm:MODEL_DIR`` (a
-    vLLM engine on the visible GPU, the ``gpu`` extra), ``openai:BASE_URL#MODEL`` (``model``
-    fills in a missing ``#MODEL``) or ``scripted:NAME``. Model folders are read locally only.
-    Shared by ``mmsr eval`` and ``mmsr data balance --policy``."""
-    kind, _, rest = spec.partition(":")
-    if kind == "scripted":
-        from mmsr.eval.baselines import scripted_policy
-
-        return scripted_policy(rest), None
-    if kind == "openai":
-        from mmsr.chat import ChatClient
-        from mmsr.policy.openai import OpenAIPolicy
-
-        base, name = split_endpoint(rest, model, "--policy openai:")
-        client = ChatClient(base, name, api_key_env=api_key_env)
-        return OpenAIPolicy(client, temperature=temperature, concurrency=concurrency), None
-    if kind == "hf":
-        from mmsr.policy.local_model import load_hf_policy
-
-        return load_hf_policy(
-            rest, device=device, dtype=dtype, temperature=temperature, max_batch=max_batch
-        )
-    if kind == "vllm":
-        from mmsr.policy.local_model import build_vllm_policy
-
-        return build_vllm_policy(
-            rest, temperature=temperature, dtype=dtype, max_model_len=max_model_len
-        )
-    raise ValueError(f"--policy: unknown kind {kind!r}; expected hf:, vllm:, openai: or scripted:")
 
 
 def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
@@ -89,7 +46,7 @@ def build_judge(cfg: EvalRunConfig) -> Any:
     """The LLM judge of ``cfg.judge`` (its verdicts cached in the run folder), or None."""
     if cfg.judge is None:
         return None
-    from mmsr.chat import ChatClient
+    from mmsr.chat_client import ChatClient, split_endpoint
     from mmsr.eval.judge import LLMJudge, VerdictCache
 
     base, model = split_endpoint(cfg.judge, None, "--judge")
@@ -211,7 +168,7 @@ def _run_held(cfg: EvalRunConfig, method: Any, search: dict[str, Any] | None) ->
     from tqdm import tqdm
 
     from mmsr.data import sample_image
-    from mmsr.eval.runner import TRAJECTORIES, evaluate, read_results
+    from mmsr.eval.loop import TRAJECTORIES, evaluate, read_results
 
     saved = cfg.saved(search)
     check_resume(cfg.out, saved)

@@ -13,7 +13,7 @@ import argparse
 import logging
 from typing import TYPE_CHECKING, Any
 
-from mmsr.cli import port_number
+from mmsr.cli_types import port_number
 from mmsr.inspect import DEFAULT_HOST, DEFAULT_PORT
 
 if TYPE_CHECKING:

@@ -18,7 +18,7 @@ Always pass 3-D ``position_ids`` to a forward pass, and ``mm_token_type_ids`` to
 without them transformers 5.10 silently uses 1-D positions (see ``mmsr.models.positions``).
 """
 
-from mmsr.models.chat import ChatEncoder, EncodedSegment, stack_images
+from mmsr.models.chat_encoder import ChatEncoder, EncodedSegment, stack_images
 from mmsr.models.config import (
     PRESETS,
     TinyVLConfig,

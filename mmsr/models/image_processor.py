@@ -10,7 +10,7 @@ side, so every image gives the same number of visual tokens (112 px → 8×8 pat
 after the 2×2 merge); with ``fixed_size=None`` Qwen's ``smart_resize`` keeps the aspect ratio
 between ``min_pixels`` and ``max_pixels``, as for a real checkpoint.
 
-What it is not: placeholder expansion in text (``mmsr.models.chat``) or video support.
+What it is not: placeholder expansion in text (``mmsr.models.chat_encoder``) or video support.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ spent on words the BPE will never see. Refused as atomic: strings with surroundi
 special tokens, or a word of a protocol tag ("answer", "img" …: it would split every tag).
 
 What it is not: the real Qwen vocabulary (see ``tests/test_qwen_ids.py`` for id compatibility
-with it), nor a place for chat rendering logic (``mmsr.models.chat``).
+with it), nor a place for chat rendering logic (``mmsr.models.chat_encoder``).
 """
 
 from __future__ import annotations

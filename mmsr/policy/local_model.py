@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from mmsr.models.chat import ChatEncoder, stack_images
+from mmsr.models.chat_encoder import ChatEncoder, stack_images
 from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.io import load_model, load_tokenizer_and_processor
 from mmsr.models.tokenizer import (

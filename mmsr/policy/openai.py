@@ -2,7 +2,7 @@
 
 For vLLM serving Qwen2.5-VL or the released MMSearch-R1-7B, or a hosted model. Images go as
 PNG data URLs at their placeholders; the requests of a batch run concurrently. Retries and key
-handling live in ``mmsr.chat.ChatClient``. Greedy (temperature 0) by default, as evaluation
+handling live in ``mmsr.chat_client.ChatClient``. Greedy (temperature 0) by default, as evaluation
 needs. A request the API refuses (a non-retryable ``ChatError``, e.g. a prompt too long for the
 model) becomes a ``Generation`` with an ``error``: that question fails, the batch goes on. An
 API that stays unreachable still raises (the run stops and can be resumed).
@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mmsr.chat import ChatClient, ChatError
+from mmsr.chat_client import ChatClient, ChatError
 from mmsr.policy.base import FinishReason, Generation, GenerationRequest
 from mmsr.protocol.prompts import IMAGE_PLACEHOLDER
 from mmsr.types import Turn
@@ -54,7 +54,7 @@ def to_messages(turns: Sequence[Turn], system: str | None = None) -> list[dict[s
 
 
 class OpenAIPolicy:
-    """Continues conversations through an OpenAI-compatible chat API (see ``mmsr.chat``)."""
+    """Continues conversations through an OpenAI-compatible chat API (see ``mmsr.chat_client``)."""
 
     token_level = False
 

@@ -6,7 +6,7 @@ import importlib
 from typing import Any
 
 # One line per module; each defines ``register(search_subparsers) -> None``.
-SEARCH_SUBCOMMAND_MODULES: tuple[str, ...] = ("mmsr.search.fvqa.cli", "mmsr.search.serve_cli")
+SEARCH_SUBCOMMAND_MODULES: tuple[str, ...] = ("mmsr.search.fvqa.cli", "mmsr.search.service.cli")
 
 
 def register(subparsers: Any) -> None:

@@ -39,7 +39,9 @@ BACKENDS: dict[str, Backend] = {
     "local": Backend("mmsr.search.local:LocalConfig", "mmsr.search.local:build_local"),
     "fvqa": Backend("mmsr.search.fvqa:FvqaConfig", "mmsr.search.fvqa:build_fvqa"),
     "web": Backend("mmsr.search.web.config:WebConfig", "mmsr.search.web:build_web"),
-    "http": Backend("mmsr.search.http_client:HttpConfig", "mmsr.search.http_client:build_http"),
+    "http": Backend(
+        "mmsr.search.service.client:HttpConfig", "mmsr.search.service.client:build_http"
+    ),
 }
 
 

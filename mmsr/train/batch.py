@@ -16,7 +16,7 @@ from typing import Any
 
 import torch
 
-from mmsr.models.chat import ChatEncoder, stack_images
+from mmsr.models.chat_encoder import ChatEncoder, stack_images
 from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.positions import rope_position_ids
 from mmsr.models.vision_batch import model_inputs

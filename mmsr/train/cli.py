@@ -5,17 +5,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-# One line per module; each defines ``register(train_subparsers) -> None``.
+# One line per module; each defines ``register(train_subparsers) -> None``. The subcommands
+# of packages above training (``mmsr train warmstart``, ``mmsr train verl``) are added to the
+# group by ``mmsr.cli``, so that training names nothing above it.
 TRAIN_SUBCOMMAND_MODULES: tuple[str, ...] = (
     "mmsr.train.sft_cli",
     "mmsr.train.grpo_cli",
     "mmsr.train.vision_cli",
-    "mmsr.warmstart.cli",
-    "mmsr.integrations.verl.cli",
 )
 
 
-def register(subparsers: Any) -> None:
+def register(subparsers: Any) -> Any:
+    """Adds the ``train`` group and its trainers; returns the group's subparsers."""
     parser = subparsers.add_parser(
         "train",
         help="SFT warm start, warm-start recipes, GRPO training, vision pretraining, GRPO on veRL",
@@ -23,3 +24,4 @@ def register(subparsers: Any) -> None:
     train_sub = parser.add_subparsers(dest="train_command", metavar="TRAIN_COMMAND")
     for name in TRAIN_SUBCOMMAND_MODULES:
         importlib.import_module(name).register(train_sub)
+    return train_sub

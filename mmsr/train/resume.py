@@ -40,9 +40,14 @@ def save(out: Path, config: dict[str, Any], state: dict[str, Any]) -> None:
     replace_folder(tmp, out / RESUME_DIR)
 
 
-def load(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
+def load(
+    out: Path, config: dict[str, Any], defaults: dict[str, Any] | None = None
+) -> dict[str, Any] | None:
     """The resume state ``config``'s run saved in ``out``; None when there is none, it was
-    written for other settings, or it cannot be read."""
+    written for other settings, or it cannot be read. With ``defaults`` (the config's default
+    values, same nesting), a setting added to the code since the state was saved counts as the
+    same run while it holds its default value — a run cut in one version of mmsr can go on in
+    the next."""
     folder = out / RESUME_DIR
     if not (folder / STATE_FILE).is_file():
         return None
@@ -50,7 +55,7 @@ def load(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         saved = json.loads((folder / CONFIG_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         saved = None
-    if saved != json.loads(json.dumps(config)):
+    if not same_settings(saved, _plain(config), _plain(defaults or {})):
         logger.warning("%s: a resume state of other settings; starting afresh", folder)
         return None
     try:
@@ -62,6 +67,32 @@ def load(out: Path, config: dict[str, Any]) -> dict[str, Any] | None:
         logger.warning("%s: not a resume state; starting afresh", folder)
         return None
     return state
+
+
+def _plain(value: Any) -> Any:
+    return json.loads(json.dumps(value))
+
+
+def same_settings(saved: Any, current: Any, defaults: Any) -> bool:
+    """``saved`` equals ``current``, but for keys ``saved`` lacks that hold their default.
+
+    >>> same_settings({"lr": 1}, {"lr": 1, "new": 0}, {"lr": 5, "new": 0})
+    True
+    >>> same_settings({"lr": 1}, {"lr": 1, "new": 2}, {"lr": 5, "new": 0})
+    False
+    """
+    if not isinstance(saved, dict) or not isinstance(current, dict):
+        return bool(saved == current)
+    defaults = defaults if isinstance(defaults, dict) else {}
+    if set(saved) - set(current):  # a setting the code no longer has: not the same run
+        return False
+    for key, value in current.items():
+        if key in saved:
+            if not same_settings(saved[key], value, defaults.get(key)):
+                return False
+        elif key not in defaults or value != defaults[key]:
+            return False
+    return True
 
 
 def discard(out: Path) -> None:

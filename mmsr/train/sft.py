@@ -2,7 +2,7 @@
 
 ``train_sft(config, world, index, out)`` trains a tokenizer on the world's text (every entity
 name and answer value one atomic token, from ``vocab.json``), builds the tiny model from its
-preset, and trains it on conversations drawn by ``mmsr.train.teacher.Teacher`` with the loss on
+preset, and trains it on conversations drawn by ``mmsr.teacher.draw.Teacher`` with the loss on
 assistant tokens only (``teacher_sequence`` masks; mean over trained tokens). AdamW, gradient
 clipping, linear warmup then cosine decay over the budget (steps, minutes of training time, or
 whichever ends first), gradient accumulation. Every ``eval_every_minutes`` it rolls out a few
@@ -14,7 +14,7 @@ With a minutes budget the number of steps depends on the machine's speed, so onl
 budget is exactly reproducible; the seed fixes the data stream and the initial weights.
 Presets are YAML files in ``mmsr/train/presets/sft/`` (``tiny-cpu``: the laptop warm start;
 ``smoke``: seconds, for tests), loaded by ``load_sft_config`` like GRPO's.
-Not here: the conversations (``teacher``), the evaluation loop itself (``sft_eval``).
+Not here: the conversations (``mmsr.teacher``), the evaluation loop itself (``sft_check``).
 """
 
 from __future__ import annotations
@@ -53,14 +53,14 @@ from mmsr.protocol import default_prompt_set
 from mmsr.rewards import RewardConfig
 from mmsr.rollout.rules import RolloutLimits
 from mmsr.rollout.settings import config_data
+from mmsr.teacher.draw import SHORT_KINDS, Teacher, TeacherConfig
+from mmsr.teacher.turns import UNKNOWN_IMAGE, UNKNOWN_THING
+from mmsr.teacher.world_kit import WorldKit
 from mmsr.train import preset_files, resume
 from mmsr.train.atomic import freeze_rows, param_groups, set_random_codes
 from mmsr.train.batch import collate, teacher_sequence
 from mmsr.train.schedule import lr_multiplier
-from mmsr.train.sft_eval import SFT_EVAL_LIMITS, EvalConfig, evaluate_model, pick_questions
-from mmsr.train.teacher import SHORT_KINDS, Teacher, TeacherConfig
-from mmsr.train.turns import UNKNOWN_IMAGE, UNKNOWN_THING
-from mmsr.train.world_kit import WorldKit
+from mmsr.train.sft_check import SFT_EVAL_LIMITS, EvalConfig, evaluate_model, pick_questions
 from mmsr.types import Role
 
 logger = logging.getLogger(__name__)
@@ -323,7 +323,7 @@ def train_sft(
     saved_config = config_to_dict(config)
     step, train_seconds, next_eval, smooth = 0, 0.0, config.eval_every_minutes, 0.0
     copy_nll: dict[str, float] = {}  # smoothed NLL of the atomic targets (names, values) per kind
-    state = resume.load(Path(out), saved_config)
+    state = resume.load(Path(out), saved_config, config_to_dict(SFTConfig()))
     if state is not None:  # a cut run of these very settings: continue on the same batches
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])

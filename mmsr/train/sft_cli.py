@@ -16,8 +16,8 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     # light imports only: the help text must not wait for torch
+    from mmsr.teacher.config import COPY_ENTITIES, KINDS
     from mmsr.train.preset_files import preset_names
-    from mmsr.train.teacher_config import COPY_ENTITIES, KINDS
 
     sft = subparsers.add_parser("sft", help="supervised warm start on teacher conversations")
     sft.add_argument("--world", type=Path, required=True, help="a world built by 'mmsr world'")
@@ -81,7 +81,7 @@ def sft_settings(args: argparse.Namespace) -> dict[str, Any]:
     """The config fields the command's options set, as a nested mapping (unset ones left out)."""
     from dataclasses import asdict
 
-    from mmsr.train.teacher_config import parse_weights
+    from mmsr.teacher.config import parse_weights
 
     top = {
         "seed": args.seed,
@@ -132,7 +132,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from mmsr.data import load_samples
     from mmsr.models import load_model
     from mmsr.search.registry import build_search
-    from mmsr.train.sft_eval import EvalConfig, evaluate_model, pick_questions, summarize_rows
+    from mmsr.train.sft_check import EvalConfig, evaluate_model, pick_questions, summarize_rows
 
     model, tokenizer, processor = load_model(args.model)
     search = build_search({"backend": "local", "index": str(args.index)})

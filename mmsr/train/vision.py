@@ -2,7 +2,7 @@
 
 What it is: a stage before (or between) SFT runs that trains only the vision tower of a saved
 model (``model.visual``: patch embedding, blocks, merger) on fresh query-style pictures of the
-world's entities (``mmsr.train.world_kit``'s drawer: Noto drawings, augmented like the
+world's entities (``mmsr.teacher.world_kit``'s drawer: Noto drawings, augmented like the
 questions' images), with a throw-away linear classifier over the entities on the mean of the
 image's merged tokens. The language model is not touched and no text is involved: the stage
 teaches what the pictures look like, never a name, a fact or whether an entity is head or
@@ -38,9 +38,9 @@ from tqdm import tqdm
 
 from mmsr.models.io import load_model, save_pretrained
 from mmsr.models.vision_batch import image_features
+from mmsr.teacher.world_kit import WorldKit
 from mmsr.train import resume
 from mmsr.train.schedule import lr_multiplier
-from mmsr.train.world_kit import WorldKit
 
 logger = logging.getLogger(__name__)
 
@@ -138,7 +138,8 @@ def train_vision(
         return right / max(1, len(held_out))
 
     settings = {"init": str(init), "world": str(world), "config": asdict(config)}
-    state = resume.load(out, settings)
+    defaults = {"init": str(init), "world": str(world), "config": asdict(VisionConfig())}
+    state = resume.load(out, settings, defaults)
     if state is None:
         history = [{"step": 0, "train_minutes": 0.0, "entity_accuracy": check()}]
         step, train_seconds, smooth = 0, 0.0, 0.0

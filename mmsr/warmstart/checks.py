@@ -33,7 +33,7 @@ def write_validation(world: Path, n: int, out: Path) -> Path:
     import pyarrow.parquet as pq
 
     from mmsr.data import load_samples
-    from mmsr.train.world_kit import split_validation, world_config
+    from mmsr.teacher.world_kit import split_validation, world_config
 
     train = world / "train.parquet"
     _, held = split_validation(load_samples(train), n, world_config(world).seed)

@@ -66,8 +66,8 @@ def article_text(art: Article) -> str:
 
 
 # How a country's facts read on its page, in page order: the one wording of the world, which
-# the SFT teacher's synthetic pages reuse (``mmsr.train.drills``). Like an infobox, each fact
-# is named by the word a text query uses for it (``mmsr.train.turns.FACT_WORDS``), so an
+# the SFT teacher's synthetic pages reuse (``mmsr.teacher.drills``). Like an infobox, each fact
+# is named by the word a text query uses for it (``mmsr.teacher.turns.FACT_WORDS``), so an
 # extractive summary of the page for "<country> <fact word>" keeps the fact's sentence.
 FLAG_FACT_PHRASES: tuple[tuple[str, str], ...] = (
     ("capital", "capital city {}"),

@@ -16,9 +16,9 @@ import pytest
 from mmsr.config import ConfigError
 from mmsr.search.cache import CacheConfig, CacheMode
 from mmsr.search.fvqa import FvqaConfig
-from mmsr.search.http_client import HttpConfig
 from mmsr.search.local import LocalConfig
 from mmsr.search.registry import BACKENDS, load_search_config, parse_search_config
+from mmsr.search.service.client import HttpConfig
 from mmsr.search.web.config import WebConfig
 
 # The smallest config of each backend, its config class, and defaults pinned by value.

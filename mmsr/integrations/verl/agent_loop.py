@@ -31,7 +31,7 @@ from verl.experimental.agent_loop.agent_loop import (
 )
 
 from mmsr.integrations.verl.episode import EpisodeSetup, Sampled, loop_limits, run_episode
-from mmsr.models.chat import ChatEncoder
+from mmsr.models.chat_encoder import ChatEncoder
 from mmsr.models.image_processor import ImageProcessor, ImageProcessorConfig
 from mmsr.models.tokenizer import ENDOFTEXT, IM_END, suppressed_token_ids, token_id
 from mmsr.policy.local_model import ChatTurnEncoder

@@ -4,7 +4,7 @@ A ``Stage`` pairs a call of the function a command runs (``build_world``, ``buil
 ``train_grpo``, ``train_sft``, ``run_eval``) with that command's arguments, which the demo
 logs so that a user can rerun one stage by hand. The builders here make both from the same
 values; the tests parse each command line with the real CLI and compare the configs. Not here:
-the order of the stages and the report (``mmsr.demo``).
+the order of the stages (``mmsr.demo.pipeline``) and the report (``mmsr.demo.report``).
 """
 
 from __future__ import annotations
@@ -83,10 +83,10 @@ def warmstart_settings(warmstart: Path) -> dict[str, Any]:
     """SFT settings that continue ``warmstart`` with its own teacher mixture and rate.
 
     Read from the ``sft_config.json`` the warm start was saved with (a mixture saved before a
-    teacher kind existed names the kinds of its time: ``teacher_config.saved_weights``). A folder
-    without one continues with the preset's mixture.
+    teacher kind existed names the kinds of its time: ``mmsr.teacher.config.saved_weights``).
+    A folder without one continues with the preset's mixture.
     """
-    from mmsr.train.teacher_config import COPY_ENTITIES, parse_weights, saved_weights, weights_text
+    from mmsr.teacher.config import COPY_ENTITIES, parse_weights, saved_weights, weights_text
 
     path = warmstart / "sft_config.json"
     if not path.is_file():
@@ -111,7 +111,7 @@ def warmstart_settings(warmstart: Path) -> dict[str, Any]:
 
 def warmstart_recipe(warmstart: Path) -> list[str]:
     """``mmsr train sft`` options giving ``warmstart_settings(warmstart)``."""
-    from mmsr.train.teacher_config import KindWeights, weights_text
+    from mmsr.teacher.config import KindWeights, weights_text
 
     settings = warmstart_settings(warmstart)
     teacher = settings.get("teacher", {})

@@ -7,11 +7,11 @@ constant-time compare: 401 without, 403 wrong) and the body size (413) before an
 parsed, and gives the body a deadline (408); malformed requests are 4xx, never 5xx: a 422
 names the fields and what is wrong with them but never echoes the input (it may hold lone
 surrogates or numbers JSON cannot write), and every answer is written as ASCII JSON. A
-request head must arrive within ``header_timeout_s`` (``mmsr.search.service_timeouts``).
+request head must arrive within ``header_timeout_s`` (``mmsr.search.service.timeouts``).
 Backends are synchronous and run in worker threads, at most ``max_concurrency`` at once with
 ``max_queue`` waiting; beyond that a request gets 503 at once (counted apart: its instant
 answer is not a search latency). Query images decode to at most ``max_image_pixels``, at most
-``max_decodes`` at once (``service_api``). A ``SearchError`` is a 502 with its (safe) message.
+``max_decodes`` at once (``api``). A ``SearchError`` is a 502 with its (safe) message.
 
 FastAPI and uvicorn are imported here only: ``import mmsr.search`` does not load them.
 """
@@ -35,8 +35,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mmsr.search import imagecodec
-from mmsr.search import service_api as api
 from mmsr.search.base import SearchBackends, SearchError
+from mmsr.search.service import api
 
 logger = logging.getLogger(__name__)
 
@@ -321,7 +321,7 @@ def serve(
     """Runs the service with uvicorn until interrupted."""
     import uvicorn
 
-    from mmsr.search.service_timeouts import with_header_timeout
+    from mmsr.search.service.timeouts import with_header_timeout
 
     config = config or ServiceConfig()
     app = create_app(backends, token=token, config=config)

@@ -4,7 +4,7 @@ uvicorn times out idle keep-alive connections but not a request whose headers ne
 (a stalled or malicious client holds the connection, and its socket, forever). This protocol
 closes a connection that has not delivered a whole request head within ``header_timeout_s``
 of connecting or of its previous response. Body reads have their own deadline in the
-service's ``Gate``. Imported only by ``mmsr.search.service.serve``.
+service's ``Gate``. Imported only by ``mmsr.search.service.server.serve``.
 """
 
 from __future__ import annotations

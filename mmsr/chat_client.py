@@ -3,7 +3,9 @@
 Policies, the answer judge, summarisers and question generators all talk to such servers
 (vLLM, hosted models). 429/5xx replies and transport errors are retried with exponential
 back-off and jitter; ``Retry-After`` is honoured. The API key comes from an environment
-variable and never appears in logs, errors or return values.
+variable and never appears in logs, errors or return values. ``split_endpoint`` reads the
+``BASE_URL#MODEL`` spec that names a server and its model (``--policy openai:``, ``--judge``).
+Not here: the policy that talks through it (``mmsr.policy.openai``).
 """
 
 from __future__ import annotations
@@ -144,3 +146,13 @@ def _retry_after(response: httpx.Response) -> float | None:
         return min(max(float(value), 0.0), MAX_RETRY_AFTER_S) if value is not None else None
     except ValueError:
         return None
+
+
+def split_endpoint(spec: str, model: str | None, what: str) -> tuple[str, str]:
+    """``BASE_URL#MODEL`` → (base url, model); ``model`` fills in a missing ``#MODEL``."""
+    base, sep, name = spec.rpartition("#")
+    if not sep:
+        base, name = spec, model or ""
+    if not base.startswith(("http://", "https://")) or not name:
+        raise ValueError(f"{what}: expected BASE_URL#MODEL (http[s]://…#name), got {spec!r}")
+    return base, name

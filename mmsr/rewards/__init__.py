@@ -14,7 +14,8 @@ with one deliberate difference: a search in the *last* of several turns is count
 original counted only the earlier turns; such a trajectory is never well formed anyway). And
 it never raises on odd input: empty or ``None`` turns, non-string golds, four or more turns.
 ``RewardConfig`` holds the settings (mode, penalty, format weight) as the one config section
-every entry point composes and passes down here.
+every entry point composes and passes down here. The commands that score with it
+(``mmsr reward``, ``mmsr walkthrough``) are in ``mmsr.rewards.cli``.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Running an evaluation into a folder, resumably: one JSON line per finished question.
+"""The evaluation loop: a run into a folder, resumably, one JSON line per finished question.
 
 ``evaluate`` rolls out the questions not yet in ``trajectories.jsonl`` batch by batch with one
 method, scores each trajectory (reward breakdown, optional judge verdict) and appends the

@@ -2,8 +2,8 @@
 
 How the warm start speaks: a direct answer names what the image shows, then the
 fact; a search opens with the protocol's action; after results it names what they show and
-copies the answer from them. Shared by the train-question kinds (``mmsr.train.teacher``) and
-the drills (``mmsr.train.drills``). Not here: drawing questions or hits.
+copies the answer from them. Shared by the train-question kinds (``mmsr.teacher.draw``) and
+the drills (``mmsr.teacher.drills``). Not here: drawing questions or hits.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Greedy rollouts of a local model on world questions: format rate, accuracy, search ratio.
+"""The SFT check: greedy rollouts of a local model on world questions (format, accuracy, search).
 
 Used by the SFT loop for its periodic check and by ``mmsr train sft-eval`` to measure a saved
 checkpoint on a whole split. Rollouts go through the real ``RolloutEngine`` with the local

@@ -7,7 +7,7 @@ index's thumbnails by entity id (so drills show exactly the thumbnails the image
 returns), the world's train questions, and the local search tools. Real image hits are cached
 per question id (each search runs the EfficientNet encoder once).
 
-Not here: the conversations themselves (``mmsr.train.teacher``).
+Not here: the conversations themselves (``mmsr.teacher.draw``).
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Light on purpose (no torch, no images): the CLI reads the kind names for its help text, and a
 saved ``sft_config.json`` is read back here. Adding a kind means adding a field to
-``KindWeights`` and a drawer to ``mmsr.train.teacher.DRAWERS`` (a test checks they match), so
-no mixture can shift silently. Not here: the conversations (``mmsr.train.teacher``,
-``mmsr.train.drills``).
+``KindWeights`` and a drawer to ``mmsr.teacher.draw.DRAWERS`` (a test checks they match), so
+no mixture can shift silently. Not here: the conversations (``mmsr.teacher.draw``,
+``mmsr.teacher.drills``).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class KindWeights:
-    """Sampling weight of each teacher kind (see ``mmsr.train.teacher`` for what each draws)."""
+    """Sampling weight of each teacher kind (see ``mmsr.teacher.draw`` for what each draws)."""
 
     head: float = 0.15
     """A train question about a head entity: directly (``head_direct``) or by the search path."""

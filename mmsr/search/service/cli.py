@@ -14,7 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from mmsr.cli import port_number
+from mmsr.cli_types import port_number
 from mmsr.search.base import SearchBackends
 from mmsr.search.registry import build_search, load_search_config
 
@@ -55,7 +55,7 @@ def build_backends(config: dict[str, Any]) -> SearchBackends:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from mmsr.search.service import TOKEN_ENV, ServiceConfig, serve
+    from mmsr.search.service.server import TOKEN_ENV, ServiceConfig, serve
 
     token = os.environ.get(TOKEN_ENV, "").strip() or None
     if token is None and not args.insecure_no_auth:

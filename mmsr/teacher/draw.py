@@ -1,9 +1,9 @@
 """Teacher conversations for the SFT warm start, rendered with the real protocol.
 
 A ``Teacher`` draws a conversation (a list of ``Turn``: user turns from
-``mmsr.protocol.render``, assistant turns from ``mmsr.train.turns``) of a kind picked by the
+``mmsr.protocol.render``, assistant turns from ``mmsr.teacher.turns``) of a kind picked by the
 mixture ``TeacherConfig.weights``; ``DRAWERS`` is the table of kinds. The drills (fresh
-pictures, synthetic results) are in ``mmsr.train.drills``; here are the kinds over the world's
+pictures, synthetic results) are in ``mmsr.teacher.drills``; here are the kinds over the world's
 train questions:
 
 - ``head``: a train question about a head entity. Answered directly (``<reason>`` names the
@@ -44,8 +44,7 @@ from mmsr.protocol.method_turns import (
 )
 from mmsr.protocol.prompts import PromptSet
 from mmsr.protocol.render import render_first_turn, render_text_results
-from mmsr.train.drills import DRILLS, DrawContext, Drawer
-from mmsr.train.teacher_config import (
+from mmsr.teacher.config import (
     COPY_ENTITIES,
     KINDS,
     PRIMER_KINDS,
@@ -54,7 +53,8 @@ from mmsr.train.teacher_config import (
     TeacherConfig,
     parse_weights,
 )
-from mmsr.train.turns import (
+from mmsr.teacher.drills import DRILLS, DrawContext, Drawer
+from mmsr.teacher.turns import (
     Question,
     after_image,
     after_text,
@@ -67,7 +67,7 @@ from mmsr.train.turns import (
     text_query,
     with_entity,
 )
-from mmsr.train.world_kit import WorldKit
+from mmsr.teacher.world_kit import WorldKit
 from mmsr.types import ImageHit, Sample, TextHit, Turn
 
 __all__ = [

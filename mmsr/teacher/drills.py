@@ -29,7 +29,7 @@ questions.
   bare question (short) or the protocol's prompt.
 
 Each drill is a function of a ``DrawContext`` (the world, the config, the seeded stream);
-``DRILLS`` is their table. Not here: the train-question kinds (``mmsr.train.teacher``).
+``DRILLS`` is their table. Not here: the train-question kinds (``mmsr.teacher.draw``).
 """
 
 from __future__ import annotations
@@ -41,8 +41,8 @@ from dataclasses import replace
 from mmsr.protocol import default_prompt_set
 from mmsr.protocol.prompts import PromptSet
 from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
-from mmsr.train.teacher_config import TeacherConfig
-from mmsr.train.turns import (
+from mmsr.teacher.config import TeacherConfig
+from mmsr.teacher.turns import (
     BARE_PROMPTS,
     Question,
     after_image,
@@ -54,7 +54,7 @@ from mmsr.train.turns import (
     make_question,
     search_path,
 )
-from mmsr.train.world_kit import WorldKit
+from mmsr.teacher.world_kit import WorldKit
 from mmsr.types import ImageHit, TextHit, Turn
 from mmsr.world.build import wiki_url
 from mmsr.world.entities import Entity

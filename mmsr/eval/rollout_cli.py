@@ -2,7 +2,8 @@
 
 Writes ``OUT/trajectories.jsonl`` (with each rollout's reward) and images beside it, and prints
 a summary: end reasons, search ratio, mean reward. For inspecting what a model does; the
-evaluation with baselines and metrics is ``mmsr eval``.
+evaluation with baselines and metrics is ``mmsr eval``. Beside it because both roll a policy
+out over a dataset (``mmsr.data``), which sits above the rollout engine.
 """
 
 from __future__ import annotations
