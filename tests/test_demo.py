@@ -18,7 +18,7 @@ from mmsr.teacher.config import parse_weights
 SMALL_GRPO = (
     *("--run.steps", "1", "--run.save_every", "1", "--run.tensorboard", "false"),
     *("--algo.prompts_per_step", "2", "--algo.group_size", "2", "--algo.micro_batch_size", "4"),
-    *("--rollout.max_new_tokens", "12", "--run.probe_every", "1", "--run.probe_prompts", "2"),
+    *("--limits.max_new_tokens", "12", "--run.probe_every", "1", "--run.probe_prompts", "2"),
 )
 
 
@@ -244,7 +244,7 @@ def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None
         args.overrides = rest
         return args
 
-    overrides = (*cfg.grpo_overrides, "--algo.search_penalty", "0")
+    overrides = (*cfg.grpo_overrides, "--reward.search_penalty", "0")
     grpo = grpo_stage("grpo", "tiny-cpu", _grpo_settings(cfg), overrides, tmp_path / "g")
     args = parsed(grpo.command)
     assert load_grpo_config(args.preset, args.overrides) == grpo.config

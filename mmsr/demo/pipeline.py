@@ -190,7 +190,7 @@ def _run_ablations(cfg: DemoConfig, timings: dict[str, float]) -> dict[str, Path
     """Train the ablations' policies; returns their model folders by ``ABLATIONS`` key."""
     out = cfg.out
     no_penalty = out / "grpo_no_penalty"
-    overrides = (*cfg.grpo_overrides, "--algo.search_penalty", "0")  # last: it wins
+    overrides = (*cfg.grpo_overrides, "--reward.search_penalty", "0")  # last: it wins
     settings = _grpo_settings(cfg)
     _stage(grpo_stage("grpo_no_penalty", cfg.grpo_preset, settings, overrides, no_penalty), timings)
     minutes = cfg.sft_minutes if cfg.sft_minutes is not None else timings["grpo"] / 60.0
