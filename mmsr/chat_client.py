@@ -4,12 +4,15 @@ Policies, the answer judge, summarisers and question generators all talk to such
 (vLLM, hosted models). 429/5xx replies and transport errors are retried with exponential
 back-off and jitter; ``Retry-After`` is honoured. The API key comes from an environment
 variable and never appears in logs, errors or return values. ``split_endpoint`` reads the
-``BASE_URL#MODEL`` spec that names a server and its model (``--policy openai:``, ``--judge``).
+``BASE_URL#MODEL`` spec that names a server and its model (``--policy openai:``, ``--judge``);
+``image_data_url`` puts a picture into a message.
 Not here: the policy that talks through it (``mmsr.policy.openai``).
 """
 
 from __future__ import annotations
 
+import base64
+import io
 import logging
 import os
 import random
@@ -156,3 +159,10 @@ def split_endpoint(spec: str, model: str | None, what: str) -> tuple[str, str]:
     if not base.startswith(("http://", "https://")) or not name:
         raise ValueError(f"{what}: expected BASE_URL#MODEL (http[s]://…#name), got {spec!r}")
     return base, name
+
+
+def image_data_url(image: Any) -> str:
+    """A PNG data URL of a PIL image, for an ``image_url`` part of a chat message."""
+    buffer = io.BytesIO()
+    image.convert("RGB").save(buffer, format="PNG")
+    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")

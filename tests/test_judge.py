@@ -10,8 +10,8 @@ import pytest
 from loopback import json_reply, loopback_server
 
 from mmsr.chat_client import ChatClient
-from mmsr.eval.judge import JudgeError, LLMJudge, VerdictCache, parse_verdict
 from mmsr.rewards import score_trajectory
+from mmsr.rewards.judge import JudgeError, LLMJudge, VerdictCache, parse_verdict
 
 
 @pytest.mark.parametrize(

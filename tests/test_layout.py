@@ -19,6 +19,7 @@ from mmsr.protocol import (
     render_text_results,
 )
 from mmsr.protocol.layout import DEFAULT_LAYOUT, LayoutError, ObservationLayout, fill
+from mmsr.protocol.prompts import load_release_layout, resolve_prompt_set
 from mmsr.types import ImageHit, TextHit
 
 Q = "Which country's flag is this?"
@@ -26,21 +27,13 @@ Q = "Which country's flag is this?"
 # the image pad is repeated to the image's token count.
 VISION = "<|vision_start|><|image_pad|><|vision_end|>"
 
-# The release's observation layout, from its rollout (mmsearch_r1/workers/multimodal/rollout/
-# vllm_rollout_spmd.py: "Searched results: <information>" + tool string + "</information>\n" +
-# "Original user's question: …\n" + the after-search prompt; an error string goes back alone)
-# and its tools' strings (mmsearch_r1/utils/tools/{image,text}_search.py: a header line, then
-# "i. image: <vision>\ntitle: …\n" per image hit and "i. (link) summary\n" per text hit).
-RELEASE_LAYOUT = r"""
-observation = "Searched results: <information>{results}</information>\nOriginal user's question: {question}\n{instruction}"
+# The release's tool strings, from its tools (mmsearch_r1/utils/tools/{image,text}_search.py: a
+# header line before the hits, and the error string that goes back alone). They are the worded
+# fields a user's layout file gives; the form around them (its rollout's "Searched results:
+# <information>…" wrapper and the hit lines) is mmsr's RELEASE_LAYOUT_FORM.
+RELEASE_WORDING = r"""
 image_results = "[Image Search Results] The result of the image search consists of web page information related to the image from the user's original question. Each result includes the main image from the web page and its title, ranked in descending order of search relevance, as demonstrated below:\n{hits}"
 text_results = "[Text Search Results] Below are the text summaries of the most relevant webpages related to your query, ranked in descending order of relevance:\n{hits}"
-image_hit = "{n}. image: <image>\ntitle: {title}\n"
-# the release's tools always return a thumbnail; this line is ours, in its style
-image_hit_no_thumbnail = "{n}. title: {title}\n"
-text_hit = "{n}. ({url}) {summary}\n"
-hit_separator = ""
-no_results = ""
 image_error = "[Image Search Results] There is an error encountered in performing search. Please reason with your own capaibilities."
 text_error = "[Text Search Results] There is an error encountered in performing search. Please reason with your own capaibilities."
 """  # noqa: E501
@@ -50,12 +43,12 @@ text_error = "[Text Search Results] There is an error encountered in performing 
 def release_set(shared_samples: Path, tmp_path: Path) -> Path:
     folder = tmp_path / "release"
     shutil.copytree(shared_samples / "mmsearch_r1_prompts", folder)
-    (folder / "layout.toml").write_text(RELEASE_LAYOUT, encoding="utf-8")
+    (folder / "layout.toml").write_text(RELEASE_WORDING, encoding="utf-8")
     return folder
 
 
 def test_release_observations_byte_for_byte(release_set: Path) -> None:
-    prompts = load_prompt_set(release_set)
+    prompts = load_release_layout(release_set)
     texts = {p.stem: p.read_text(encoding="utf-8") for p in release_set.glob("*.txt")}
     after_image = texts["after_image_search_prompt_qwenvl"]
     after_text = texts["after_text_search_prompt_qwenvl"]
@@ -155,3 +148,30 @@ def test_slots_are_filled_once_so_untrusted_text_cannot_pull_in_others() -> None
     assert fill("{n}. {title}", n="1", title="{n} {question}") == "1. {n} {question}"
     with pytest.raises(LayoutError):
         ObservationLayout(no_results="{hits}")
+
+
+def test_release_layout_by_its_setting_and_what_a_folder_lacks(
+    release_set: Path, tmp_path: Path
+) -> None:
+    assert resolve_prompt_set(f"release-layout:{release_set}") == load_release_layout(release_set)
+    assert resolve_prompt_set("") == default_prompt_set() == resolve_prompt_set("default")
+    with pytest.raises(PromptSetError, match="release-layout:DIR"):
+        resolve_prompt_set("release-layout")
+    # an empty folder: every missing file is named in one message
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(PromptSetError) as caught:
+        load_release_layout(empty)
+    for name in (
+        "round_1_user_prompt_qwenvl.pkl",
+        "after_image_search_prompt_qwenvl.pkl",
+        "after_text_search_prompt_qwenvl.pkl",
+        "layout.toml or layout.json",
+    ):
+        assert name in str(caught.value)
+    # a layout file without the worded fields: they are named, ours are never filled in
+    (release_set / "layout.toml").write_text('text_error = "x"\n', encoding="utf-8")
+    with pytest.raises(
+        PromptSetError, match=r"the fields image_results, text_results, image_error \("
+    ):
+        load_release_layout(release_set)

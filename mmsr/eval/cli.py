@@ -6,7 +6,8 @@
     mmsr eval --policy hf:checkpoints/tiny --method direct ...
     mmsr eval --policy hf:models/Qwen2.5-VL-7B-Instruct --device cuda --micro-batch-size 8 ...
     mmsr eval --policy vllm:models/Qwen2.5-VL-7B-Instruct --batch-size 64 ...   # the gpu extra
-    mmsr report runs/* --out report/
+    mmsr eval --protocol paper --subset paper --judge http://localhost:8001/v1#judge ...
+    mmsr report runs/* --out report/ --paper
 
 A rerun with the same ``--out`` resumes: questions already in ``trajectories.jsonl`` are
 skipped. The reward and the protocol's limits come from ``--settings FILE`` (the ``reward`` and
@@ -26,7 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from mmsr.config import build, merge, parse_overrides
+from mmsr.data.subsets import SUBSETS
 from mmsr.eval.config import EVAL_REWARD_MODES, EvalRunConfig
+from mmsr.eval.protocols import PROTOCOLS
 from mmsr.rewards import RewardConfig
 from mmsr.rollout.rules import RolloutLimits
 from mmsr.rollout.settings import read_settings
@@ -84,6 +87,20 @@ def register(subparsers: Any) -> None:
     )
     run.add_argument("--concurrency", type=int, default=8, help="parallel API and search calls")
     run.add_argument("--judge", default=None, help="LLM judge: BASE_URL#MODEL (optional)")
+    run.add_argument(
+        "--protocol",
+        default="mmsr",
+        choices=list(PROTOCOLS),
+        help="paper: the paper's judge, untagged baselines, release image sizes, greedy",
+    )
+    run.add_argument(
+        "--judge-prompt", type=Path, default=None, help="paper judge's system prompt file"
+    )
+    run.add_argument(
+        "--no-judge-images", action="store_true", help="paper judge: text only (no image)"
+    )
+    run.add_argument("--subset", default=None, choices=list(SUBSETS), help="benchmark subset")
+    run.add_argument("--subset-seed", type=int, default=0, help="seed of the subset's sample")
     run.add_argument("--seed", type=int, default=0, help="sampling seed (per question)")
     run.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
     run.add_argument(
@@ -93,7 +110,10 @@ def register(subparsers: Any) -> None:
         help="reward and limits sections of a preset or run config (YAML/JSON)",
     )
     run.add_argument(
-        "--max-new-tokens", type=int, default=None, help="longest assistant turn (default 256)"
+        "--max-new-tokens",
+        type=int,
+        default=None,
+        help="longest assistant turn (default 256; --protocol paper: 2048)",
     )
     run.add_argument("--prompts", type=Path, default=None, help="prompt set folder (on-demand)")
     run.add_argument(
@@ -163,9 +183,12 @@ def sections_from_args(args: argparse.Namespace) -> _Sections:
     reward, limits = (
         read_settings(args.settings) if args.settings else (RewardConfig(), RolloutLimits())
     )
+    max_new_tokens = args.max_new_tokens
+    if max_new_tokens is None:
+        max_new_tokens = PROTOCOLS[getattr(args, "protocol", "mmsr")].max_new_tokens
     flags = {
         "reward": {} if args.reward_mode is None else {"mode": args.reward_mode},
-        "limits": {} if args.max_new_tokens is None else {"max_new_tokens": args.max_new_tokens},
+        "limits": {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens},
     }
     data = merge({"reward": asdict(reward), "limits": asdict(limits)}, flags)
     return build(_Sections, merge(data, parse_overrides(getattr(args, "overrides", []))))
@@ -198,6 +221,11 @@ def config_from_args(args: argparse.Namespace) -> EvalRunConfig:
         reward=sections.reward,
         progress=not args.no_progress,
         retry_failed=args.retry_failed,
+        protocol=PROTOCOLS[args.protocol],
+        judge_prompt=args.judge_prompt,
+        judge_images=not args.no_judge_images,
+        subset=args.subset,
+        subset_seed=args.subset_seed,
     )
 
 
@@ -211,8 +239,10 @@ def command_line(cfg: EvalRunConfig) -> list[str]:
             default = asdict(type(value)())  # eval's defaults are the sections' own
             changed = {k: v for k, v in asdict(value).items() if v != default[k]}
             sections += [f"--{f.name}.{k}={json.dumps(v)}" for k, v in changed.items()]
-        elif f.name == "progress":
-            argv += [] if value else ["--no-progress"]
+        elif f.name in ("progress", "judge_images"):
+            argv += [] if value else [f"--no-{f.name.replace('_', '-')}"]
+        elif f.name == "protocol":
+            argv += [] if value.name == "mmsr" else ["--protocol", value.name]
         elif f.default is dataclasses.MISSING or value != f.default:
             flag = "--" + f.name.replace("_", "-")
             argv += [flag] if value is True else [flag, str(value)]

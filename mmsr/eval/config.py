@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from mmsr.config import ConfigError, build, read_json
+from mmsr.data.subsets import SUBSETS
+from mmsr.eval.protocols import PROTOCOLS, EvalProtocol
 from mmsr.redact import redact
 from mmsr.rewards import RewardConfig
 from mmsr.rollout.rules import RolloutLimits
@@ -25,7 +27,26 @@ EVAL_REWARD_MODES = ("em", "subem", "f1")
 POLICY_KINDS = ("hf", "vllm", "openai", "scripted")
 LOCAL_DTYPES = ("float32", "bfloat16", "float16")
 # Settings that must not change between a run and its resumption (its lines would mix).
-RESUME_FIELDS = ("policy", "method", "data", "search", "seed", "temperature", "reward")
+RESUME_FIELDS = (
+    "policy",
+    "method",
+    "data",
+    "search",
+    "seed",
+    "temperature",
+    "reward",
+    "protocol",
+    "subset",
+    "subset_seed",
+)
+# Keys of config.json added later, with the value a file written before them means.
+NEW_SAVED_DEFAULTS: dict[str, Any] = {
+    "protocol": {},
+    "judge_prompt": None,
+    "judge_images": True,
+    "subset": None,
+    "subset_seed": 0,
+}
 
 
 @dataclass(frozen=True)
@@ -80,6 +101,16 @@ class EvalRunConfig:
     """Show a progress bar."""
     retry_failed: bool = False
     """Run again the questions a previous run recorded as failed."""
+    protocol: EvalProtocol = PROTOCOLS["mmsr"]
+    """How questions are shown, answered and judged (``mmsr.eval.protocols.PROTOCOLS``)."""
+    judge_prompt: Path | None = None
+    """The judge's system prompt file (``paper`` judge style; None: the built-in text)."""
+    judge_images: bool = True
+    """Show the question's image to the judge (``paper`` judge style; off for text models)."""
+    subset: str | None = None
+    """Evaluate a named subset of the benchmark (``mmsr.data.subsets.SUBSETS``; None: all)."""
+    subset_seed: int = 0
+    """Seed of the subset's sample (InfoSeek's 2,000 questions)."""
 
     def __post_init__(self) -> None:
         from mmsr.eval.methods import METHODS
@@ -97,6 +128,7 @@ class EvalRunConfig:
             )
         if self.prompts is not None and self.method != "on-demand":
             raise ConfigError("--prompts applies to --method on-demand only")
+        self._check_protocol()
         for name in ("batch_size", "concurrency"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -109,6 +141,17 @@ class EvalRunConfig:
         if not (math.isfinite(self.temperature) and self.temperature >= 0):
             raise ConfigError(f"temperature must be at least 0 and finite, got {self.temperature}")
         self._check_local(kind)
+
+    def _check_protocol(self) -> None:
+        """The protocol's demands, the judge's settings and the subset's name."""
+        if self.protocol.greedy and self.temperature != 0:
+            raise ConfigError(f"--protocol {self.protocol.name} decodes greedily (temperature 0)")
+        if self.protocol.judge_style == "paper" and self.judge is None:
+            raise ConfigError(f"--protocol {self.protocol.name} judges answers: give --judge")
+        if self.judge_prompt is not None and self.protocol.judge_style != "paper":
+            raise ConfigError("--judge-prompt applies to the paper's judge (--protocol paper)")
+        if self.subset is not None and self.subset not in SUBSETS:
+            raise ConfigError(f"unknown subset {self.subset!r}; known: {', '.join(SUBSETS)}")
 
     def _check_local(self, kind: str) -> None:
         """Device, dtype and micro-batches: for local policies, and of a known kind."""
@@ -161,6 +204,11 @@ class EvalRunConfig:
             limits=self.limits,
             prompts=str(self.prompts) if self.prompts else None,
             reward=self.reward,
+            protocol=self.protocol,
+            judge_prompt=str(self.judge_prompt.resolve()) if self.judge_prompt else None,
+            judge_images=self.judge_images,
+            subset=self.subset,
+            subset_seed=self.subset_seed,
         )
 
 
@@ -202,11 +250,25 @@ class SavedEvalConfig:
     """The prompt set folder as given."""
     reward: RewardConfig
     """``EvalRunConfig.reward``."""
+    protocol: EvalProtocol
+    """``EvalRunConfig.protocol``, resolved (every setting of the preset)."""
+    judge_prompt: str | None
+    """The judge's system prompt file, absolute (None: built in)."""
+    judge_images: bool
+    """``EvalRunConfig.judge_images``."""
+    subset: str | None
+    """``EvalRunConfig.subset``."""
+    subset_seed: int
+    """``EvalRunConfig.subset_seed``."""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON object of ``config.json``, keys in field order."""
         data = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        return data | {"limits": asdict(self.limits), "reward": asdict(self.reward)}
+        return data | {
+            "limits": asdict(self.limits),
+            "reward": asdict(self.reward),
+            "protocol": asdict(self.protocol),
+        }
 
     @classmethod
     def from_json(cls, data: Any, where: str = CONFIG_FILE) -> SavedEvalConfig:
@@ -214,7 +276,7 @@ class SavedEvalConfig:
         names = [f.name for f in dataclasses.fields(cls)]
         if not isinstance(data, dict):
             raise ConfigError(f"{where}: expected a JSON object, got {type(data).__name__}")
-        data = lift_legacy(data, "eval")
+        data = {**NEW_SAVED_DEFAULTS, **lift_legacy(data, "eval")}
         missing = [n for n in names if n not in data]
         unknown = sorted(set(data) - set(names))
         if missing or unknown:
@@ -224,7 +286,8 @@ class SavedEvalConfig:
             )
         limits = build(RolloutLimits, data["limits"], f"{where}: limits.")
         reward = build(RewardConfig, data["reward"], f"{where}: reward.")
-        return cls(**data | {"limits": limits, "reward": reward})
+        protocol = build(EvalProtocol, data["protocol"], f"{where}: protocol.")
+        return cls(**data | {"limits": limits, "reward": reward, "protocol": protocol})
 
     def changed(self, other: SavedEvalConfig) -> list[str]:
         """The ``RESUME_FIELDS`` whose values differ between the two."""

@@ -56,14 +56,18 @@ def sample_seed(seed: int, sample_id: str) -> int:
 
 
 def _verdict(
-    judge: AnswerJudge | None, question: str, answer: str | None, golds: Sequence[str]
+    judge: AnswerJudge | None,
+    question: str,
+    answer: str | None,
+    golds: Sequence[str],
+    image: Any = None,
 ) -> tuple[bool | None, str | None]:
     if judge is None:
         return None, None
     if answer is None:
         return False, None  # no answer is wrong; nothing to ask the judge
     try:
-        return bool(judge.judge(question, answer, golds)), None
+        return bool(judge.judge(question, answer, golds, image=image)), None
     except Exception as err:  # the judge is the outside world: unusable, never "correct"
         logger.warning("judge failed on a prediction: %s", err)
         return None, f"{type(err).__name__}: {err}"
@@ -77,11 +81,16 @@ def result_line(
     reward: RewardConfig = RewardConfig(),
     judge: AnswerJudge | None = None,
     image_dir: Path | None = None,
+    bare_answer: bool = False,
+    image: Any = None,
 ) -> ResultLine:
     """The line of one finished question: the trajectory, its scores and its labels; with
-    ``image_dir``, the conversation's images (question and thumbnails) are saved there."""
-    score = score_trajectory(traj.assistant_texts, sample.golds, **asdict(reward))
-    verdict, judge_error = _verdict(judge, sample.question, score.answer, sample.golds)
+    ``image_dir``, the conversation's images (question and thumbnails) are saved there.
+    ``bare_answer``: an untagged last reply is the answer; ``image`` goes to the judge."""
+    score = score_trajectory(
+        traj.assistant_texts, sample.golds, **asdict(reward), bare_answer=bare_answer
+    )
+    verdict, judge_error = _verdict(judge, sample.question, score.answer, sample.golds, image)
     need = sample.extra.get("search_need")
     record = {
         **trajectory_record(traj, image_dir),
@@ -159,15 +168,17 @@ def evaluate(
         with ThreadPoolExecutor(max_workers=max(1, ctx.tool_workers)) as pool:  # judge calls
             lines = list(
                 pool.map(
-                    lambda ts: result_line(
-                        ts[0],
-                        ts[1],
+                    lambda tsi: result_line(
+                        tsi[0],
+                        tsi[1],
                         method.name,
                         reward=reward,
                         judge=judge,
                         image_dir=out / IMAGES,
+                        bare_answer=ctx.untagged and method.may_answer_untagged,
+                        image=tsi[2].image,
                     ),
-                    zip(trajectories, batch, strict=True),
+                    zip(trajectories, batch, items, strict=True),
                 )
             )
         append_lines(path, (line.to_json() for line in lines))

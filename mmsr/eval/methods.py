@@ -88,6 +88,8 @@ class MethodContext:
     """Threads for the searches of a batch."""
     tool_failures: ToolFailures = dataclasses.field(default_factory=ToolFailures)
     """Counts of unexpected tool exceptions over the whole run (each a failed call)."""
+    untagged: bool = False
+    """The paper's baselines: ``direct``/``rag`` ask for an untagged short answer."""
 
 
 # --- prefetched searches, rendered into the first user turn ---
@@ -161,6 +163,8 @@ class Method:
     prepare: Callable[[EvalItem, MethodContext], RolloutTask]
     needs_labels: bool = False
     uses_tools: bool = True
+    may_answer_untagged: bool = False
+    """Under ``MethodContext.untagged`` its last reply is the answer, tags or not."""
 
     def run(
         self,
@@ -227,20 +231,22 @@ METHODS: dict[str, Method] = {
     "direct": Method(
         "direct",
         "answer in one turn from own knowledge, no tools",
-        prompts=lambda ctx: method_prompt_set("direct"),
+        prompts=lambda ctx: method_prompt_set("direct", ctx.untagged),
         limits=_answer_only,
         prepare=_plain_task,
         uses_tools=False,
+        may_answer_untagged=True,
     ),
     "rag": Method(
         "rag",
         "image search made first, then one text query by the model, then the answer",
-        prompts=lambda ctx: method_prompt_set("rag"),
+        prompts=lambda ctx: method_prompt_set("rag", ctx.untagged),
         # the prefetched image search uses up the one image search; one text search is left
         limits=lambda lim: dataclasses.replace(
             lim, max_turns=2, max_image_searches=1, max_text_searches=1
         ),
         prepare=_prepare_rag,
+        may_answer_untagged=True,
     ),
     "on-demand": Method(
         "on-demand",

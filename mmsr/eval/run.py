@@ -43,22 +43,34 @@ def build_policy(cfg: EvalRunConfig) -> tuple[Any, Any]:
 
 
 def build_judge(cfg: EvalRunConfig) -> Any:
-    """The LLM judge of ``cfg.judge`` (its verdicts cached in the run folder), or None."""
+    """The LLM judge of ``cfg.judge`` in the protocol's style (its verdicts cached in the run
+    folder), or None."""
     if cfg.judge is None:
         return None
-    from mmsr.chat_client import ChatClient, split_endpoint
-    from mmsr.eval.judge import LLMJudge, VerdictCache
+    from mmsr.rewards.judge import build_judge as build
 
-    base, model = split_endpoint(cfg.judge, None, "--judge")
-    client = ChatClient(base, model, api_key_env=cfg.api_key_env)
-    return LLMJudge(client, VerdictCache(cfg.out / "judge_cache.sqlite"))
+    return build(
+        cfg.judge,
+        style=cfg.protocol.judge_style,
+        api_key_env=cfg.api_key_env,
+        cache_path=cfg.out / "judge_cache.sqlite",
+        prompt_file=cfg.judge_prompt,
+        send_image=cfg.judge_images,
+    )
 
 
 def load_questions(cfg: EvalRunConfig) -> list[Any]:
-    """The questions to evaluate: loaded, without duplicate ids or image-less samples."""
+    """The questions to evaluate: loaded, the subset chosen (then ``limit``), without
+    duplicate ids or image-less samples."""
     from mmsr.data import load_samples
+    from mmsr.data.subsets import select_subset
 
-    samples = load_samples(cfg.data, format=cfg.format, limit=cfg.limit)
+    if cfg.subset is None:
+        samples = load_samples(cfg.data, format=cfg.format, limit=cfg.limit)
+    else:
+        samples = load_samples(cfg.data, format=cfg.format)
+        samples = select_subset(samples, cfg.subset, benchmark=cfg.benchmark, seed=cfg.subset_seed)
+        samples = samples[: cfg.limit] if cfg.limit is not None else samples
     seen: set[str] = set()
     kept = []
     for sample in samples:
@@ -114,6 +126,8 @@ def run_info(cfg: EvalRunConfig, lines: list[ResultLine], samples: list[Any]) ->
         "reward_mean": sum(rewards) / len(rewards) if rewards else 0.0,
         "judge": cfg.judge.rpartition("#")[2] if cfg.judge else None,
         "judge_unusable": sum(line.judge_error is not None for line in lines),
+        "protocol": cfg.protocol.name,
+        "subset": cfg.subset,
         "failed_questions": sum(line.error is not None for line in lines),
     }
 
@@ -133,6 +147,7 @@ def _context(cfg: EvalRunConfig, search: dict[str, Any] | None) -> Any:
         limits=cfg.limits,
         prompts=load_prompt_set(cfg.prompts) if cfg.prompts else None,
         tool_workers=cfg.concurrency,
+        untagged=cfg.protocol.untagged_baselines,
     )
 
 
@@ -186,9 +201,14 @@ def _run_held(cfg: EvalRunConfig, method: Any, search: dict[str, Any] | None) ->
         bar.update(len(new))
         bar.set_postfix(live_stats(done))
 
+    load_image = sample_image  # image-less samples were dropped; the id is the fvqa backend's key
+    if cfg.protocol.resize_images:
+        from mmsr.eval.protocols import release_resize
+
+        load_image = lambda sample: release_resize(sample_image(sample))  # noqa: E731
     lines = evaluate(
         samples,
-        sample_image,  # image-less samples were dropped; the id is the fvqa backend's key
+        load_image,
         method,
         ctx,
         cfg.out,

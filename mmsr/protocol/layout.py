@@ -94,6 +94,26 @@ SLOTS: dict[str, frozenset[str]] = {
 }
 DEFAULT_LAYOUT = ObservationLayout()
 
+# The original release's observation layout, its wording left out: how its rollout wraps a
+# tool's output (a label, the output inside <information>, the question, the instruction) and
+# how its tools list hits. Its tools' header lines and error strings are sentences of the
+# release, so they come from the user's own layout file (``RELEASE_WORDED_FIELDS``).
+RELEASE_LAYOUT_FORM: dict[str, str] = {
+    "observation": (
+        f"Searched results: {INFORMATION_OPEN}{{results}}{INFORMATION_CLOSE}\n"
+        "Original user's question: {question}\n{instruction}"
+    ),
+    "image_hit": f"{{n}}. image: {IMAGE_PLACEHOLDER}\ntitle: {{title}}\n",
+    # the release's tools always return a thumbnail; this line is ours, in its style
+    "image_hit_no_thumbnail": "{n}. title: {title}\n",
+    "text_hit": "{n}. ({url}) {summary}\n",
+    "hit_separator": "",
+    "no_results": "",
+}
+RELEASE_WORDED_FIELDS = ("image_results", "text_results", "image_error", "text_error")
+"""The release-layout fields whose text the user's layout file must give (the release's tool
+headers before ``{hits}`` and its error strings)."""
+
 
 def fill(template: str, **values: str) -> str:
     """``template`` with each ``{slot}`` replaced by its value, in one pass.
@@ -120,6 +140,11 @@ def layout_from_mapping(data: Mapping[str, object], source: str = "layout") -> O
 
 def load_layout(path: str | Path) -> ObservationLayout:
     """Read a layout from a ``.toml`` or ``.json`` file of ``field = "template"`` pairs."""
+    return layout_from_mapping(read_layout_data(path), str(path))
+
+
+def read_layout_data(path: str | Path) -> dict[str, object]:
+    """The ``field = "template"`` pairs of a ``.toml`` or ``.json`` layout file, unchecked."""
     path = Path(path)
     try:
         if path.suffix == ".toml":
@@ -132,12 +157,18 @@ def load_layout(path: str | Path) -> ObservationLayout:
         raise LayoutError(f"{path}: not a readable layout: {err}") from err
     if not isinstance(data, dict):
         raise LayoutError(f"{path}: a layout is a table of field = template pairs")
-    return layout_from_mapping(data, str(path))
+    return data
 
 
-def find_layout(directory: Path) -> ObservationLayout | None:
+def find_layout_file(directory: Path) -> Path | None:
     """The layout file of a prompt-set folder, if it has one (two is an error)."""
     found = [directory / name for name in LAYOUT_FILES if (directory / name).is_file()]
     if len(found) > 1:
         raise LayoutError(f"{directory}: both {' and '.join(LAYOUT_FILES)}; keep one")
-    return load_layout(found[0]) if found else None
+    return found[0] if found else None
+
+
+def find_layout(directory: Path) -> ObservationLayout | None:
+    """The layout of a prompt-set folder's layout file, if it has one."""
+    path = find_layout_file(directory)
+    return load_layout(path) if path is not None else None

@@ -2,9 +2,11 @@
 
 ``direct`` asks for an answer with no tools; ``rag`` and ``oracle`` show the results of
 searches already made for the model (rendered here as *sections*) in their first turn. Their
-wording is in ``prompts/<method>/`` beside the default prompt set. The evaluation methods and
-the SFT teacher both render these turns from plain arguments (question, image, hits), so the
-warm start sees exactly what the evaluation shows.
+wording is in ``prompts/<method>/`` beside the default prompt set. With ``untagged`` (the
+paper's baselines) ``direct`` and ``rag`` ask for the final answer as a short phrase without
+tags (``*_untagged.txt``); ``rag``'s query turn keeps its ``<text_search>`` tag. The
+evaluation methods and the SFT teacher both render these turns from plain arguments
+(question, image, hits), so the warm start sees exactly what the evaluation shows.
 
 Not here: which searches a method makes and when (``mmsr.eval.methods``).
 """
@@ -48,12 +50,14 @@ def _method_prompts(method: MethodName, **roles: str) -> PromptSet:
     return dataclasses.replace(base, name=f"mmsr-{method}", layout=base.layout, **texts)
 
 
-def method_prompt_set(method: MethodName) -> PromptSet:
-    """The prompt set a method's rollouts run with (its follow-up turns)."""
+def method_prompt_set(method: MethodName, untagged: bool = False) -> PromptSet:
+    """The prompt set a method's rollouts run with (its follow-up turns); ``untagged``: the
+    answer turn of ``direct``/``rag`` asks for an untagged short answer."""
+    suffix = "_untagged" if untagged else ""
     if method == "rag":
-        return _method_prompts("rag", after_text_search="after_text_search")
+        return _method_prompts("rag", after_text_search=f"after_text_search{suffix}")
     if method == "direct":
-        return _method_prompts("direct", first_turn="first_turn")
+        return _method_prompts("direct", first_turn=f"first_turn{suffix}")
     return default_prompt_set()
 
 
@@ -101,9 +105,10 @@ def prefetched_first_turn(
     return Turn(Role.USER, text, (image, *thumbnails))
 
 
-def direct_first_turn(question: str, image: Any, limits: RenderLimits = RenderLimits()) -> Turn:
+def direct_first_turn(
+    question: str, image: Any, limits: RenderLimits = RenderLimits(), untagged: bool = False
+) -> Turn:
     """The first user turn of ``direct`` (and of ``oracle`` for a question that needs nothing)."""
     safe = neutralize(question, limits.max_question_chars)
-    return Turn(
-        Role.USER, method_prompt("direct", "first_turn").replace(QUESTION_SLOT, safe), (image,)
-    )
+    template = method_prompt("direct", "first_turn_untagged" if untagged else "first_turn")
+    return Turn(Role.USER, template.replace(QUESTION_SLOT, safe), (image,))

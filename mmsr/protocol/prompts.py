@@ -8,6 +8,9 @@ after a search lays out its results (``mmsr.protocol.layout``; a folder's option
 ``layout.toml`` or ``layout.json``, else mmsr's). Ours live as text files in
 ``mmsr/protocol/prompts/default``; ``load_prompt_set(directory)`` loads another set from files,
 for instance the exact prompts and observations the released MMSearch-R1 model was trained with.
+``resolve_prompt_set(spec)`` is what a config's ``prompts`` setting names: empty for ours, a
+folder, or ``release-layout:DIR`` — the release's observation layout (``RELEASE_LAYOUT_FORM``)
+with its texts from the user's folder (``load_release_layout``).
 
 Files are read verbatim (a trailing space matters). ``.pkl`` files are accepted for prompt sets
 shipped as pickles, but only a pickle holding one plain string is read: any other object is
@@ -16,6 +19,7 @@ refused before it is built.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import io
 import logging
@@ -26,9 +30,15 @@ from pathlib import Path
 
 from mmsr.protocol.layout import (
     DEFAULT_LAYOUT,
+    LAYOUT_FILES,
+    RELEASE_LAYOUT_FORM,
+    RELEASE_WORDED_FIELDS,
     LayoutError,
     ObservationLayout,
     find_layout,
+    find_layout_file,
+    layout_from_mapping,
+    read_layout_data,
 )
 from mmsr.protocol.layout import IMAGE_PLACEHOLDER as IMAGE_PLACEHOLDER
 
@@ -45,6 +55,7 @@ ROLE_FILES: dict[str, tuple[str, ...]] = {
     "search_failed": ("search_failed",),
 }
 OPTIONAL_ROLES = frozenset({"search_failed"})
+RELEASE_LAYOUT = "release-layout"
 MAX_PROMPT_BYTES = 1 << 20
 
 
@@ -164,3 +175,69 @@ def default_prompt_set() -> PromptSet:
         role: read_prompt_file(DEFAULT_DIR / f"{ROLE_FILES[role][0]}.txt") for role in ROLE_FILES
     }
     return PromptSet(name="mmsr-default", layout=DEFAULT_LAYOUT, **texts)
+
+
+def load_release_layout(directory: str | Path) -> PromptSet:
+    """The release's observation layout with the texts of the user's folder ``directory``.
+
+    The folder holds the release's three prompt files (``round_1_user_prompt_qwenvl``,
+    ``after_image_search_prompt_qwenvl``, ``after_text_search_prompt_qwenvl``; ``.pkl`` or
+    ``.txt``) and a ``layout.toml`` or ``layout.json`` giving the worded fields
+    (``RELEASE_WORDED_FIELDS``); the form of the turns is ``RELEASE_LAYOUT_FORM``. Anything
+    missing is named in one error.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PromptSetError(f"{RELEASE_LAYOUT}: {directory} is not a folder")
+    names, missing = {}, []
+    for role, stems in ROLE_FILES.items():
+        if role in OPTIONAL_ROLES:
+            continue
+        release_stem = stems[-1]
+        found = [
+            f"{release_stem}{s}"
+            for s in (".pkl", ".txt")
+            if (directory / f"{release_stem}{s}").is_file()
+        ]
+        if found:
+            names[role] = found[0]
+        else:
+            missing.append(f"{release_stem}.pkl (or .txt)")
+    try:
+        layout_file = find_layout_file(directory)
+        user_layout = read_layout_data(layout_file) if layout_file is not None else {}
+    except LayoutError as err:
+        raise PromptSetError(str(err)) from err
+    if layout_file is None:
+        missing.append(f"{' or '.join(LAYOUT_FILES)} with {', '.join(RELEASE_WORDED_FIELDS)}")
+    else:
+        absent = [f for f in RELEASE_WORDED_FIELDS if f not in user_layout]
+        if absent:
+            missing.append(f"{layout_file.name}: the fields {', '.join(absent)}")
+    if missing:
+        raise PromptSetError(
+            f"{RELEASE_LAYOUT}: {directory} lacks " + "; ".join(missing) + " (the texts come "
+            "from your copy of the release: its prompt pickles and its search tools' strings)"
+        )
+    texts = load_prompt_set(directory, names)  # the folder's own layout is replaced below
+    try:
+        layout = layout_from_mapping({**RELEASE_LAYOUT_FORM, **user_layout}, str(layout_file))
+    except LayoutError as err:
+        raise PromptSetError(str(err)) from err
+    return dataclasses.replace(texts, name=f"{RELEASE_LAYOUT}:{directory.name}", layout=layout)
+
+
+def resolve_prompt_set(spec: str) -> PromptSet:
+    """The prompt set a config's ``prompts`` setting names: ``""`` or ``default`` for ours, a
+    folder (``load_prompt_set``), or ``release-layout:DIR`` (``load_release_layout``)."""
+    if spec in ("", "default"):
+        return default_prompt_set()
+    kind, colon, folder = spec.partition(":")
+    if kind == RELEASE_LAYOUT:
+        if not colon or not folder:
+            raise PromptSetError(
+                f"{RELEASE_LAYOUT} needs the folder of your copy of the release's texts: "
+                f"{RELEASE_LAYOUT}:DIR"
+            )
+        return load_release_layout(folder)
+    return load_prompt_set(spec)

@@ -26,7 +26,7 @@ import string
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from mmsr.protocol.actions import contains_search, extract_answer, well_formed_kind
 from mmsr.types import ActionKind, RewardBreakdown
@@ -125,9 +125,12 @@ def token_f1(pred: str, golds: str | Sequence[str]) -> float:
 
 
 class AnswerJudge(Protocol):
-    """Decides whether a prediction answers the question as the golds do (e.g. an LLM judge)."""
+    """Decides whether a prediction answers the question as the golds do (e.g. an LLM judge,
+    ``mmsr.rewards.judge``); ``image`` is the question's image, for judges that look at it."""
 
-    def judge(self, question: str, prediction: str, golds: Sequence[str]) -> bool: ...
+    def judge(
+        self, question: str, prediction: str, golds: Sequence[str], image: Any = None
+    ) -> bool: ...
 
 
 # Accuracy modes that need no judge: prediction, golds -> accuracy in [0, 1].
@@ -155,6 +158,9 @@ class RewardConfig:
     """α, the weight of the format reward."""
     penalty_per_search: bool = False
     """Apply the penalty once per search instead of once per trajectory."""
+    judge_endpoint: str | None = None
+    """The judge of mode ``judge`` as ``BASE_URL#MODEL`` (``mmsr.rewards.judge.score_many``;
+    the paper's judge style, key in ``OPENAI_API_KEY``)."""
 
     def __post_init__(self) -> None:
         if self.mode not in REWARD_MODES:
@@ -193,13 +199,21 @@ def score_trajectory(
     search_penalty: float = RewardConfig.search_penalty,
     format_weight: float = RewardConfig.format_weight,
     penalty_per_search: bool = RewardConfig.penalty_per_search,
+    judge_endpoint: str | None = None,
     judge: AnswerJudge | None = None,
     question: str = "",
+    bare_answer: bool = False,
 ) -> RewardBreakdown:
     """Reward one trajectory from its assistant turn texts.
 
     ``mode`` and ``judge`` are configuration: an unknown mode, or ``mode="judge"`` without a
     judge, raises ``ValueError``. Any trajectory or gold input, however odd, gets a reward.
+    ``judge_endpoint`` is where ``judge`` comes from (``RewardConfig``); it is not read here.
+    ``bare_answer``: a last turn without ``<answer>`` is the answer as a whole (the paper's
+    untagged baselines).
+
+    >>> score_trajectory(["Paris"], ["paris"], bare_answer=True).accuracy
+    1.0
 
     >>> score_trajectory(["<reason>r</reason><answer>Paris</answer>"], ["Paris"]).score
     1.0
@@ -211,6 +225,8 @@ def score_trajectory(
     texts = [t if isinstance(t, str) else "" for t in (turns or [])]
     gold_list = _gold_list(golds)
     answer = extract_answer(texts[-1]) if texts else None
+    if answer is None and bare_answer and texts:
+        answer = texts[-1].strip() or None
     accuracy, error = 0.0, None
     if answer is not None and gold_list:
         accuracy, error = _accuracy(answer, gold_list, mode, question, judge)

@@ -39,6 +39,7 @@ from mmsr.config import config_to_dict, dump_yaml
 from mmsr.data import sample_image
 from mmsr.models.image_processor import ImageProcessor
 from mmsr.models.io import load_model
+from mmsr.protocol.prompts import resolve_prompt_set
 from mmsr.rewards import RewardConfig, score_trajectory
 from mmsr.rollout import RolloutEngine, RolloutTask, write_trajectories
 from mmsr.run_folder import hold_run_folder
@@ -104,7 +105,14 @@ def prompt_indices(n_samples: int, seed: int, step: int, count: int) -> list[int
 def score_all(
     trajectories: Sequence[Any], samples: Sequence[Sample], reward: RewardConfig
 ) -> list[RewardBreakdown]:
-    """The reward of each trajectory against its sample's golds."""
+    """The reward of each trajectory against its sample's golds (``judge`` mode: the judge of
+    ``reward.judge_endpoint``, one call per distinct answer, failures scored 0)."""
+    if reward.mode == "judge":
+        from mmsr.rewards.judge import score_many
+
+        texts = [t.assistant_texts for t in trajectories]
+        golds = [s.golds for s in samples]
+        return score_many(texts, golds, [s.question for s in samples], reward)
     return [
         score_trajectory(t.assistant_texts, s.golds, **asdict(reward), question=s.question)
         for t, s in zip(trajectories, samples, strict=True)
@@ -373,6 +381,7 @@ def _train(
         text_search=parts.search.text,
         encoder=turn_encoder,
         limits=cfg.limits,
+        prompts=resolve_prompt_set(cfg.prompts),
     )
     suppressed = sorted(turn_encoder.forbidden_ids)
     optimizer = torch.optim.AdamW(

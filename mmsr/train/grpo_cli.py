@@ -5,8 +5,11 @@ Usage::
     mmsr train grpo --preset tiny-cpu --out runs/grpo [--resume] [--section.field VALUE ...]
     mmsr train grpo --preset tiny-cpu --print-config --optim.lr 1e-5   # show the resolved config
     mmsr train grpo --preset qwen2.5-vl-3b-1gpu --dry-run   # config + estimated GPU memory
+    mmsr train grpo --preset tiny-cpu --prompts release-layout:DIR   # another prompt set
 
-Overrides come last; unknown sections or fields are errors. The resolved config is saved as
+Overrides come last; unknown sections or fields are errors. ``--prompts`` (a prompt-set folder,
+or ``release-layout:DIR`` with your copy of the original release's texts) is the config's
+``prompts`` field. The resolved config is saved as
 ``OUT/config.yaml``. On a GPU a run whose estimated peak memory (``mmsr.train.memory``) exceeds
 the device's free memory is refused before anything is loaded (exit code 2). So is a second
 run on an ``--out`` that a run still holds (exit code 1).

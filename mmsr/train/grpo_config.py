@@ -5,7 +5,8 @@ Presets are YAML files in ``mmsr/train/presets/grpo/`` (``tiny-cpu``: the laptop
 preset and ``--section.field value`` overrides to the defaults below; see ``mmsr.config``. The
 ``reward`` and ``limits`` sections are the ones every entry point composes
 (``mmsr.rollout.settings``); configs saved before them (``algo.search_penalty``,
-``rollout.max_turns``, ...) still load.
+``rollout.max_turns``, ...) still load. ``prompts`` (``--prompts DIR``) picks the prompt set
+the rollouts are rendered with.
 """
 
 from __future__ import annotations
@@ -184,6 +185,9 @@ class GRPOConfig:
     """The sampling of the rollouts."""
     limits: RolloutLimits = GRPO_LIMITS
     """The protocol's limits and the token budget of every rollout."""
+    prompts: str = ""
+    """The prompt set the rollouts are rendered with (``mmsr.protocol.prompts.resolve_prompt_set``):
+    empty for mmsr's, a prompt-set folder, or ``release-layout:DIR``."""
     algo: AlgoSection = field(default_factory=AlgoSection)
     """GRPO."""
     reward: RewardConfig = RewardConfig()

@@ -22,7 +22,8 @@ from mmsr.data import load_samples
 from mmsr.models import PRESETS as MODEL_PRESETS
 from mmsr.models import build_tiny_model, load_model, save_pretrained, train_tokenizer
 from mmsr.models.image_processor import ImageProcessor
-from mmsr.protocol import default_prompt_set
+from mmsr.protocol import PromptSet, default_prompt_set
+from mmsr.protocol.prompts import resolve_prompt_set
 from mmsr.search.base import SearchBackends
 from mmsr.search.registry import build_search, search_config_from_spec
 from mmsr.train.grpo import GRPOParts
@@ -45,9 +46,11 @@ def build_tools(section: SearchSection) -> SearchBackends:
     return build_search(config)
 
 
-def tokenizer_texts(samples: list[Sample], vocab: list[str]) -> list[str]:
+def tokenizer_texts(
+    samples: list[Sample], vocab: list[str], prompts: PromptSet | None = None
+) -> list[str]:
     """What a scratch tokenizer learns from: the prompts, the questions, the vocabulary."""
-    prompts = default_prompt_set()
+    prompts = prompts or default_prompt_set()
     texts = [prompts.first_turn, prompts.after_image_search, prompts.after_text_search]
     texts.append(prompts.search_failed)
     texts += [s.question for s in samples] + [" ".join(s.golds) for s in samples]
@@ -56,7 +59,11 @@ def tokenizer_texts(samples: list[Sample], vocab: list[str]) -> list[str]:
 
 
 def scratch_model(
-    section: ModelSection, samples: list[Sample], vocab_file: Path, out: Path
+    section: ModelSection,
+    samples: list[Sample],
+    vocab_file: Path,
+    out: Path,
+    prompts: PromptSet | None = None,
 ) -> Path:
     """Build and save a random tiny model (once per run folder); returns its folder."""
     folder = out / INITIAL_MODEL
@@ -64,7 +71,9 @@ def scratch_model(
         return folder
     vocab = read_json(vocab_file) if vocab_file.is_file() else []
     tokenizer = train_tokenizer(
-        tokenizer_texts(samples, vocab), vocab_size=section.vocab_size, atomic_tokens=vocab
+        tokenizer_texts(samples, vocab, prompts),
+        vocab_size=section.vocab_size,
+        atomic_tokens=vocab,
     )
     model = build_tiny_model(section.preset, tokenizer, seed=section.init_seed)
     processor = ImageProcessor(MODEL_PRESETS[section.preset].image_processor_config())
@@ -118,11 +127,13 @@ def build_parts(cfg: GRPOConfig, out: Path) -> GRPOParts:
     samples = load_samples(cfg.data.train, limit=cfg.data.limit)
     if not samples:
         raise ValueError(f"{cfg.data.train}: no training questions")
+    prompts = resolve_prompt_set(cfg.prompts)  # a missing prompt file fails before the model
     search = build_tools(cfg.search)  # before the model: a bad search config fails at once
     out.mkdir(parents=True, exist_ok=True)
     source = Path(cfg.model.path) if cfg.model.path else None
     if source is None:
-        source = scratch_model(cfg.model, samples, Path(cfg.data.train).parent / "vocab.json", out)
+        vocab_file = Path(cfg.data.train).parent / "vocab.json"
+        source = scratch_model(cfg.model, samples, vocab_file, out, prompts)
     model, reference, tokenizer, processor = load_policy(source, cfg.model, cfg.algo.kl_beta > 0)
     return GRPOParts(
         model=model,

@@ -50,6 +50,7 @@ from mmsr.models import (
 from mmsr.models.tokenizer import ENDOFTEXT
 from mmsr.models.vision_batch import model_inputs
 from mmsr.protocol import default_prompt_set
+from mmsr.protocol.prompts import resolve_prompt_set
 from mmsr.rewards import RewardConfig
 from mmsr.rollout.rules import RolloutLimits
 from mmsr.rollout.settings import config_data
@@ -138,6 +139,10 @@ class SFTConfig:
     """The reward the evaluations report."""
     teacher: TeacherConfig = field(default_factory=TeacherConfig)
     """The teacher's mixture."""
+    prompts: str = ""
+    """The prompt set the teacher's conversations are rendered with
+    (``mmsr.protocol.prompts.resolve_prompt_set``): empty for mmsr's, a folder, or
+    ``release-layout:DIR``. The periodic evaluation keeps mmsr's."""
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0 and self.minutes <= 0:
@@ -307,10 +312,11 @@ def train_sft(
     progress: bool = False,
 ) -> dict[str, Any]:
     """Train, evaluate periodically, save to ``out``; returns the final record."""
+    prompts = resolve_prompt_set(config.prompts)  # a missing prompt file fails before the model
     run = _setup(config, Path(world), Path(index), eval_split)
     model, tokenizer = run.model, run.tokenizer
     encoder = ChatEncoder(tokenizer, run.processor)
-    teacher = Teacher(run.kit, config.teacher, seed=config.seed)
+    teacher = Teacher(run.kit, config.teacher, seed=config.seed, prompts=prompts)
     suppressed = suppressed_token_ids(tokenizer)
     pad_id = token_id(tokenizer, ENDOFTEXT)
     slot_prefix = slot_prefix_ids(tokenizer)

@@ -2,6 +2,7 @@
 
 mmsr train sft --world W --index IDX --out mmsr/assets/warmstart-tiny --seed 0 --minutes 45
 mmsr train sft ... --teacher.same_kind 0.5   # any config field, as for grpo
+mmsr train sft ... --prompts release-layout:DIR   # teach with another prompt set (or a folder)
 mmsr train sft-eval --model mmsr/assets/warmstart-tiny --world W --index IDX --split test
 """
 

@@ -28,7 +28,10 @@ class Case:
 
 def _fvqa(index: Path, tmp: Path) -> SearchBackends:
     release = {
-        "fvqa_1": {"titles": ["a", "b", "c"], "images": [Image.new("RGB", (4, 4))] * 3},
+        "fvqa_1": {
+            "tool_returned_web_title_list": ["a", "b", "c"],
+            "tool_returned_images_urls": [Image.new("RGB", (4, 4))] * 3,
+        },
     }
     (tmp / "r.pkl").write_bytes(pickle.dumps(release))
     convert_release(tmp / "r.pkl", tmp / "fvqa")

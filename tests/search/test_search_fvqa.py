@@ -27,20 +27,21 @@ def _png(color: tuple[int, int, int]) -> bytes:
     return buffer.getvalue()
 
 
+def _entry(titles: list[str], thumbs: list[Any]) -> dict[str, list[Any]]:
+    return {"tool_returned_web_title_list": titles, "tool_returned_images_urls": thumbs}
+
+
 def _release() -> dict[str, Any]:
-    """The three entry shapes the converter accepts, with all three thumbnail kinds."""
+    """Release entries with every thumbnail kind the converter turns into pixels."""
     palette_image = Image.new("P", (3, 3), 1)
     palette_image.putpalette([0, 0, 0, 250, 10, 20] + [0] * 762)
     return {
-        "fvqa_train_1": {
-            "tool_returned_web_title": ["Tower Bridge - Wikipedia", "London sights"],
-            "cached_images": [Image.new("RGB", (6, 4), (200, 10, 10)), palette_image],
-        },
-        "fvqa_train_2": [
-            {"title": "Tagus", "url": "https://example.org/tagus", "thumbnail": _png((0, 0, 255))},
-            {"title": "No picture", "thumbnail": None},
-        ],
-        "fvqa_train_3": {"titles": ["only a title"]},
+        "fvqa_train_1": _entry(
+            ["Tower Bridge - Wikipedia", "London sights"],
+            [Image.new("RGB", (6, 4), (200, 10, 10)), palette_image],
+        ),
+        "fvqa_train_2": _entry(["Tagus", "No picture"], [_png((0, 0, 255)), None]),
+        "fvqa_train_3": _entry(["only a title"], []),
     }
 
 
@@ -53,7 +54,8 @@ def release_pickle(request: pytest.FixtureRequest, tmp_path: Path) -> Path:
 
 def test_convert_then_serve(release_pickle: Path, tmp_path: Path) -> None:
     counts = convert_release(release_pickle, tmp_path / "safe")
-    assert counts == {"entries": 3, "hits": 5, "thumbnails": 3, "bad_thumbnails": 0}
+    assert (counts["entries"], counts["hits"], counts["ids_with_results"]) == (3, 5, 3)
+    assert (counts["thumbnails"], counts["bad_thumbnails"]) == (3, 0)
     search = FvqaImageSearch(tmp_path / "safe")
     query = Image.new("RGB", (10, 10))
     query.info["data_id"] = "fvqa_train_1"
@@ -62,7 +64,7 @@ def test_convert_then_serve(release_pickle: Path, tmp_path: Path) -> None:
     assert hits[0].thumbnail.getpixel((0, 0)) == (200, 10, 10)
     assert hits[1].thumbnail.convert("RGB").getpixel((0, 0)) == (250, 10, 20)  # palette kept
     second = search.search_id("fvqa_train_2", 1)
-    assert [(h.title, h.url) for h in second] == [("Tagus", "https://example.org/tagus")]
+    assert [(h.title, h.url) for h in second] == [("Tagus", "")]  # the release has no urls
     assert second[0].thumbnail.getpixel((0, 0)) == (0, 0, 255)
     assert search.search_id("fvqa_train_3", 3)[0].thumbnail is None
 
@@ -98,7 +100,7 @@ class _Evaluates:
 
 MALICIOUS = [
     # runs a shell command on load
-    ("shell", lambda marker: {"fvqa_1": {"titles": ["x"], "images": [_RunsShell(marker)]}}),
+    ("shell", lambda marker: {"fvqa_1": _entry(["x"], [_RunsShell(marker)])}),
     # calls eval on load
     ("eval", lambda marker: {"fvqa_1": [_Evaluates()]}),
     # smuggles in a callable from Pillow that is not an image class
@@ -120,10 +122,8 @@ def test_malicious_pickles_are_refused(name: str, payload: Any, tmp_path: Path) 
 
 def test_oversized_pickled_image_is_refused_before_pixels_are_made(tmp_path: Path) -> None:
     path = tmp_path / "big.pkl"
-    path.write_bytes(
-        pickle.dumps({"fvqa_1": {"titles": ["t"], "images": [Image.new("L", (2, 2))]}})
-    )
-    captured = load_release(path)["fvqa_1"]["images"][0]
+    path.write_bytes(pickle.dumps({"fvqa_1": _entry(["t"], [Image.new("L", (2, 2))])}))
+    captured = load_release(path)["fvqa_1"]["tool_returned_images_urls"][0]
     assert to_image(captured).size == (2, 2)
     captured.state[2] = (60_000, 60_000)  # what a hostile pickle would claim
     with pytest.raises(ValueError, match="too large"):
@@ -132,7 +132,7 @@ def test_oversized_pickled_image_is_refused_before_pixels_are_made(tmp_path: Pat
 
 def test_unreadable_thumbnails_are_dropped_and_counted(tmp_path: Path) -> None:
     path = tmp_path / "r.pkl"
-    path.write_bytes(pickle.dumps({"fvqa_1": [{"title": "t", "thumbnail": b"not an image"}]}))
+    path.write_bytes(pickle.dumps({"fvqa_1": _entry(["t"], [b"not an image"])}))
     counts = convert_release(path, tmp_path / "out")
     assert (counts["hits"], counts["bad_thumbnails"]) == (1, 1)
     assert FvqaImageSearch(tmp_path / "out").search_id("fvqa_1", 1)[0].thumbnail is None

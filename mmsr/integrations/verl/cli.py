@@ -4,7 +4,12 @@
     mmsr train verl --data train.parquet --model /models/Qwen2.5-VL-7B-Instruct \\
         --nodes 4 --gpus-per-node 8 --search http:http://search-host:8000 [hydra overrides…]
 
-Run it on the Ray head node. ``--dry-run`` prints veRL's composed config and starts nothing.
+    mmsr train verl --recipe paper --dry-run --data train.parquet --model M   # the paper's
+
+Run it on the Ray head node. ``--recipe paper`` adds the rest of the paper's recipe (PPO
+mini-batch 128, 3 turns of up to 2,048 tokens; ``mmsr.integrations.verl.launch.PAPER_RECIPE``).
+``--dry-run`` prints every override with its source (paper recipe, command option, user
+override, mmsr default), then veRL's composed config when verl is installed, and starts nothing.
 ``--settings FILE`` takes the reward and the protocol's limits from the ``reward`` and
 ``limits`` sections of a preset or a run's saved config (e.g. a GRPO preset), as every mmsr
 entry point can. Needs the ``verl`` extra (``pip install 'mmsr[verl]'``).
@@ -43,7 +48,17 @@ def register(train_subparsers: Any) -> None:
         default=None,
         help="reward and limits sections of a preset or run config (YAML/JSON)",
     )
-    parser.add_argument("--dry-run", action="store_true", help="print the composed veRL config")
+    parser.add_argument(
+        "--recipe",
+        choices=("mmsr", "paper"),
+        default="mmsr",
+        help="mmsr's GRPO, or the paper's recipe (mini-batch 128, 3 turns of 2,048 tokens)",
+    )
+    parser.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="print the overrides with their sources (and the composed config with verl)",
+    )
     # the rest of the command line (Hydra key=value overrides) arrives as args.overrides
     parser.set_defaults(func=_run, takes_overrides=True)
 
@@ -52,14 +67,22 @@ def _run(args: argparse.Namespace) -> int:
     try:
         import verl  # noqa: F401
     except ImportError as err:
-        raise ValueError(
-            f"mmsr train verl needs the verl extra: pip install 'mmsr[verl]' ({err})"
-        ) from err
-    from mmsr.integrations.verl.launch import dry_run, launch
+        if not args.dry_run:
+            raise ValueError(
+                f"mmsr train verl needs the verl extra: pip install 'mmsr[verl]' ({err})"
+            ) from err
+        has_verl = False
+    else:
+        has_verl = True
+    from mmsr.integrations.verl.launch import describe, dry_run, launch
 
     if not Path(args.data).is_file():
         raise ValueError(f"--data {args.data}: no such file")
     run = verl_run(args)
+    if args.dry_run and not has_verl:
+        sys.stdout.write(describe(run))
+        sys.stdout.write("# veRL's full config is composed only with the verl extra\n")
+        return 0
     if args.dry_run:
         sys.stdout.write(dry_run(run))
         return 0
@@ -69,14 +92,14 @@ def _run(args: argparse.Namespace) -> int:
 def verl_run(args: argparse.Namespace) -> VerlRun:
     """The ``VerlRun`` of the command's options (verl itself is not needed to build it)."""
     from mmsr.integrations.verl.episode import VERL_LIMITS
-    from mmsr.integrations.verl.launch import VerlRun
+    from mmsr.integrations.verl.launch import PAPER_LIMITS, VerlRun
     from mmsr.rewards import RewardConfig
     from mmsr.rollout.settings import read_settings
 
-    settings = args.settings
-    reward, limits = (
-        read_settings(settings, limits=VERL_LIMITS) if settings else (RewardConfig(), VERL_LIMITS)
-    )
+    recipe = getattr(args, "recipe", "mmsr")
+    base = PAPER_LIMITS if recipe == "paper" else VERL_LIMITS
+    settings = args.settings  # its limits section wins over the recipe's, key by key
+    reward, limits = read_settings(settings, limits=base) if settings else (RewardConfig(), base)
     return VerlRun(
         data=args.data,
         model=args.model,
@@ -88,4 +111,5 @@ def verl_run(args: argparse.Namespace) -> VerlRun:
         reward=reward,
         limits=limits,
         overrides=tuple(args.overrides),
+        recipe=recipe,
     )

@@ -1,8 +1,12 @@
 """``mmsr train verl``: GRPO on an unforked veRL with mmsr's agent loop and reward.
 
-The overrides below put the paper's recipe (§2.5: GRPO, 8 rollouts per prompt, KL loss 0.001
-with the low-variance estimator, clip 0.2, lr 2e-6, 512 prompts per step, 50 steps) onto
-veRL's own ``ppo_trainer`` config; the user's Hydra overrides come last and win. The run's
+The overrides below put mmsr's GRPO (8 rollouts per prompt, KL loss 0.001 with the low-variance
+estimator, clip 0.2, lr 2e-6, 512 prompts per step, 50 steps) onto veRL's own ``ppo_trainer``
+config; ``recipe="paper"`` adds the rest of the paper's recipe (``PAPER_RECIPE``: PPO
+mini-batch 128, no entropy bonus, 3 turns of up to 2,048 tokens), and the user's Hydra
+overrides come last and win. ``resolved_overrides`` says where each value comes from (what
+``--dry-run`` prints); the release's sigmoid LR schedule has no veRL equivalent
+(``UNMATCHED``). The run's
 reward settings reach mmsr's reward function as its ``reward_kwargs`` and its limits reach the
 agent loop as the options of its registry entry, so both land in the saved configs.
 ``compose_config`` composes the whole config with veRL's Hydra schema (what ``--dry-run``
@@ -33,6 +37,42 @@ AGENT_LOOPS_FILE = "agent_loops.yaml"
 PROMPT_LENGTH = 4096
 RESPONSE_LENGTH = 8192
 REWARD_KWARGS = "reward.custom_reward_function.reward_kwargs"
+RECIPES = ("mmsr", "paper")
+MMSR, PAPER, OPTION, USER = "mmsr default", "paper recipe", "command option", "user override"
+
+# The paper's recipe beyond mmsr's defaults, each value with where it was read. The release's
+# script (mmsearch_r1/scripts/run_mmsearch_r1_grpo.sh) is a one-node test run (32 prompts x 4
+# rollouts, mini-batch 32); the paper's scale is 512 x 8 with mini-batch 128.
+PAPER_RECIPE: tuple[tuple[str, str], ...] = (
+    ("data.train_batch_size=512", "paper: 512 prompts per step"),
+    ("actor_rollout_ref.rollout.n=8", "paper: 8 rollouts per prompt"),
+    ("actor_rollout_ref.actor.ppo_mini_batch_size=128", "paper: PPO mini-batch 128"),
+    ("actor_rollout_ref.actor.optim.lr=2e-6", "release script: optim.lr=2e-6"),
+    ("actor_rollout_ref.actor.kl_loss_coef=0.001", "release script: kl_loss_coef=0.001"),
+    ("actor_rollout_ref.actor.kl_loss_type=low_var_kl", "release script: kl_loss_type"),
+    ("actor_rollout_ref.actor.clip_ratio=0.2", "release ppo_trainer.yaml: clip_ratio 0.2"),
+    ("actor_rollout_ref.actor.entropy_coeff=0", "release script: entropy_coeff=0"),
+    (f"data.max_prompt_length={PROMPT_LENGTH}", "release script: max_prompt_length=4096"),
+    (
+        f"data.max_response_length={RESPONSE_LENGTH}",
+        "release script: response_length_total=8192 (all turns after the first prompt)",
+    ),
+)
+PAPER_LIMITS = RolloutLimits(
+    max_turns=3, max_image_searches=1, max_text_searches=2, max_new_tokens=2048, image_k=5, text_k=5
+)
+"""The agent loop's limits in the paper's recipe (release script: ``max_gen_round=3``,
+``image_search_limit=1``, ``text_search_limit=2``, ``topk=5``, ``max_response_length=2048``
+per turn)."""
+UNMATCHED: tuple[tuple[str, str], ...] = (
+    (
+        "schedule: lr 2e-6 flat, then a sigmoid decay by 95 % halfway at step 45",
+        "release script: lr_sigmoid_decay_warmup_steps=45, lr_sigmoid_decay_ratio=0.95 — a "
+        "schedule of the release's fork; unforked veRL has none like it, so veRL's constant LR "
+        "runs (mmsr train grpo has it: optim.schedule sigmoid)",
+    ),
+)
+"""Parts of the paper's recipe veRL cannot express, with where they were read."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +98,12 @@ class VerlRun:
     """The protocol's limits of every rollout (the agent loop's options)."""
     overrides: tuple[str, ...] = field(default_factory=tuple)
     """Hydra overrides for veRL, applied last."""
+    recipe: str = "mmsr"
+    """``mmsr`` (mmsr's GRPO) or ``paper`` (with ``PAPER_RECIPE`` on top)."""
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise ValueError(f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
 
 
 def agent_loop_entries(run: VerlRun) -> list[dict[str, Any]]:
@@ -73,58 +119,94 @@ def agent_loop_entries(run: VerlRun) -> list[dict[str, Any]]:
     ]
 
 
-def paper_overrides(run: VerlRun) -> list[str]:
-    """veRL overrides for the paper's GRPO recipe with mmsr's loop, reward and data."""
+def sourced_overrides(run: VerlRun) -> list[tuple[str, str]]:
+    """``(override, source)`` pairs of the run's recipe, before the user's overrides."""
     out = run.out.resolve()
-    overrides = [
-        "algorithm.adv_estimator=grpo",
-        "algorithm.use_kl_in_reward=False",
-        "actor_rollout_ref.rollout.n=8",
-        "actor_rollout_ref.actor.use_kl_loss=True",
-        "actor_rollout_ref.actor.kl_loss_coef=0.001",
-        "actor_rollout_ref.actor.kl_loss_type=low_var_kl",
-        "actor_rollout_ref.actor.clip_ratio=0.2",
-        "actor_rollout_ref.actor.loss_agg_mode=token-mean",
-        "actor_rollout_ref.actor.optim.lr=2e-6",
-        f"actor_rollout_ref.model.path={run.model}",
-        "actor_rollout_ref.rollout.name=vllm",
-        "actor_rollout_ref.rollout.agent.default_agent_loop=mmsr_search",
-        f"actor_rollout_ref.rollout.agent.agent_loop_config_path={out / AGENT_LOOPS_FILE}",
-        "reward.custom_reward_function.path=pkg://mmsr.integrations.verl.reward",
-        "reward.custom_reward_function.name=compute_score",
-        *(f"+{REWARD_KWARGS}.{k}={json.dumps(v)}" for k, v in asdict(run.reward).items()),
-        f"data.train_files={Path(run.data).resolve()}",
-        "data.train_batch_size=512",
-        f"data.max_prompt_length={PROMPT_LENGTH}",
-        f"data.max_response_length={RESPONSE_LENGTH}",
-        "data.return_raw_chat=True",
-        "data.image_key=images",
-        f"trainer.nnodes={run.nodes}",
-        f"trainer.n_gpus_per_node={run.gpus_per_node}",
-        "trainer.total_training_steps=50",
-        "trainer.project_name=mmsr",
-        "trainer.logger=[console]",
-        f"trainer.default_local_dir={out / 'checkpoints'}",
+    data = Path(run.data).resolve()
+    pairs = [
+        ("algorithm.adv_estimator=grpo", MMSR),
+        ("algorithm.use_kl_in_reward=False", MMSR),
+        ("actor_rollout_ref.rollout.n=8", MMSR),
+        ("actor_rollout_ref.actor.use_kl_loss=True", MMSR),
+        ("actor_rollout_ref.actor.kl_loss_coef=0.001", MMSR),
+        ("actor_rollout_ref.actor.kl_loss_type=low_var_kl", MMSR),
+        ("actor_rollout_ref.actor.clip_ratio=0.2", MMSR),
+        ("actor_rollout_ref.actor.loss_agg_mode=token-mean", MMSR),
+        ("actor_rollout_ref.actor.optim.lr=2e-6", MMSR),
+        (f"actor_rollout_ref.model.path={run.model}", OPTION),
+        ("actor_rollout_ref.rollout.name=vllm", MMSR),
+        ("actor_rollout_ref.rollout.agent.default_agent_loop=mmsr_search", MMSR),
+        (f"actor_rollout_ref.rollout.agent.agent_loop_config_path={out / AGENT_LOOPS_FILE}", MMSR),
+        ("reward.custom_reward_function.path=pkg://mmsr.integrations.verl.reward", MMSR),
+        ("reward.custom_reward_function.name=compute_score", MMSR),
+        *((f"+{REWARD_KWARGS}.{k}={json.dumps(v)}", MMSR) for k, v in asdict(run.reward).items()),
+        (f"data.train_files={data}", OPTION),
+        ("data.train_batch_size=512", MMSR),
+        (f"data.max_prompt_length={PROMPT_LENGTH}", MMSR),
+        (f"data.max_response_length={RESPONSE_LENGTH}", MMSR),
+        ("data.return_raw_chat=True", MMSR),
+        ("data.image_key=images", MMSR),
+        (f"trainer.nnodes={run.nodes}", OPTION),
+        (f"trainer.n_gpus_per_node={run.gpus_per_node}", OPTION),
+        ("trainer.total_training_steps=50", MMSR),
+        # veRL's v1 trainer imports transfer_queue, which the extra does not install
+        ("++trainer.use_v1=False", MMSR),
+        ("trainer.project_name=mmsr", MMSR),
+        ("trainer.logger=[console]", MMSR),
+        (f"trainer.default_local_dir={out / 'checkpoints'}", MMSR),
     ]
     if run.val is not None:
-        overrides.append(f"data.val_files={Path(run.val).resolve()}")
+        pairs.append((f"data.val_files={Path(run.val).resolve()}", OPTION))
     else:
-        overrides.append("trainer.val_before_train=False")
-    return overrides
+        # veRL builds a validation set even when it never validates: the training file, not
+        # its own default (a gsm8k path that does not exist here)
+        pairs += [(f"data.val_files={data}", MMSR), ("trainer.val_before_train=False", MMSR)]
+        pairs.append(("trainer.test_freq=-1", MMSR))
+    if run.recipe == "paper":
+        paper = {_key(o): (o, f"{PAPER} ({where})") for o, where in PAPER_RECIPE}
+        pairs = [paper.pop(_key(o), (o, s)) for o, s in pairs] + list(paper.values())
+    return pairs
+
+
+def paper_overrides(run: VerlRun) -> list[str]:
+    """veRL overrides of the run's recipe with mmsr's loop, reward and data."""
+    return [o for o, _ in sourced_overrides(run)]
 
 
 def _key(override: str) -> str:
     return override.split("=", 1)[0].lstrip("+~")
 
 
-def merged_overrides(run: VerlRun) -> list[str]:
-    """The paper's overrides with the user's applied last (one value per key)."""
+def resolved_overrides(run: VerlRun) -> list[tuple[str, str]]:
+    """``(override, source)`` of every override, the user's applied last (one per key)."""
     user = list(run.overrides)
     for item in user:
         if "=" not in item:
             raise ValueError(f"not a Hydra override (key=value): {item!r}")
     taken = {_key(o) for o in user}
-    return [o for o in paper_overrides(run) if _key(o) not in taken] + user
+    recipe = [(o, s) for o, s in sourced_overrides(run) if _key(o) not in taken]
+    return recipe + [(o, USER) for o in user]
+
+
+def merged_overrides(run: VerlRun) -> list[str]:
+    """The recipe's overrides with the user's applied last (one value per key)."""
+    return [o for o, _ in resolved_overrides(run)]
+
+
+def describe(run: VerlRun) -> str:
+    """The resolved overrides, the agent loop's limits and what veRL cannot express, each with
+    its source, as ``#`` lines (so the composed YAML after them still parses)."""
+    pairs = resolved_overrides(run)
+    width = max(len(o) for o, _ in pairs)
+    lines = [f"# veRL overrides of recipe {run.recipe!r} (value  <- source):"]
+    lines += [f"#   {o:<{width}}  <- {s}" for o, s in pairs]
+    limits_source = f"{PAPER} (release script)" if run.limits == PAPER_LIMITS else "mmsr/settings"
+    lines.append(f"# agent loop limits  <- {limits_source}:")
+    lines += [f"#   {k}={v}" for k, v in asdict(run.limits).items()]
+    if run.recipe == "paper":
+        lines.append("# not expressible in veRL (a deviation from the paper's recipe):")
+        lines += [f"#   {what}  <- {where}" for what, where in UNMATCHED]
+    return "\n".join(lines) + "\n"
 
 
 def compose_config(overrides: Sequence[str]) -> Any:
@@ -137,10 +219,10 @@ def compose_config(overrides: Sequence[str]) -> Any:
 
 
 def dry_run(run: VerlRun) -> str:
-    """The composed config as YAML; nothing is written or started."""
+    """``describe(run)`` and the composed config as YAML; nothing is written or started."""
     from omegaconf import OmegaConf
 
-    return str(OmegaConf.to_yaml(compose_config(merged_overrides(run))))
+    return describe(run) + str(OmegaConf.to_yaml(compose_config(merged_overrides(run))))
 
 
 def launch(run: VerlRun) -> int:

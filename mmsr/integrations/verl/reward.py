@@ -6,7 +6,10 @@ agent loop puts the assistant turns there (``mmsr_turns``) and the row's candida
 (``mmsr_golds``), so the score is ``mmsr.rewards.score_trajectory`` of exactly what the policy
 wrote, never of the decoded response with its tool turns. Its options are the fields of
 ``mmsr.rewards.RewardConfig``, from veRL's ``reward.custom_reward_function.reward_kwargs``
-(``mmsr train verl`` sets them from its run's reward settings). Use in a veRL config::
+(``mmsr train verl`` sets them from its run's reward settings). With ``mode="judge"`` the
+accuracy is the verdict of the judge at ``judge_endpoint`` (one call per distinct question and
+answer in the process; a failed call scores 0 and is counted); ``compute_score_batch`` judges a
+whole batch concurrently (veRL's batch reward manager). Use in a veRL config::
 
     reward.custom_reward_function.path=pkg://mmsr.integrations.verl.reward
     reward.custom_reward_function.name=compute_score
@@ -15,11 +18,12 @@ wrote, never of the decoded response with its tool turns. Its options are the fi
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from mmsr.rewards import RewardConfig, score_trajectory
+from mmsr.rewards import RewardConfig
+from mmsr.rewards.judge import score_many
+from mmsr.types import RewardBreakdown
 
 # Every result has these keys (veRL stacks them into per-sample arrays).
 SCORE_KEYS = (
@@ -31,6 +35,7 @@ SCORE_KEYS = (
     "searched",
     "answered",
     "end_reason",
+    "judge_failed",
 )
 
 
@@ -65,6 +70,7 @@ def compute_score(
     search_penalty: float = RewardConfig.search_penalty,
     format_weight: float = RewardConfig.format_weight,
     penalty_per_search: bool = RewardConfig.penalty_per_search,
+    judge_endpoint: str | None = RewardConfig.judge_endpoint,
     **kwargs: Any,
 ) -> dict[str, float | str]:
     """The reward of one rollout and its terms, with the same keys every time.
@@ -77,11 +83,46 @@ def compute_score(
     >>> r["score"], r["acc"], r["searched"]
     (1.0, 1.0, 0.0)
     """
-    info: Mapping[str, Any] = extra_info or {}
-    turns = info.get("mmsr_turns")
-    texts = [str(t) for t in turns] if turns is not None else [solution_str]
-    reward = RewardConfig(mode, search_penalty, format_weight, penalty_per_search)
-    breakdown = score_trajectory(texts, golds_of(ground_truth, info), **asdict(reward))
+    reward = RewardConfig(mode, search_penalty, format_weight, penalty_per_search, judge_endpoint)
+    return _scores([solution_str], [ground_truth], [extra_info], reward)[0]
+
+
+def compute_score_batch(
+    data_sources: Sequence[str],
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[object],
+    extra_infos: Sequence[Mapping[str, Any] | None],
+    *,
+    mode: str = RewardConfig.mode,
+    search_penalty: float = RewardConfig.search_penalty,
+    format_weight: float = RewardConfig.format_weight,
+    penalty_per_search: bool = RewardConfig.penalty_per_search,
+    judge_endpoint: str | None = RewardConfig.judge_endpoint,
+    **kwargs: Any,
+) -> list[dict[str, float | str]]:
+    """``compute_score`` of a whole batch; in ``judge`` mode its answers are judged at once."""
+    reward = RewardConfig(mode, search_penalty, format_weight, penalty_per_search, judge_endpoint)
+    return _scores(solution_strs, ground_truths, extra_infos, reward)
+
+
+def _scores(
+    solution_strs: Sequence[str],
+    ground_truths: Sequence[object],
+    extra_infos: Sequence[Mapping[str, Any] | None],
+    reward: RewardConfig,
+) -> list[dict[str, float | str]]:
+    infos: list[Mapping[str, Any]] = [info or {} for info in extra_infos]
+    texts = [
+        [str(t) for t in info["mmsr_turns"]] if info.get("mmsr_turns") is not None else [sol]
+        for sol, info in zip(solution_strs, infos, strict=True)
+    ]
+    golds = [golds_of(g, info) for g, info in zip(ground_truths, infos, strict=True)]
+    questions = [str(info.get("mmsr_question") or info.get("question") or "") for info in infos]
+    breakdowns = score_many(texts, golds, questions, reward)
+    return [_result(b, info) for b, info in zip(breakdowns, infos, strict=True)]
+
+
+def _result(breakdown: RewardBreakdown, info: Mapping[str, Any]) -> dict[str, float | str]:
     return {
         "score": float(breakdown.score),
         "acc": float(breakdown.accuracy),
@@ -91,4 +132,5 @@ def compute_score(
         "searched": float(breakdown.search_count > 0),
         "answered": float(breakdown.answer is not None),
         "end_reason": str(info.get("mmsr_end_reason") or ""),
+        "judge_failed": float(breakdown.error is not None),
     }

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 from mmsr.search.base import SearchBackends
 
+THUMBNAIL_TIMEOUT_S = 10.0
+
 
 @dataclass(frozen=True)
 class FvqaConfig:
@@ -17,10 +19,20 @@ class FvqaConfig:
 
     path: str
     """A folder written by ``mmsr search convert-fvqa-cache``."""
+    fetch_thumbnails: bool = True
+    """Download the thumbnails the release gives as urls (needs a network; else none)."""
+    allow_loopback: bool = False
+    """Let thumbnail fetches reach 127.0.0.1 (tests only)."""
 
 
 def build_fvqa(config: FvqaConfig) -> SearchBackends:
     """The image tool over the released results at ``config.path`` (registry entry point)."""
     from mmsr.search.fvqa.backend import FvqaImageSearch
 
-    return SearchBackends(image=FvqaImageSearch(config.path))
+    client = None
+    if config.fetch_thumbnails:
+        from mmsr.search.web.guard import AddressPolicy, guarded_client
+
+        policy = AddressPolicy(allow_loopback=config.allow_loopback)
+        client = guarded_client(policy, timeout_s=THUMBNAIL_TIMEOUT_S)
+    return SearchBackends(image=FvqaImageSearch(config.path, thumbnail_client=client))

@@ -1,19 +1,23 @@
 """Convert FVQA's released image-search results (a pickle) into a safe folder, once.
 
-The release maps each ``data_id`` to the titles and thumbnails that a reverse image search
-returned for that question's image. Pickles can run arbitrary code, so the file is read with
-an unpickler that admits only plain containers, strings, bytes, numbers, and Pillow images,
-and Pillow images are not even rebuilt by Pillow's own ``__setstate__``: they are captured as
-inert state, checked (mode, size, byte count) and only then turned into pixels.
+The release (``fvqa_{train,test}_image_search_results_cache.pkl``) maps each ``data_id`` to
+``{"tool_returned_web_title_list": [title, ...], "tool_returned_images_urls": [image, ...]}``:
+the page titles and thumbnails a reverse image search returned for that question's image, in
+rank order. A thumbnail is a Pillow image or, for some hits, the thumbnail's url (some of them
+dead by now); the release has no page urls. Pickles can run arbitrary code, so the file is read
+with an unpickler that admits only plain containers, strings, bytes, numbers, and Pillow
+images, and Pillow images are not even rebuilt by Pillow's own ``__setstate__``: they are
+captured as inert state, checked (mode, size, byte count) and only then turned into pixels.
 
-Accepted shapes, per ``data_id`` (a dict key): a dict of parallel lists (titles under
-``titles`` / ``title`` / ``tool_returned_web_title`` / ``web_titles``; thumbnails under
-``thumbnails`` / ``images`` / ``cached_images`` / ``image``; optional ``urls`` / ``links``), or
-a list of hits (dicts with ``title`` and ``thumbnail`` / ``image``, optional ``url``).
-A thumbnail is a Pillow image, encoded image bytes, or ``None``.
+Also accepted, for fixtures written before the release's key names were known:
+``tool_returned_web_title`` (titles) and ``cached_images`` (thumbnails). An entry that is not a
+dict of those lists, or whose titles are not strings, is skipped and counted; a thumbnail that
+is neither an image, image bytes nor an http(s) url is dropped and counted.
 
-Output folder: ``results.jsonl`` (``{"data_id", "hits": [{"title", "url", "thumbnail"}]}``),
-``thumbs/<sha256>.png`` and ``manifest.json``. Not here: serving it (``backend.py``).
+Output folder: ``results.jsonl`` (``{"data_id", "hits": [{"title", "url", "thumbnail",
+"thumbnail_url"}]}``; ``thumbnail`` a path of an embedded picture, ``thumbnail_url`` a url the
+backend fetches when a hit is served), ``thumbs/<sha256>.png`` and ``manifest.json`` (counts,
+coverage). Not here: serving it (``backend.py``).
 """
 
 from __future__ import annotations
@@ -32,25 +36,28 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_FORMATS = frozenset({1, 2})  # format 1: no thumbnail urls, no coverage counts
 MAX_PIXELS = 40_000_000
 IMAGE_MODES = frozenset(
     {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F"}
 )
-# Globals a Pillow image pickle names; each becomes the inert ``_ImageState`` below.
-IMAGE_CLASSES = frozenset(
-    {
-        ("PIL.Image", "Image"),
-        ("PIL.PngImagePlugin", "PngImageFile"),
-        ("PIL.JpegImagePlugin", "JpegImageFile"),
-        ("PIL.WebPImagePlugin", "WebPImageFile"),
-        ("PIL.GifImagePlugin", "GifImageFile"),
-        ("PIL.BmpImagePlugin", "BmpImageFile"),
-    }
-)
-TITLE_KEYS = ("titles", "title", "tool_returned_web_title", "web_titles")
-THUMB_KEYS = ("thumbnails", "images", "cached_images", "image")
-URL_KEYS = ("urls", "links", "url")
+# The release's keys first; the second of each pair is the older fixtures' name.
+TITLE_KEYS = ("tool_returned_web_title_list", "tool_returned_web_title")
+THUMB_KEYS = ("tool_returned_images_urls", "cached_images")
+
+
+def is_image_class(module: str, name: str) -> bool:
+    """A Pillow image class a pickle may name (``PIL.Image.Image`` or any plugin's
+    ``*ImageFile``); each is loaded as the inert ``_ImageState`` below, never imported."""
+    if (module, name) == ("PIL.Image", "Image"):
+        return True
+    return (
+        module.startswith("PIL.")
+        and module.endswith("ImagePlugin")
+        and name.endswith("ImageFile")
+        and name.isidentifier()
+    )
 
 
 class UnsafePickleError(ValueError):
@@ -78,7 +85,7 @@ class RestrictedUnpickler(pickle.Unpickler):
     """Admits containers, scalars, ``OrderedDict`` and (inert) Pillow images; refuses the rest."""
 
     def find_class(self, module: str, name: str) -> Any:
-        if (module, name) in IMAGE_CLASSES:
+        if is_image_class(module, name):
             return _ImageState
         if (module, name) == ("collections", "OrderedDict"):
             return OrderedDict
@@ -139,84 +146,134 @@ def _is_size(size: Any) -> bool:
 
 
 def entry_hits(data_id: str, entry: Any) -> list[dict[str, Any]]:
-    """One release entry as ``[{"title", "url", "thumbnail": value|None}]``."""
-    if isinstance(entry, Mapping):
-        titles = _first(entry, TITLE_KEYS, data_id)
-        thumbs = _first(entry, THUMB_KEYS, data_id, default=[None] * len(titles))
-        urls = _first(entry, URL_KEYS, data_id, default=[""] * len(titles))
-        if not (len(titles) == len(thumbs) == len(urls)):
-            raise ValueError(f"data_id {data_id!r}: titles, thumbnails and urls differ in length")
-        rows = [
-            {"title": t, "thumbnail": i, "url": u}
-            for t, i, u in zip(titles, thumbs, urls, strict=True)
-        ]
-    elif isinstance(entry, list | tuple):
-        rows = [_hit_row(data_id, hit) for hit in entry]
-    else:
-        raise ValueError(f"data_id {data_id!r}: unsupported entry of type {type(entry).__name__}")
-    for row in rows:
-        if not isinstance(row["title"], str) or not isinstance(row["url"] or "", str):
-            raise ValueError(f"data_id {data_id!r}: titles and urls must be strings")
-    return rows
+    """One release entry as ``[{"title", "thumbnail": value|None}]``; ``ValueError`` when the
+    entry is not a dict of a title list and a thumbnail list."""
+    if not isinstance(entry, Mapping):
+        raise ValueError(f"data_id {data_id!r}: entry of type {type(entry).__name__}")
+    titles = _first(entry, TITLE_KEYS, data_id)
+    thumbs = _first(entry, THUMB_KEYS, data_id, default=[])
+    if not all(isinstance(title, str) for title in titles):
+        raise ValueError(f"data_id {data_id!r}: titles must be strings")
+    if len(thumbs) != len(titles):
+        logger.debug("data_id %s: %d titles, %d thumbnails", data_id, len(titles), len(thumbs))
+    # A hit is a title; a title without a thumbnail keeps its rank, a thumbnail without one
+    # has nothing to show the model.
+    padded = [*thumbs[: len(titles)], *[None] * (len(titles) - len(thumbs))]
+    return [{"title": t, "thumbnail": i} for t, i in zip(titles, padded, strict=True)]
 
 
 def _first(
     entry: Mapping[str, Any], keys: tuple[str, ...], data_id: str, default: Any = None
-) -> Any:
+) -> list[Any]:
     for key in keys:
         if key in entry:
             value = entry[key]
-            return list(value) if isinstance(value, list | tuple) else [value]
+            if not isinstance(value, list | tuple):
+                raise ValueError(f"data_id {data_id!r}: {key} is not a list")
+            return list(value)
     if default is None:
         raise ValueError(f"data_id {data_id!r}: none of the keys {', '.join(keys)}")
-    return default
+    return list(default)
 
 
-def _hit_row(data_id: str, hit: Any) -> dict[str, Any]:
-    if not isinstance(hit, Mapping) or "title" not in hit:
-        raise ValueError(f"data_id {data_id!r}: a hit must be a dict with a 'title'")
-    thumb = hit.get("thumbnail", hit.get("image"))
-    return {"title": hit["title"], "url": hit.get("url", hit.get("link", "")), "thumbnail": thumb}
+def read_ids(path: str | Path) -> list[str]:
+    """The ``data_id`` of every question of a split: a ``.parquet`` file with a ``data_id``
+    column, a ``.jsonl`` file of objects with one, or a text file of one id a line."""
+    path = Path(path)
+    if path.suffix in (".parquet", ".pq"):
+        import pyarrow.parquet as pq
+
+        return [str(v) for v in pq.read_table(path, columns=["data_id"]).column(0).to_pylist()]
+    ids = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        line = line.strip()
+        if not line:
+            continue
+        if path.suffix == ".jsonl":
+            row = json.loads(line)
+            if not isinstance(row, dict) or "data_id" not in row:
+                raise ValueError(f"{path}:{number}: a row without 'data_id'")
+            line = str(row["data_id"])
+        ids.append(line)
+    return ids
 
 
-def convert_release(pickle_path: str | Path, out: str | Path) -> dict[str, int]:
-    """Write the safe folder ``out`` from the release pickle; returns counts."""
+def convert_release(
+    pickle_path: str | Path, out: str | Path, *, expected_ids: list[str] | None = None
+) -> dict[str, int]:
+    """Write the safe folder ``out`` from the release pickle; returns its counts.
+
+    ``expected_ids`` (the split's questions) adds how many of them the release misses; the
+    missing ids themselves are listed in ``manifest.json``."""
     release = load_release(pickle_path)
     out_dir = Path(out)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        counts = _write_folder(release, tmp)
+        counts = _write_folder(release, tmp, expected_ids)
         if out_dir.exists():
             shutil.rmtree(out_dir)
         tmp.rename(out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    logger.info("converted %d entries (%d hits) into %s", counts["entries"], counts["hits"], out)
+    logger.info(
+        "converted %d entries into %s: %d ids with results, %d without",
+        counts["entries"],
+        out,
+        counts["ids_with_results"],
+        counts["ids_without_results"],
+    )
     return counts
 
 
-def _write_folder(release: Mapping[Any, Any], folder: Path) -> dict[str, int]:
+def _write_folder(
+    release: Mapping[Any, Any], folder: Path, expected_ids: list[str] | None
+) -> dict[str, int]:
     (folder / "thumbs").mkdir()
-    counts = {"entries": 0, "hits": 0, "thumbnails": 0, "bad_thumbnails": 0}
+    counts = dict.fromkeys(
+        ("entries", "ids_with_results", "ids_without_results", "bad_entries", "hits"), 0
+    )
+    counts.update(dict.fromkeys(("thumbnails", "thumbnail_urls", "bad_thumbnails"), 0))
     with (folder / "results.jsonl").open("w", encoding="utf-8") as handle:
         for data_id in sorted(release, key=str):
-            hits = []
-            for row in entry_hits(str(data_id), release[data_id]):
-                hits.append({**row, "thumbnail": _save_thumb(row["thumbnail"], folder, counts)})
+            counts["entries"] += 1
+            try:
+                rows = entry_hits(str(data_id), release[data_id])
+            except ValueError as err:
+                logger.warning("skipping an entry: %s", err)
+                counts["bad_entries"] += 1
+                rows = []
+            hits = [_stored_hit(row, folder, counts) for row in rows]
+            counts["ids_with_results" if hits else "ids_without_results"] += 1
+            if not hits:
+                continue  # served as "no results for this id", like an id the release lacks
             handle.write(json.dumps({"data_id": str(data_id), "hits": hits}, ensure_ascii=False))
             handle.write("\n")
-            counts["entries"] += 1
             counts["hits"] += len(hits)
-    manifest = {"format": FORMAT_VERSION, **counts}
+    manifest: dict[str, Any] = {"format": FORMAT_VERSION, **counts}
+    if expected_ids is not None:
+        present = {str(key) for key in release}
+        missing = sorted(set(expected_ids) - present)
+        counts.update(ids_expected=len(set(expected_ids)), ids_missing=len(missing))
+        manifest.update(ids_expected=counts["ids_expected"], ids_missing=len(missing))
+        manifest["missing_ids"] = missing
     (folder / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
     return counts
 
 
+def _stored_hit(row: dict[str, Any], folder: Path, counts: dict[str, int]) -> dict[str, Any]:
+    value = row["thumbnail"]
+    hit: dict[str, Any] = {"title": row["title"], "url": "", "thumbnail": None}
+    if isinstance(value, str) and value.lower().startswith(("http://", "https://")):
+        hit["thumbnail_url"] = value
+        counts["thumbnail_urls"] += 1
+    elif value is not None:
+        hit["thumbnail"] = _save_thumb(value, folder, counts)
+    return hit
+
+
 def _save_thumb(value: Any, folder: Path, counts: dict[str, int]) -> str | None:
-    if value is None:
-        return None
     try:
         image = to_image(value)
     except ValueError as err:

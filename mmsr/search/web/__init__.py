@@ -6,7 +6,8 @@ Keys live only in memory (as ``Secret``); they are never logged, cached, put int
 returned.
 
 Example config (JSON): ``{"backend": "web", "text_engine": "serper", "reader": "jina",
-"llm_base_url": "http://127.0.0.1:8000/v1", "llm_model": "Qwen2.5-7B-Instruct"}``.
+"llm_base_url": "http://127.0.0.1:8000/v1", "llm_model": "Qwen2.5-7B-Instruct"}``, or the
+paper's chain: ``{"backend": "web", "preset": "paper"}`` (``PRESETS`` in ``config.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from mmsr.search.web.engines import LinkSearch, SerpApiGoogle, SerpApiLens, Serp
 from mmsr.search.web.guard import AddressPolicy, guarded_client
 from mmsr.search.web.image import HttpPostUploader, ImageUploader, NoUploader, WebImageSearch
 from mmsr.search.web.pages import JinaReader, LocalReader, PageReader
-from mmsr.search.web.summarize import ChatSummarizer
+from mmsr.search.web.summarize import DEFAULT_TEMPLATE, ChatSummarizer, load_template
 from mmsr.search.web.text import WebTextSearch
 
 __all__ = [
@@ -108,6 +109,12 @@ def _text_backend(
         sentences=config.summary_sentences,
         max_tokens=config.summary_max_tokens,
         cost_per_mtok_usd=config.llm_cost_per_mtok_usd,
+        template=(
+            load_template(config.summary_prompt_file)
+            if config.summary_prompt_file
+            else DEFAULT_TEMPLATE
+        ),
+        thinking=config.llm_thinking,
     )
     return WebTextSearch(
         engine,

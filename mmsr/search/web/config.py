@@ -2,7 +2,8 @@
 
 The registry builds it from the search config's keys with ``mmsr.config.build`` (unknown keys
 and wrong types are errors). API keys are never configuration values: the config names the
-environment variables that hold them.
+environment variables that hold them. ``PRESETS`` are named sets of keys a config can start
+from (``"preset": "paper"``); the registry spells them out, and the config's own keys win.
 """
 
 from __future__ import annotations
@@ -14,11 +15,38 @@ IMAGE_ENGINES = ("serpapi_lens", "none")
 READERS = ("jina", "local")
 UPLOADERS = ("none", "http_post")
 
+PRESETS: dict[str, dict[str, object]] = {
+    # The paper's text chain (§2.2): SerpAPI Google, Jina Reader, Qwen3-32B summaries served
+    # by an OpenAI-compatible endpoint (vLLM on this machine unless llm_base_url says where).
+    "paper": {
+        "text_engine": "serpapi",
+        "image_engine": "serpapi_lens",
+        "reader": "jina",
+        "llm_model": "Qwen/Qwen3-32B",
+        "llm_base_url": "http://127.0.0.1:8000/v1",
+        "llm_thinking": False,
+        "pages": 5,
+        "page_chars": 30_000,
+        "summary_sentences": 5,
+    },
+    # The cheaper chain the defaults give, named so that a saved config says so.
+    "cheap": {
+        "text_engine": "serper",
+        "image_engine": "serpapi_lens",
+        "reader": "jina",
+        "llm_model": "gpt-4o-mini",
+        "llm_base_url": "https://api.openai.com/v1",
+        "llm_thinking": True,
+    },
+}
+
 
 @dataclass(frozen=True)
 class WebConfig:
     """Everything the web chain needs; the defaults talk to the real services."""
 
+    preset: str = ""
+    """The preset in ``PRESETS`` these keys started from (recorded only; empty: none)."""
     text_engine: str = "serper"
     """Search API for text queries: serper, serpapi or none (no text tool)."""
     image_engine: str = "serpapi_lens"
@@ -35,6 +63,11 @@ class WebConfig:
     """OpenAI-compatible API root; ``/chat/completions`` is appended."""
     llm_model: str = "gpt-4o-mini"
     """Model that writes the page summaries."""
+    llm_thinking: bool = True
+    """False asks the server to turn a hybrid model's thinking off (Qwen3's enable_thinking)."""
+    summary_prompt_file: str = ""
+    """A text file that replaces the summary instruction; it may use {query}, {question},
+    {title}, {text} and {sentences}, and must use {text}. Empty: the built-in one."""
     serpapi_key_env: str = "SERPAPI_API_KEY"
     """Environment variable with the SerpAPI key."""
     serper_key_env: str = "SERPER_API_KEY"
@@ -101,5 +134,7 @@ class WebConfig:
             raise ValueError("need 1 <= pages <= candidate_urls")
         if self.retry_attempts < 1 or self.concurrency < 1:
             raise ValueError("retry_attempts and concurrency must be >= 1")
+        if self.preset and self.preset not in PRESETS:
+            raise ValueError(f"preset must be one of {tuple(PRESETS)}, not {self.preset!r}")
         if self.uploader == "http_post" and not self.upload_url:
             raise ValueError("uploader http_post needs upload_url")
