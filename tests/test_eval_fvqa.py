@@ -71,8 +71,10 @@ def _write_fvqa_parquet(path: Path) -> None:
 def _results_folder(tmp_path: Path) -> Path:
     release = {
         data_id: {
-            "tool_returned_web_title": titles,
-            "cached_images": [Image.new("RGB", (8, 6), (i * 40, 0, 0)) for i in range(len(titles))],
+            "tool_returned_web_title_list": titles,
+            "tool_returned_images_urls": [
+                Image.new("RGB", (8, 6), (i * 40, 0, 0)) for i in range(len(titles))
+            ],
         }
         for data_id, (_, _, titles) in ROWS.items()
     }

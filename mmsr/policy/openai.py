@@ -10,23 +10,14 @@ API that stays unreachable still raises (the run stops and can be resumed).
 
 from __future__ import annotations
 
-import base64
-import io
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from mmsr.chat_client import ChatClient, ChatError
+from mmsr.chat_client import ChatClient, ChatError, image_data_url
 from mmsr.policy.base import FinishReason, Generation, GenerationRequest
 from mmsr.protocol.prompts import IMAGE_PLACEHOLDER
 from mmsr.types import Turn
-
-
-def image_data_url(image: Any) -> str:
-    """A PNG data URL of a PIL image."""
-    buffer = io.BytesIO()
-    image.convert("RGB").save(buffer, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
 def to_messages(turns: Sequence[Turn], system: str | None = None) -> list[dict[str, Any]]:

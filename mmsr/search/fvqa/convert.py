@@ -9,10 +9,9 @@ with an unpickler that admits only plain containers, strings, bytes, numbers, an
 images, and Pillow images are not even rebuilt by Pillow's own ``__setstate__``: they are
 captured as inert state, checked (mode, size, byte count) and only then turned into pixels.
 
-Also accepted, for fixtures written before the release's key names were known:
-``tool_returned_web_title`` (titles) and ``cached_images`` (thumbnails). An entry that is not a
-dict of those lists, or whose titles are not strings, is skipped and counted; a thumbnail that
-is neither an image, image bytes nor an http(s) url is dropped and counted.
+An entry that is not a dict of those lists, or whose titles are not strings, is skipped and
+counted; a thumbnail that is neither an image, image bytes nor an http(s) url is dropped and
+counted.
 
 Output folder: ``results.jsonl`` (``{"data_id", "hits": [{"title", "url", "thumbnail",
 "thumbnail_url"}]}``; ``thumbnail`` a path of an embedded picture, ``thumbnail_url`` a url the
@@ -43,8 +42,8 @@ IMAGE_MODES = frozenset(
     {"1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "I", "F"}
 )
 # The release's keys first; the second of each pair is the older fixtures' name.
-TITLE_KEYS = ("tool_returned_web_title_list", "tool_returned_web_title")
-THUMB_KEYS = ("tool_returned_images_urls", "cached_images")
+TITLE_KEYS = ("tool_returned_web_title_list",)
+THUMB_KEYS = ("tool_returned_images_urls",)
 
 
 def is_image_class(module: str, name: str) -> bool:
