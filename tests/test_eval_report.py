@@ -211,3 +211,35 @@ def test_html_rows_link_to_their_runs_in_the_inspector(tmp_path: Path) -> None:
     assert "<th>inspect</th>" in page
     assert f"<td><a href='{inspector_link([runs[1]])}'>fvqa</a></td></tr>" in page
     assert f"mmsr inspect {runs[0]} {runs[1]}" in page
+
+
+def test_published_rows_sit_beside_ours_and_bad_files_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ours = _run(tmp_path, "a", "on-demand", "fvqa", 0.25, 0.5)
+    paper = tmp_path / "paper.csv"
+    paper.write_text(
+        "source,policy,method,benchmark,accuracy,search_ratio\n"
+        "paper Table 1,model-y,on-demand,fvqa,58.4,67.1\n"
+        "paper Table 1,model-y,direct,fvqa,30.0,\n",
+        encoding="utf-8",
+    )
+    write_report([ours], tmp_path / "out", reference=paper)
+    md = (tmp_path / "out" / "report.md").read_text(encoding="utf-8")
+    assert "| model-x | on-demand | 25.0 | 50.0 | 25.0 | 50.0 |" in md
+    # the source is named with the policy; a missing search ratio is a dash, not a zero
+    assert "| model-y (paper Table 1) | on-demand | 58.4 | 67.1 | 58.4 | 67.1 |" in md
+    assert "| model-y (paper Table 1) | direct | 30.0 | – | 30.0 | – |" in md
+    html = (tmp_path / "out" / "report.html").read_text(encoding="utf-8")
+    assert "model-y (paper Table 1)" in html
+    bad = {
+        "source,policy,method,benchmark,accuracy\n": "missing column(s) search_ratio",
+        "source,policy,method,benchmark,accuracy,search_ratio\np,m,d,fvqa,high,\n": ":2:",
+        "source,policy,method,benchmark,accuracy,search_ratio\np,m,d,fvqa,140,\n": "between 0",
+        "source,policy,method,benchmark,accuracy,search_ratio\n,m,d,fvqa,40,\n": "are needed",
+        "source,policy,method,benchmark,accuracy,search_ratio\n": "no rows",
+    }
+    for text, message in bad.items():
+        paper.write_text(text, encoding="utf-8")
+        with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+            write_report([ours], tmp_path / "out2", reference=paper)

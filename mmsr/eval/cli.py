@@ -137,6 +137,14 @@ def register(subparsers: Any) -> None:
         choices=["auto", "em", "subem", "f1", "judge"],
         help="accuracy shown (auto: judge when every run has it, else em)",
     )
+    report.add_argument(
+        "--paper",
+        type=Path,
+        default=None,
+        metavar="CSV",
+        help="published rows to show beside ours (columns: source, policy, method, benchmark, "
+        "accuracy, search_ratio; percentages typed from the paper, e.g. its Table 1)",
+    )
     report.set_defaults(func=_report)
 
     score = subparsers.add_parser(
@@ -171,7 +179,7 @@ def _infoseek(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from mmsr.eval.report import write_report
 
-    paths = write_report(args.runs, args.out, metric=args.metric)
+    paths = write_report(args.runs, args.out, metric=args.metric, reference=args.paper)
     for path in paths:
         print(path)
     return 0

@@ -74,24 +74,26 @@ def pick_metric(runs: Sequence[RunSummary], metric: str) -> str:
 
 @dataclass(frozen=True)
 class Table:
-    """Table 1: ``cells[row][benchmark] = (accuracy %, search ratio %)``."""
+    """Table 1: ``cells[row][benchmark] = (accuracy %, search ratio %)``; a published row
+    may lack its search ratio (None)."""
 
     rows: list[tuple[str, str]]
     benchmarks: list[str]
-    cells: dict[tuple[str, str], dict[str, tuple[float, float]]]
+    cells: dict[tuple[str, str], dict[str, tuple[float, float | None]]]
 
-    def average(self, row: tuple[str, str]) -> tuple[float, float]:
+    def average(self, row: tuple[str, str]) -> tuple[float, float | None]:
         values = list(self.cells[row].values())
+        ratios = [v[1] for v in values if v[1] is not None]
         return (
             sum(v[0] for v in values) / len(values),
-            sum(v[1] for v in values) / len(values),
+            sum(ratios) / len(ratios) if len(ratios) == len(values) else None,
         )
 
 
 def build_table(runs: Sequence[RunSummary], key: str) -> Table:
     rows: list[tuple[str, str]] = []
     benchmarks: list[str] = []
-    cells: dict[tuple[str, str], dict[str, tuple[float, float]]] = {}
+    cells: dict[tuple[str, str], dict[str, tuple[float, float | None]]] = {}
     where: dict[tuple[tuple[str, str], str], Path] = {}
     for run in runs:
         if (run.row, run.benchmark) in where:
@@ -103,9 +105,10 @@ def build_table(runs: Sequence[RunSummary], key: str) -> Table:
         rows += [run.row] if run.row not in rows else []
         benchmarks += [run.benchmark] if run.benchmark not in benchmarks else []
         overall = run.metrics["overall"]
+        sr = overall["search_ratio"]
         cells.setdefault(run.row, {})[run.benchmark] = (
             100 * overall[key],
-            100 * overall["search_ratio"],
+            None if sr is None else 100 * sr,
         )
     return Table(rows, benchmarks, cells)
 
@@ -316,13 +319,58 @@ def html_page(table: Table, key: str, runs: Sequence[RunSummary], plots: dict[st
     )
 
 
-def write_report(run_dirs: Sequence[Path], out: Path, *, metric: str = "auto") -> list[Path]:
-    """Write ``report.md``, ``results.csv``, ``report.html`` and the plots' PNGs to ``out``."""
+REFERENCE_COLUMNS = ("source", "policy", "method", "benchmark", "accuracy", "search_ratio")
+
+
+def load_reference(path: Path, key: str) -> list[RunSummary]:
+    """Published rows to show beside ours: a CSV file with ``REFERENCE_COLUMNS`` (percentages;
+    ``search_ratio`` may be empty), typed by the user from a paper. ``source`` names the table
+    and row (e.g. ``paper Table 1``) and is shown with the policy, so a published row is never
+    mistaken for a measured one."""
+    with path.open(encoding="utf-8", newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in REFERENCE_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise ValueError(f"{path}: missing column(s) {', '.join(missing)}")
+        out = []
+        for line, row in enumerate(reader, start=2):
+            try:
+                acc = float(row["accuracy"])
+                sr = float(row["search_ratio"]) if (row["search_ratio"] or "").strip() else None
+            except ValueError:
+                raise ValueError(f"{path}:{line}: accuracy and search_ratio are numbers") from None
+            if not 0 <= acc <= 100 or (sr is not None and not 0 <= sr <= 100):
+                raise ValueError(f"{path}:{line}: percentages are between 0 and 100")
+            if not all((row[c] or "").strip() for c in ("source", "policy", "method", "benchmark")):
+                raise ValueError(f"{path}:{line}: source, policy, method and benchmark are needed")
+            overall = {key: acc / 100, "search_ratio": None if sr is None else sr / 100}
+            policy = f"{row['policy'].strip()} ({row['source'].strip()})"
+            out.append(
+                RunSummary(
+                    path,
+                    policy,
+                    row["method"].strip(),
+                    row["benchmark"].strip(),
+                    {"overall": overall},
+                )
+            )
+    if not out:
+        raise ValueError(f"{path}: no rows")
+    return out
+
+
+def write_report(
+    run_dirs: Sequence[Path], out: Path, *, metric: str = "auto", reference: Path | None = None
+) -> list[Path]:
+    """Write ``report.md``, ``results.csv``, ``report.html`` and the plots' PNGs to ``out``;
+    with ``reference``, the published rows of that CSV file (``load_reference``) in the
+    tables beside ours."""
     runs = [load_run(Path(d)) for d in run_dirs]
     if not runs:
         raise ValueError("no run folders given")
     key = pick_metric(runs, metric)
-    table = build_table(runs, key)
+    published = load_reference(reference, key) if reference is not None else []
+    table = build_table([*runs, *published], key)
     out.mkdir(parents=True, exist_ok=True)
     (out / "report.md").write_text(markdown(table, key, runs), encoding="utf-8")
     with (out / "results.csv").open("w", newline="", encoding="utf-8") as f:
