@@ -268,3 +268,22 @@ def test_every_kind_has_its_drawer_and_unknown_kinds_are_refused(kit: WorldKit) 
     assert tuple(DRAWERS) == KINDS
     with pytest.raises(ValueError, match="unknown teacher kind 'kno'"):
         Teacher(kit, seed=0).draw("kno")
+
+
+def test_quoted_values_stand_behind_the_pages_own_key(kit: WorldKit) -> None:
+    """``value_reason="quote"``: the answer's reason ends in the page's key and the value,
+    the very words the hits hold; the default keeps our own wording."""
+    quoting = Teacher(kit, TeacherConfig(value_reason="quote"), seed=7)
+    for kind in ("prime2", "copy2", "tail"):
+        for _ in range(15):
+            turns = quoting.draw(kind)
+            last, value = _assistant(turns)[-1], _final_answer(turns)
+            if "The results say" not in last:
+                continue  # a naming question: no fact read
+            quoted = last.split("</reason>")[0].rsplit(": ", 1)[-1].removesuffix(".")
+            assert quoted.endswith(f" {value}"), last
+            assert quoted in _results_text(turns), (quoted, kind)  # the hits' own words
+    plain = Teacher(kit, seed=7)
+    assert any(" is " in _assistant(plain.draw("prime2"))[-1] for _ in range(5))
+    with pytest.raises(ValueError, match="value_reason"):
+        TeacherConfig(value_reason="sing")

@@ -65,6 +65,7 @@ SHORT_KINDS: tuple[str, ...] = (*PRIMER_KINDS, "know", "know_not", "decide")
 """Kinds short enough to be drawn in batches of ``SFTConfig.primer_batch_size``."""
 COPY_ENTITIES: tuple[str, ...] = ("all", "tail")
 HEAD_ANSWERS: tuple[str, ...] = ("copy", "recall")
+VALUE_REASONS: tuple[str, ...] = ("say", "quote")
 
 
 @dataclass(frozen=True)
@@ -92,6 +93,10 @@ class TeacherConfig:
     """How a head question that searched is answered after the results: ``copy`` (the value
     read from the text hits, as for a tail question) or ``recall`` (the direct answer's own
     words, from what the policy knows: search results never change a known answer)."""
+    value_reason: str = "say"
+    """How an answer read from text results is reasoned: ``say`` ("The results say the
+    capital of X is Y.") or ``quote`` ("The results say X: capital city Y." — the page's own key
+    right before the value, where the same key stands in the hits)."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.head_direct <= 1.0:
@@ -100,6 +105,10 @@ class TeacherConfig:
             raise ValueError(
                 f"copy_entities must be one of {', '.join(COPY_ENTITIES)}, "
                 f"not {self.copy_entities!r}"
+            )
+        if self.value_reason not in VALUE_REASONS:
+            raise ValueError(
+                f"value_reason must be one of {', '.join(VALUE_REASONS)}, not {self.value_reason!r}"
             )
         if self.head_answers not in HEAD_ANSWERS:
             raise ValueError(

@@ -116,7 +116,7 @@ def _searched(c: DrawContext, sample: Sample, q: Question) -> list[Turn] | None:
         if found is None:
             return None
         text_hits = found
-    turns = search_path(q, image_hits, text_hits, c.prompts)
+    turns = search_path(q, image_hits, text_hits, c.prompts, c.quotes)
     if _recalls(c, q):
         turns[-1] = direct(q)[0]
     return turns
@@ -149,7 +149,7 @@ def rag(c: DrawContext) -> list[Turn] | None:
         ask = say(f"The results show {name}. I search for it to be sure.", query_action(query))
         last = say(f"The results confirm {name}.", answer(name))
     else:
-        ask, last = after_image(q), after_text(q)
+        ask, last = after_image(q), after_text(q, c.quotes)
     follow = render_text_results(text_hits, q.text, method_prompt_set("rag"))
     if _recalls(c, q):
         last = direct(q)[0]
@@ -175,7 +175,7 @@ def oracle(c: DrawContext) -> list[Turn] | None:
     first = prefetched_first_turn("oracle", q.text, q.image, sections, thumbs)
     if q.fact is None:
         return [first, say(f"The results show {q.entity.name}.", answer(q.entity.name))]
-    return [first, after_text(q)]
+    return [first, after_text(q, c.quotes)]
 
 
 def direct_method(c: DrawContext) -> list[Turn]:

@@ -92,6 +92,8 @@ class DrawContext:
         self.pools = {k: sorted(v) for k, v in pools.items()}
         self.draws = 0
         """Conversations drawn so far (keys the fresh pictures)."""
+        self.quotes = config.value_reason == "quote"
+        """Answers read from text results quote the page's key (``TeacherConfig.value_reason``)."""
 
     def fresh_question(self, entity: Entity, templates: Sequence[Template]) -> Question:
         image = self.kit.query_image(entity, f"{self.draws}:{self.rng.randrange(10**9)}")
@@ -147,7 +149,7 @@ def copy2(c: DrawContext) -> list[Turn]:
     others = [e for e in c.distractors(entity, 2 * c.config.text_k) if e.facts]
     hits = [c.text_hit(e, c.random_facts(e)) for e in others[: c.config.text_k - 1]]
     hits.insert(c.rng.randrange(len(hits) + 1), c.text_hit(entity, facts))
-    return search_path(q, c.drill_hits(entity), hits, c.prompts)
+    return search_path(q, c.drill_hits(entity), hits, c.prompts, c.quotes)
 
 
 def _prime_question(c: DrawContext, entity: Entity, fact: bool) -> Question:
@@ -161,7 +163,7 @@ def _primed(c: DrawContext, q: Question, text_hits: Sequence[TextHit]) -> list[T
     image_hits = [ImageHit(e.name, wiki_url(e.name)) for e in [q.entity, *others]]
     turns = [render_image_results(image_hits, q.text, BARE_PROMPTS), after_image(q)]
     if q.fact is not None:
-        turns += [render_text_results(text_hits, q.text, BARE_PROMPTS), after_text(q)]
+        turns += [render_text_results(text_hits, q.text, BARE_PROMPTS), after_text(q, c.quotes)]
     return turns
 
 

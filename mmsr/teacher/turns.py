@@ -18,7 +18,7 @@ from mmsr.protocol import IMAGE_PLACEHOLDER
 from mmsr.protocol.prompts import QUESTION_SLOT, PromptSet
 from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
 from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
-from mmsr.world.build import flag_facts_text
+from mmsr.world.build import FLAG_FACT_PHRASES, flag_facts_text
 from mmsr.world.entities import Entity
 from mmsr.world.questions import TEMPLATES, Template
 
@@ -115,10 +115,25 @@ def after_image(q: Question) -> Turn:
     return say(need, f"<text_search>{text_query(q.entity, q.fact)}</text_search>")
 
 
-def after_text(q: Question) -> Turn:
+def after_text(q: Question, quote: bool = False) -> Turn:
+    """The answer read from text results: in our words ("the capital of X is Y"), or with
+    ``quote`` in the page's own words, its key right before the value ("X: capital city Y"), so
+    that the value is found where the same key stands in the hits."""
     assert q.fact is not None
+    if quote:
+        return say(f"The results say {q.entity.name}: {page_phrase(q)}.", answer(q.value))
     word = FACT_WORDS[q.fact]
     return say(f"The results say the {word} of {q.entity.name} is {q.value}.", answer(q.value))
+
+
+def page_phrase(q: Question) -> str:
+    """How the world's pages state ``q``'s fact: ``"international calling code +1441"``,
+    ``"the family Leporidae"``."""
+    assert q.fact is not None
+    phrases = dict(FLAG_FACT_PHRASES)
+    if q.entity.kind == "flag" and q.fact in phrases:
+        return phrases[q.fact].format(q.value)
+    return f"the {q.fact} {q.value}"
 
 
 def first_search(q: Question) -> Turn:
@@ -136,13 +151,14 @@ def search_path(
     image_hits: Sequence[ImageHit],
     text_hits: Sequence[TextHit],
     prompts: PromptSet,
+    quote: bool = False,
 ) -> list[Turn]:
     """image search → (text search) → answer; a named question skips the image search."""
     turns = [render_first_turn(q.text, q.image, prompts), first_search(q)]
     if not q.named:
         turns += [render_image_results(image_hits, q.text, prompts), after_image(q)]
     if q.fact is not None:
-        turns += [render_text_results(text_hits, q.text, prompts), after_text(q)]
+        turns += [render_text_results(text_hits, q.text, prompts), after_text(q, quote)]
     return turns
 
 
