@@ -24,6 +24,7 @@ from verl_scripts import (
     TXT,
     Pages,
     Thumbs,
+    TokenScriptPolicy,
     decode,
     end_ids,
     reply_ids,
@@ -31,7 +32,6 @@ from verl_scripts import (
 )
 
 from mmsr.integrations.verl.episode import Episode, EpisodeSetup, Sampled, run_episode
-from mmsr.policy import Generation, GenerationRequest
 from mmsr.protocol import default_prompt_set, render_first_turn
 from mmsr.rollout import (
     EndReason,
@@ -68,26 +68,6 @@ class BrokenPages:
 
 def _sampled(replies: Sequence[list[int]], n: int, max_tokens: int) -> list[int]:
     return replies[n][:max_tokens]
-
-
-class TokenScript:
-    """The engine's side: a token-level policy returning turn n's scripted ids."""
-
-    token_level = True
-
-    def __init__(self, replies: Sequence[list[int]]) -> None:
-        self.replies = list(replies)
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        out = []
-        for request in requests:
-            n = sum(t.role is Role.ASSISTANT for t in request.turns)
-            ids = _sampled(self.replies, n, request.max_new_tokens)
-            closed = bool(ids) and ids[-1] in end_ids()
-            text = decode(ids[:-1] if closed else ids)
-            logprobs = tuple(-0.5 - 0.01 * i for i in range(len(ids)))
-            out.append(Generation(text, tuple(ids), logprobs, "stop" if closed else "length"))
-        return out
 
 
 class ServerScript:
@@ -155,7 +135,7 @@ SCRIPTS = {
 def _through_engine(script: Script) -> Trajectory:
     budget = len(PROMPT_IDS) + script.response_length
     engine = RolloutEngine(
-        TokenScript(_replies(script.texts)),
+        TokenScriptPolicy(_replies(script.texts), lambda i: -0.5 - 0.01 * i),
         image_search=script.tools.image,
         text_search=script.tools.text,
         encoder=ENCODER,

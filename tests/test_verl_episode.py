@@ -20,6 +20,7 @@ from verl_scripts import (
     TXT,
     Pages,
     Thumbs,
+    TokenScriptPolicy,
     decode,
     end_ids,
     reply_ids,
@@ -28,7 +29,6 @@ from verl_scripts import (
 )
 
 from mmsr.integrations.verl.episode import Episode, EpisodeSetup, Sampled, run_episode
-from mmsr.policy import Generation, GenerationRequest
 from mmsr.protocol import default_prompt_set
 from mmsr.rollout import EndReason, RolloutEngine, RolloutLimits, RolloutTask
 from mmsr.search.base import SearchBackends
@@ -48,26 +48,6 @@ class ScriptedServer:
         self.calls.append((list(ids), list(images), max_tokens))
         out = self.replies[len(self.calls) - 1][:max_tokens]
         return Sampled(tuple(out), tuple(-0.25 for _ in out))
-
-
-class TokenScriptPolicy:
-    """mmsr's side of the same script: a token-level policy returning the scripted ids."""
-
-    token_level = True
-
-    def __init__(self, replies: Sequence[list[int]]) -> None:
-        self.replies = list(replies)
-
-    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
-        out = []
-        for request in requests:
-            n = sum(t.role is Role.ASSISTANT for t in request.turns)
-            ids = self.replies[n][: request.max_new_tokens]
-            closed = bool(ids) and ids[-1] in end_ids()
-            text = decode(ids[:-1] if closed else ids)
-            finish = "stop" if closed else "length"
-            out.append(Generation(text, tuple(ids), tuple(-0.25 for _ in ids), finish))
-        return out
 
 
 def _setup(limits: RolloutLimits | None = None, response_length: int = 4096) -> EpisodeSetup:

@@ -3,7 +3,7 @@ thumbnails, and scripted assistant turns as the token ids a rollout server would
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import tiny_models
@@ -11,8 +11,9 @@ import tiny_models
 from mmsr.models import ImageProcessor, ImageProcessorConfig
 from mmsr.models.chat_encoder import ChatEncoder
 from mmsr.models.tokenizer import ENDOFTEXT, IM_END, suppressed_token_ids, token_id
+from mmsr.policy import Generation, GenerationRequest
 from mmsr.policy.local_model import ChatTurnEncoder
-from mmsr.types import ImageHit, TextHit
+from mmsr.types import ImageHit, Role, TextHit
 
 R = "<reason>r</reason>"
 IMG = R + "<search><img></search>"
@@ -69,3 +70,26 @@ def segments(mask: Sequence[int]) -> list[tuple[int, int]]:
         else:
             runs.append((m, 1))
     return runs
+
+
+class TokenScriptPolicy:
+    """mmsr's side of a script: a token-level policy returning turn n's scripted ids, with
+    ``logprob(i)`` as the log-prob of the i-th id of a turn."""
+
+    token_level = True
+
+    def __init__(
+        self, replies: Sequence[list[int]], logprob: Callable[[int], float] = lambda i: -0.25
+    ) -> None:
+        self.replies, self.logprob = list(replies), logprob
+
+    def generate(self, requests: Sequence[GenerationRequest]) -> list[Generation]:
+        out = []
+        for request in requests:
+            n = sum(t.role is Role.ASSISTANT for t in request.turns)
+            ids = self.replies[n][: request.max_new_tokens]
+            closed = bool(ids) and ids[-1] in end_ids()
+            text = decode(ids[:-1] if closed else ids)
+            logprobs = tuple(self.logprob(i) for i in range(len(ids)))
+            out.append(Generation(text, tuple(ids), logprobs, "stop" if closed else "length"))
+        return out
