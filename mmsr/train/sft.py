@@ -342,6 +342,20 @@ def train_sft(
     device = next(model.parameters()).device
     atomic = torch.zeros(len(tokenizer), dtype=torch.bool, device=device)
     atomic[added_atomic_ids(tokenizer)] = True
+
+    def snapshot() -> dict[str, Any]:
+        """What a cut run needs to continue on the same batches."""
+        return {
+            "model": model.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            **resume.random_states(),
+            "teacher_rng": teacher.context.rng.getstate(),
+            "teacher_counts": (teacher.context.draws, teacher.skipped),
+            "loop": (step, train_seconds, next_eval, smooth),
+            "copy_nll": dict(copy_nll),
+            "history": json.dumps(run.history),
+        }
+
     bar = tqdm(total=None, initial=step, desc="sft", unit="step", disable=not progress)
     while budget_progress(step, train_seconds, config) < 1.0:
         start = time.perf_counter()
@@ -393,20 +407,11 @@ def train_sft(
             bar.write(_eval_line(record))
             next_eval += config.eval_every_minutes
         if config.checkpoint_every > 0 and step % config.checkpoint_every == 0:
-            state = {
-                "model": model.state_dict(),
-                "optimizer": optimizer.state_dict(),
-                **resume.random_states(),
-                "teacher_rng": teacher.context.rng.getstate(),
-                "teacher_counts": (teacher.context.draws, teacher.skipped),
-                "loop": (step, train_seconds, next_eval, smooth),
-                "copy_nll": dict(copy_nll),
-                "history": json.dumps(run.history),
-            }
-            resume.save(Path(out), saved_config, state)
+            resume.save(Path(out), saved_config, snapshot())
     bar.close()
+    if config.checkpoint_every > 0 and step % config.checkpoint_every != 0:
+        resume.save(Path(out), saved_config, snapshot())  # a cut final evaluation trains no more
     _save(run, Path(out))  # leaves the model with the saved (bf16-rounded) weights
-    resume.discard(Path(out))
     logger.info("final evaluation on %d questions", len(run.final_samples))
     final = run.evaluate(step, train_seconds / 60.0, final=True)
     final.update(loss=smooth, teacher_skipped=teacher.skipped, eval_split=eval_split)
@@ -416,6 +421,7 @@ def train_sft(
     with (Path(out) / ROLLOUTS_FILE).open("w", encoding="utf-8") as handle:
         for row in run.last_rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    resume.discard(Path(out))  # only now: a run cut in its final evaluation resumes after training
     return final
 
 

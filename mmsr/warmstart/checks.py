@@ -14,11 +14,12 @@ answer the model knows). Not here: the stages (``mmsr.warmstart.recipe``).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
+
+from mmsr.run_folder import read_finished
 
 logger = logging.getLogger(__name__)
 
@@ -106,8 +107,7 @@ def evaluate_methods(
         )
         logger.info("checking %s with %s on %d validation questions", model, method, questions)
         metrics = run_eval(cfg)
-        with (run / "trajectories.jsonl").open(encoding="utf-8") as handle:
-            lines = [json.loads(t) for t in handle if t.strip()]
+        lines = read_finished(run / "trajectories.jsonl")
         out[method] = {**metrics, "read": read_rate(lines)}
     return out
 
