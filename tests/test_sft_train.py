@@ -249,3 +249,39 @@ def test_a_resume_state_is_used_only_by_its_own_settings(tmp_path: Path) -> None
     assert resume.load(tmp_path, {"seed": 0}) is None  # damaged: skipped, not fatal
     resume.discard(tmp_path)
     assert resume.load(tmp_path, {"seed": 0}) is None and not (tmp_path / ".resume").exists()
+
+
+def test_a_run_cut_in_its_final_evaluation_trains_no_more(
+    small_world: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: Any
+) -> None:
+    """The resume state outlives the saved model until the final evaluation's files are
+    written: a run cut there resumes at its last step, with the weights of an uncut run."""
+    from safetensors.torch import load_file
+
+    from mmsr.train import sft
+
+    world, index = small_world
+    smoke = replace(load_sft_config("smoke"), checkpoint_every=3, final_questions=1)
+    assert smoke.max_steps % smoke.checkpoint_every != 0  # the last steps are saved after the loop
+    train_sft(smoke, world, index, tmp_path / "uncut")
+    evaluate = sft._Run.evaluate
+
+    def cut_in_final(self: Any, step: int, minutes: float, *, final: bool = False) -> Any:
+        if final:
+            raise KeyboardInterrupt
+        return evaluate(self, step, minutes, final=final)
+
+    monkeypatch.setattr(sft._Run, "evaluate", cut_in_final)
+    with pytest.raises(KeyboardInterrupt):
+        train_sft(smoke, world, index, tmp_path / "cut")
+    assert (tmp_path / "cut" / ".resume" / "state.pt").is_file()
+    assert not (tmp_path / "cut" / METRICS_FILE).exists()
+    monkeypatch.setattr(sft._Run, "evaluate", evaluate)
+    with caplog.at_level("INFO", logger="mmsr.train.sft"):
+        final = train_sft(smoke, world, index, tmp_path / "cut")
+    assert f"at step {smoke.max_steps}" in caplog.text
+    assert final["step"] == smoke.max_steps
+    assert not (tmp_path / "cut" / ".resume").exists()
+    uncut = load_file(str(tmp_path / "uncut" / "model.safetensors"))
+    resumed = load_file(str(tmp_path / "cut" / "model.safetensors"))
+    assert all(torch.equal(uncut[k], resumed[k]) for k in uncut)
