@@ -41,6 +41,7 @@ from dataclasses import replace
 from mmsr.protocol import default_prompt_set
 from mmsr.protocol.prompts import PromptSet
 from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
+from mmsr.search.local.summary import summarize
 from mmsr.teacher.config import TeacherConfig
 from mmsr.teacher.turns import (
     BARE_PROMPTS,
@@ -53,6 +54,7 @@ from mmsr.teacher.turns import (
     first_search,
     make_question,
     search_path,
+    text_query,
 )
 from mmsr.teacher.world_kit import WorldKit
 from mmsr.types import ImageHit, TextHit, Turn
@@ -92,8 +94,9 @@ class DrawContext:
         self.pools = {k: sorted(v) for k, v in pools.items()}
         self.draws = 0
         """Conversations drawn so far (keys the fresh pictures)."""
-        self.quotes = config.value_reason == "quote"
-        """Answers read from text results quote the page's key (``TeacherConfig.value_reason``)."""
+        self.quotes = kit.fact_layout if config.value_reason == "quote" else None
+        """The fact layout whose words answers read from text results quote, or None: our own
+        words (``TeacherConfig.value_reason``)."""
 
     def fresh_question(self, entity: Entity, templates: Sequence[Template]) -> Question:
         image = self.kit.query_image(entity, f"{self.draws}:{self.rng.randrange(10**9)}")
@@ -119,8 +122,13 @@ class DrawContext:
     def random_facts(self, entity: Entity) -> dict[str, str]:
         return {key: self.rng.choice(self.pools[key]) for key in entity.facts}
 
-    def text_hit(self, entity: Entity, facts: dict[str, str]) -> TextHit:
-        return TextHit(entity.name, wiki_url(entity.name), fact_sentence(entity, facts))
+    def text_hit(self, entity: Entity, facts: dict[str, str], query: str, question: str) -> TextHit:
+        """A hit on ``entity``'s page for ``query``: its facts in the world's layout, and in
+        ``lines`` summarised for the query as the index summarises a real page."""
+        text = fact_sentence(entity, facts, self.kit.fact_layout)
+        if self.kit.fact_layout == "lines":
+            text = summarize(text, query, question, order=self.kit.summary_order)
+        return TextHit(entity.name, wiki_url(entity.name), text)
 
 
 Drawer = Callable[[DrawContext], "list[Turn] | None"]
@@ -147,8 +155,10 @@ def copy2(c: DrawContext) -> list[Turn]:
     q = c.fresh_question(entity, templates)
     q = replace(q, entity=replace(entity, facts=facts))
     others = [e for e in c.distractors(entity, 2 * c.config.text_k) if e.facts]
-    hits = [c.text_hit(e, c.random_facts(e)) for e in others[: c.config.text_k - 1]]
-    hits.insert(c.rng.randrange(len(hits) + 1), c.text_hit(entity, facts))
+    assert q.fact is not None
+    query = text_query(entity, q.fact)
+    hits = [c.text_hit(e, c.random_facts(e), query, q.text) for e in others[: c.config.text_k - 1]]
+    hits.insert(c.rng.randrange(len(hits) + 1), c.text_hit(entity, facts, query, q.text))
     return search_path(q, c.drill_hits(entity), hits, c.prompts, c.quotes)
 
 
@@ -178,9 +188,11 @@ def prime2(c: DrawContext) -> list[Turn]:
     q = replace(_prime_question(c, entity, fact=True), entity=replace(entity, facts=facts))
     n = c.rng.randrange(c.config.text_k)
     others = [e for e in c.distractors(entity, 2 * c.config.text_k) if e.facts][:n]
-    hits = [c.text_hit(e, c.random_facts(e)) for e in others]
+    assert q.fact is not None
+    query = text_query(entity, q.fact)
+    hits = [c.text_hit(e, c.random_facts(e), query, q.text) for e in others]
     at = 0 if c.rng.random() < c.config.copy_first else c.rng.randrange(len(hits) + 1)
-    hits.insert(at, c.text_hit(entity, facts))
+    hits.insert(at, c.text_hit(entity, facts, query, q.text))
     return _primed(c, q, hits)
 
 

@@ -18,22 +18,10 @@ from mmsr.protocol import IMAGE_PLACEHOLDER
 from mmsr.protocol.prompts import QUESTION_SLOT, PromptSet
 from mmsr.protocol.render import render_first_turn, render_image_results, render_text_results
 from mmsr.types import ImageHit, Role, Sample, TextHit, Turn
-from mmsr.world.build import FLAG_FACT_PHRASES, flag_facts_text
+from mmsr.world.build import FACT_WORDS, FLAG_FACT_PHRASES, fact_lines_text, flag_facts_text
 from mmsr.world.entities import Entity
 from mmsr.world.questions import TEMPLATES, Template
 
-# How a fact is named in a reason and in a text-search query.
-FACT_WORDS: dict[str, str] = {
-    "capital": "capital",
-    "currency": "currency",
-    "demonym": "demonym",
-    "subregion": "subregion",
-    "calling_code": "calling code",
-    "tld": "internet domain",
-    "genus": "genus",
-    "family": "family",
-    "order": "order",
-}
 LIVING_FACTS: tuple[str, ...] = ("genus", "family", "order")
 
 # The primers' prompt texts: nothing but the results and the question.
@@ -115,11 +103,16 @@ def after_image(q: Question) -> Turn:
     return say(need, f"<text_search>{text_query(q.entity, q.fact)}</text_search>")
 
 
-def after_text(q: Question, quote: bool = False) -> Turn:
+def after_text(q: Question, quote: str | None = None) -> Turn:
     """The answer read from text results: in our words ("the capital of X is Y"), or with
-    ``quote`` in the page's own words, its key right before the value ("X: capital city Y"), so
-    that the value is found where the same key stands in the hits."""
+    ``quote`` (the world's fact layout, ``BuildConfig.fact_layout``) in the page's own words,
+    its key right before the value ("X: capital city Y", "X capital: Y"), so that the value is
+    found where the same key stands in the hits."""
     assert q.fact is not None
+    if quote == "lines":
+        return say(
+            f"The results say {fact_lines_text(q.entity.name, {q.fact: q.value})}", answer(q.value)
+        )
     if quote:
         return say(f"The results say {q.entity.name}: {page_phrase(q)}.", answer(q.value))
     word = FACT_WORDS[q.fact]
@@ -151,7 +144,7 @@ def search_path(
     image_hits: Sequence[ImageHit],
     text_hits: Sequence[TextHit],
     prompts: PromptSet,
-    quote: bool = False,
+    quote: str | None = None,
 ) -> list[Turn]:
     """image search → (text search) → answer; a named question skips the image search."""
     turns = [render_first_turn(q.text, q.image, prompts), first_search(q)]
@@ -188,8 +181,11 @@ def make_question(entity: Entity, template: Template, image: Any, rng: random.Ra
     return Question(entity, template.fact, template.named, text, image)
 
 
-def fact_sentence(entity: Entity, facts: dict[str, str]) -> str:
-    """One page sentence stating ``facts`` of ``entity`` in the world pages' own wording."""
+def fact_sentence(entity: Entity, facts: dict[str, str], layout: str = "brief") -> str:
+    """``facts`` of ``entity`` in the world pages' own wording (``BuildConfig.fact_layout``):
+    one sentence, or with ``lines`` one sentence a fact."""
+    if layout == "lines":
+        return fact_lines_text(entity.name, facts)
     if entity.kind == "flag":
         return flag_facts_text(entity.name, facts)
     parts = [f"the {key} {facts[key]}" for key in LIVING_FACTS if key in facts]

@@ -21,6 +21,7 @@ from typing import Any
 
 from mmsr.data import load_samples, open_image
 from mmsr.search.base import ImageSearchBackend, TextSearchBackend
+from mmsr.search.local.index import read_manifest
 from mmsr.search.registry import build_search
 from mmsr.types import ImageHit, Sample, TextHit
 from mmsr.world.build import BuildConfig, QueryDrawer, load_world, wiki_url
@@ -35,7 +36,12 @@ def world_config(world: str | Path) -> BuildConfig:
     ``load_world`` of it re-derives the world's labelled entities."""
     world = Path(world)
     stats = json.loads((world / "stats.json").read_text(encoding="utf-8"))
-    return BuildConfig(out=world, seed=int(stats["seed"]), small=bool(stats["small"]))
+    return BuildConfig(
+        out=world,
+        seed=int(stats["seed"]),
+        small=bool(stats["small"]),
+        fact_layout=str(stats.get("fact_layout", "brief")),
+    )
 
 
 @dataclass
@@ -58,6 +64,10 @@ class WorldKit:
     validation: list[Sample] = field(default_factory=list)
     """Train questions held out of ``train`` (``open(validation=N)``) to check a warm start
     on without looking at the test split."""
+    fact_layout: str = "brief"
+    """How the world's pages state facts (``BuildConfig.fact_layout``): drills write theirs so."""
+    summary_order: str = "page"
+    """How the index orders a text hit's sentences (``IndexManifest.summary_order``)."""
     _image_hits: dict[str, list[ImageHit]] = field(default_factory=dict)
     _text_hits: dict[str, list[TextHit]] = field(default_factory=dict)
 
@@ -84,6 +94,8 @@ class WorldKit:
             image_search=search.image,
             text_search=search.text,
             validation=held_out,
+            fact_layout=config.fact_layout,
+            summary_order=read_manifest(index).summary_order,
         )
         missing = [e.id for e in entities if e.id not in kit.thumbnails]
         if missing:

@@ -52,6 +52,12 @@ class BuildConfig:
     """Entities per kind in a small build (flags: twice as many)."""
     small_distractors: int = 60
     """Distractor pages in a small build (a full build keeps every other summary)."""
+    fact_layout: str = "brief"
+    """How a page states its entity's facts (``FACT_LAYOUTS``): ``brief``, one infobox-like
+    sentence after the article ("X in brief: capital city Y; currency code Z; …");
+    ``lines``, one sentence a fact, named by the word a text query uses for it
+    ("X calling code: +1268."), for every entity with facts (living things' taxonomy too), so
+    that a summary for "<name> <fact word>" can put the asked fact's own sentence first."""
     progress: bool = False
     """Show progress bars (the CLI turns them on)."""
 
@@ -67,7 +73,7 @@ def article_text(art: Article) -> str:
 
 # How a country's facts read on its page, in page order: the one wording of the world, which
 # the SFT teacher's synthetic pages reuse (``mmsr.teacher.drills``). Like an infobox, each fact
-# is named by the word a text query uses for it (``mmsr.teacher.turns.FACT_WORDS``), so an
+# is named by the word a text query uses for it (``FACT_WORDS``), so an
 # extractive summary of the page for "<country> <fact word>" keeps the fact's sentence.
 FLAG_FACT_PHRASES: tuple[tuple[str, str], ...] = (
     ("capital", "capital city {}"),
@@ -80,16 +86,42 @@ FLAG_FACT_PHRASES: tuple[tuple[str, str], ...] = (
 )
 
 
+# How a fact is named in a text-search query, a reason, and a ``lines`` page.
+FACT_WORDS: dict[str, str] = {
+    "capital": "capital",
+    "currency": "currency",
+    "demonym": "demonym",
+    "subregion": "subregion",
+    "region": "region",
+    "calling_code": "calling code",
+    "tld": "internet domain",
+    "genus": "genus",
+    "family": "family",
+    "order": "order",
+}
+FACT_LAYOUTS = ("brief", "lines")
+
+
+def fact_lines_text(name: str, facts: dict[str, str]) -> str:
+    """Facts one sentence each, in ``FACT_WORDS`` order: ``"X capital: Y. X currency: Z."``."""
+    return " ".join(
+        f"{name} {word}: {facts[key]}." for key, word in FACT_WORDS.items() if key in facts
+    )
+
+
 def flag_facts_text(name: str, facts: dict[str, str]) -> str:
     """A country's facts in words: ``"<name> in brief: capital city X; ...."``."""
     parts = [phrase.format(facts[key]) for key, phrase in FLAG_FACT_PHRASES if key in facts]
     return f"{name} in brief: " + "; ".join(parts) + "."
 
 
-def page_text(ent: Entity) -> str:
-    """The article's text, and for a country its facts in words."""
+def page_text(ent: Entity, fact_layout: str = "brief") -> str:
+    """The article's text, and its facts in words (``BuildConfig.fact_layout``): ``brief``
+    states a country's; ``lines`` every entity's."""
     text = article_text(ent.article) if ent.article else ent.name
-    if ent.kind == "flag":
+    if fact_layout == "lines" and ent.facts:
+        text += " " + fact_lines_text(ent.name, ent.facts)
+    elif ent.kind == "flag":
         text += " " + flag_facts_text(ent.name, ent.facts)
     return text
 
@@ -98,6 +130,7 @@ def make_pages(
     entities: Sequence[Entity],
     distractors: Sequence[Article],
     second_drawings: dict[str, bytes] | None = None,
+    fact_layout: str = "brief",
 ) -> tuple[list[Page], dict[str, bytes]]:
     """One page per entity (with its Twemoji image and, where given, a second drawing of the
     same thing: the web has more than one picture of a thing), then one per distractor."""
@@ -113,7 +146,9 @@ def make_pages(
                 image_files[more[0]] = second_drawings[ent.id]
         image = Path(rel) if rel is not None else None
         more_images = tuple(Path(path) for path in more)
-        page = Page(ent.id, ent.name, wiki_url(ent.name), page_text(ent), image, more_images)
+        page = Page(
+            ent.id, ent.name, wiki_url(ent.name), page_text(ent, fact_layout), image, more_images
+        )
         pages.append(page)
         seen.add(ent.id)
     for art in distractors:
@@ -180,6 +215,8 @@ def load_world(config: BuildConfig) -> tuple[list[Entity], list[Article]]:
 def build_world(config: BuildConfig) -> dict[str, Any]:
     """Build and write the world; returns the stats (also written to ``stats.json``)."""
     out = config.out
+    if config.fact_layout not in FACT_LAYOUTS:
+        raise ValueError(f"fact_layout must be one of {FACT_LAYOUTS}, got {config.fact_layout!r}")
     write.prepare_out_dir(out)
     entities, distractors = load_world(config)
     logger.info("%d entities, %d distractor pages", len(entities), len(distractors))
@@ -196,7 +233,7 @@ def build_world(config: BuildConfig) -> dict[str, Any]:
         png = drawer.drawing_png(ent) if ent.emoji is not None else None
         if png is not None:
             drawings[ent.id] = png
-    pages, image_files = make_pages(entities, distractors, drawings)
+    pages, image_files = make_pages(entities, distractors, drawings, config.fact_layout)
     write.write_corpus(out / "corpus", pages, image_files)
 
     qs = questions.split_questions(
@@ -241,6 +278,7 @@ def world_stats(
     return {
         "seed": config.seed,
         "small": config.small,
+        **({"fact_layout": config.fact_layout} if config.fact_layout != "brief" else {}),
         "entities": {
             "total": len(entities),
             "by_kind": count(e.kind for e in entities),

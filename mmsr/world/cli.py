@@ -25,6 +25,13 @@ def register(subparsers: Any) -> None:
         default=None,
         help="NotoColorEmoji.ttf (default: the fonts-noto-color-emoji location)",
     )
+    build.add_argument(
+        "--fact-layout",
+        choices=("brief", "lines"),
+        default="brief",
+        help="how pages state facts: one infobox-like sentence (brief) or one sentence a "
+        "fact, named as a text query names it (lines)",
+    )
     build.add_argument("--quiet", action="store_true", help="no progress bars")
     build.set_defaults(func=_build)
     parser.set_defaults(func=lambda args: parser.print_help() or 2)
@@ -35,7 +42,12 @@ def _build(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     config = BuildConfig(
-        out=args.out, seed=args.seed, small=args.small, font=args.font, progress=not args.quiet
+        out=args.out,
+        seed=args.seed,
+        small=args.small,
+        font=args.font,
+        fact_layout=args.fact_layout,
+        progress=not args.quiet,
     )
     stats = build_world(config)
     print(json.dumps(stats, indent=1, ensure_ascii=False))

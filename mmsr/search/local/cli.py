@@ -31,6 +31,13 @@ def register(subparsers: Any) -> None:
         "world's pictures), 'none' (pretrained EfficientNet features + colour histograms, "
         "no training) or a folder made by 'mmsr index train-engine' (default: packaged)",
     )
+    build.add_argument(
+        "--summary-order",
+        choices=("page", "relevance"),
+        default="page",
+        help="text hits' summaries: the page's sentences in page order, or the sentence that "
+        "answers the query first (relevance)",
+    )
     build.set_defaults(func=_build)
     train = index_sub.add_parser(
         "train-engine",
@@ -86,6 +93,7 @@ def _build(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
         threads=args.threads,
         engine=engine_folder(args.engine),
+        summary_order=args.summary_order,
     )
     print(json.dumps(asdict(manifest)))
     return 0

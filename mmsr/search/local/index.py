@@ -36,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from mmsr.search.local.corpus import Page, read_corpus
+from mmsr.search.local.summary import SUMMARY_ORDERS
 
 logger = logging.getLogger(__name__)
 
@@ -72,6 +73,9 @@ class IndexManifest:
     """Corpus rows skipped as bad (only with ``skip_bad``)."""
     image_model: str = "efficientnet-color"
     """One of ``IMAGE_MODELS`` (format 2 indexes are ``efficientnet-color``)."""
+    summary_order: str = "page"
+    """How text hits' summaries order the page's sentences (``summary.SUMMARY_ORDERS``):
+    ``page`` as the page has them, ``relevance`` the sentence that answers the query first."""
 
 
 def build_index(
@@ -82,6 +86,7 @@ def build_index(
     progress: bool = False,
     threads: int | None = None,
     engine: str | Path | None = None,
+    summary_order: str = "page",
 ) -> IndexManifest:
     """Index the corpus folder ``corpus`` into ``out`` (replaced if it exists).
 
@@ -89,8 +94,10 @@ def build_index(
     is the one trained on the offline world's pictures) — the image rows are its embeddings and
     the engine is copied into the index. None: pretrained EfficientNet features plus colour
     histograms (``efficientnet-color``). ``threads`` sets torch's CPU threads for the image
-    features (default: torch's choice).
+    features (default: torch's choice). ``summary_order``: see ``IndexManifest``.
     """
+    if summary_order not in SUMMARY_ORDERS:
+        raise ValueError(f"summary_order must be one of {SUMMARY_ORDERS}, got {summary_order!r}")
     corpus_dir, out_dir = Path(corpus), Path(out)
     pages = read_corpus(corpus_dir, skip_bad=skip_bad)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -112,6 +119,7 @@ def build_index(
             bad_images=bad,
             skipped_rows=pages.skipped,
             image_model="engine" if engine is not None else "efficientnet-color",
+            summary_order=summary_order,
         )
         (tmp / "manifest.json").write_text(json.dumps(asdict(manifest), indent=2) + "\n")
         _replace_dir(tmp, out_dir)
@@ -130,6 +138,8 @@ def read_manifest(index: str | Path) -> IndexManifest:
         manifest = IndexManifest(**json.loads(path.read_text()))
     except (TypeError, json.JSONDecodeError) as err:
         raise ValueError(f"{index}: unreadable manifest.json ({err}); rebuild the index") from err
+    if manifest.summary_order not in SUMMARY_ORDERS:
+        raise ValueError(f"{index}: unknown summary_order {manifest.summary_order!r}")
     if manifest.format not in READABLE_FORMATS or manifest.image_model not in IMAGE_MODELS:
         raise ValueError(
             f"{index}: index format {manifest.format} ({manifest.image_model}), expected "

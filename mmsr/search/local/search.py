@@ -37,12 +37,13 @@ def _check_k(k: int) -> None:
 
 
 class LocalTextSearch:
-    """BM25 over titles and texts (titles weigh double); summaries cut from the page."""
+    """BM25 over titles and texts (titles weigh double); summaries cut from the page, their
+    sentences ordered as the index's manifest says (``summary_order``)."""
 
     def __init__(self, index: str | Path, *, summary_chars: int = 500) -> None:
         import tantivy
 
-        read_manifest(index)
+        self.summary_order = read_manifest(index).summary_order
         self._index = tantivy.Index.open(str(Path(index) / "text"))
         self._searcher = self._index.searcher()
         self.summary_chars = summary_chars
@@ -63,7 +64,9 @@ class LocalTextSearch:
         for _score, address in found:
             doc = self._searcher.doc(address)
             text = doc["text"][0]
-            summary = summarize(text, query, question, max_chars=self.summary_chars)
+            summary = summarize(
+                text, query, question, max_chars=self.summary_chars, order=self.summary_order
+            )
             hits.append(TextHit(title=doc["title"][0], url=doc["url"][0], summary=summary))
         return hits
 

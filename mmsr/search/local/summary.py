@@ -1,12 +1,18 @@
 """Extractive summaries: the sentences of a page most relevant to a query and a question.
 
 Pure functions on strings. A sentence scores one point per distinct query word it contains and
-half a point per distinct question word (stop words ignored); the best sentences are kept, in
-page order, until ``max_chars``. A page with no matching sentence is summarised by its lead.
+half a point per distinct question word (stop words ignored); the best sentences are kept until
+``max_chars``, shown in page order (``order="page"``) or best first (``order="relevance"``: the
+sentences with the most query words lead, the shortest first among them, so a line that states
+the asked thing comes before prose that mentions the same words — as in a search engine's
+answer snippet or an LLM summary written for the query). A page with no matching sentence is
+summarised by its lead.
 Not here: LLM summaries (the web backends).
 
 >>> summarize("Paris is big. The Eiffel Tower is in Paris. It rains.", "eiffel tower", max_chars=60)
 'The Eiffel Tower is in Paris.'
+>>> summarize("Peru capital: Lima. Peru region: Americas.", "peru region", order="relevance")
+'Peru region: Americas. Peru capital: Lima.'
 """
 
 from __future__ import annotations
@@ -71,6 +77,7 @@ STOP_WORDS = frozenset(
     ]
 )
 QUESTION_WEIGHT = 0.5
+SUMMARY_ORDERS = ("page", "relevance")
 
 
 def split_sentences(text: str) -> list[str]:
@@ -93,17 +100,28 @@ def content_words(text: str) -> set[str]:
     return {w for w in _WORD.findall(text.lower()) if w not in STOP_WORDS}
 
 
-def summarize(text: str, query: str, question: str | None = None, *, max_chars: int = 500) -> str:
-    """At most ``max_chars`` characters of ``text``'s sentences that best match the query."""
+def summarize(
+    text: str,
+    query: str,
+    question: str | None = None,
+    *,
+    max_chars: int = 500,
+    order: str = "page",
+) -> str:
+    """At most ``max_chars`` characters of ``text``'s sentences that best match the query, in
+    page order or (``order="relevance"``) by query words, then length, then page order."""
+    if order not in SUMMARY_ORDERS:
+        raise ValueError(f"summary order must be one of {SUMMARY_ORDERS}, got {order!r}")
     sentences = split_sentences(text)
     if not sentences:
         return ""
     query_words = content_words(query)
     question_words = content_words(question or "") - query_words
-    scores = []
+    scores, query_hits = [], []
     for index, sentence in enumerate(sentences):
         words = content_words(sentence)
-        score = len(words & query_words) + QUESTION_WEIGHT * len(words & question_words)
+        query_hits.append(len(words & query_words))
+        score = query_hits[-1] + QUESTION_WEIGHT * len(words & question_words)
         scores.append((-score, index))
     if all(score == 0 for score, _ in scores):
         ranked = list(range(len(sentences)))  # nothing matches: the lead of the page
@@ -118,7 +136,11 @@ def summarize(text: str, query: str, question: str | None = None, *, max_chars: 
             used += cost
     if not chosen:  # even the best sentence is too long: cut it
         return _cut(sentences[ranked[0]], max_chars)
-    return " ".join(sentences[i] for i in sorted(chosen))
+    if order == "relevance":
+        shown = sorted(chosen, key=lambda i: (-query_hits[i], len(sentences[i]), i))
+    else:
+        shown = sorted(chosen)
+    return " ".join(sentences[i] for i in shown)
 
 
 def _cut(sentence: str, max_chars: int) -> str:
