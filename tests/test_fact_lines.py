@@ -20,7 +20,7 @@ from mmsr.search.local.search import LocalTextSearch
 from mmsr.search.local.summary import summarize
 from mmsr.teacher.config import TeacherConfig
 from mmsr.teacher.draw import Teacher
-from mmsr.teacher.world_kit import WorldKit, world_config
+from mmsr.teacher.world_kit import WORLD_FILE, WorldKit, trained_world, world_config
 from mmsr.types import Role
 from mmsr.world.build import FACT_WORDS, fact_lines_text
 from mmsr.world.questions import TEMPLATES
@@ -130,3 +130,25 @@ def test_drills_quote_the_first_sentence_of_the_entitys_hit(
         value = turns[-1].text.split("<answer>")[1].removesuffix("</answer>")
         assert reason.endswith(f": {value}.")
         assert f"\n{reason}" in results  # a hit's summary opens with the quoted sentence
+
+
+def test_a_warm_start_names_the_world_it_was_trained_on(tmp_path: Path) -> None:
+    from mmsr.demo.stages import index_stage, world_stage
+
+    assert trained_world(tmp_path) == {"fact_layout": "brief", "summary_order": "page"}
+    (tmp_path / WORLD_FILE).write_text('{"fact_layout": "lines", "summary_order": "relevance"}')
+    trained = trained_world(tmp_path)
+    assert trained == {"fact_layout": "lines", "summary_order": "relevance"}
+    # the demo builds its world and index so, and logs the commands that do the same
+    world = world_stage(tmp_path / "w", 7, False, trained["fact_layout"])
+    index = index_stage(tmp_path / "w" / "corpus", tmp_path / "i", trained["summary_order"])
+    assert world.command[-2:] == ("--fact-layout", "lines")
+    assert index.command[-2:] == ("--summary-order", "relevance")
+    for bad, message in (
+        ('{"fact_layout": "tiles"}', "fact_layout must be one of"),
+        ('{"seed": 3}', "expected an object with keys"),
+        ("not json", "not JSON"),
+    ):
+        (tmp_path / WORLD_FILE).write_text(bad)
+        with pytest.raises(ValueError, match=message):
+            trained_world(tmp_path)

@@ -10,7 +10,7 @@ from typing import Any
 import pyarrow.parquet as pq
 import pytest
 
-from mmsr.teacher.world_kit import split_validation
+from mmsr.teacher.world_kit import split_validation, trained_world
 from mmsr.warmstart.checks import lookup, read_rate
 from mmsr.warmstart.recipe import RecipeError, check, load_recipe, run_recipe
 
@@ -85,6 +85,12 @@ BAD: list[tuple[str, str]] = [
      "[checks] maps metric names to numbers"),
     ("evaluate = ['gym']\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1",
      "evaluate: unknown method(s) gym"),
+    ("world = 3\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1",
+     "[world] maps world settings"),
+    ("[world]\nfact_layout='tiles'\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\n"
+     "max_steps=1", "fact_layout must be one of"),
+    ("[world]\ncolour='red'\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\n"
+     "max_steps=1", "unknown world setting 'colour'"),
 ]  # fmt: skip
 
 
@@ -156,6 +162,9 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     ]
     assert report["stages"][0] == first  # done before: skipped, its record kept
     assert (out / "config.json").is_file() and (out / "recipe.toml").read_text() == MICRO
+    # the world it was trained on, which the demo builds its own with
+    assert trained_world(out) == {"fact_layout": "brief", "summary_order": "page"}
+    assert (out / "world.json").is_file()
     saved = json.loads((out / "recipe_report.json").read_text())
     assert saved["checks"]["all.format"]["ok"] and not saved["checks"]["all.accuracy"]["ok"]
     assert json.loads((out / "sft_config.json").read_text())["validation_questions"] == 4
@@ -177,6 +186,17 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     assert again["stages"][0] == first
     assert again["stages"][1]["config"]["max_steps"] == 3
     assert again["stages"][2] != report["stages"][2]  # run again from the new tower
+
+
+def test_a_recipe_refuses_a_world_built_otherwise_before_any_stage(
+    small_world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    world, index = small_world
+    recipe = load_recipe(write(tmp_path, MICRO + '\n[world]\nfact_layout = "lines"\n'))
+    assert recipe.world == {"fact_layout": "lines"}
+    with pytest.raises(RecipeError, match=r"fact_layout = 'lines' \(it has 'brief'\)"):
+        run_recipe(recipe, world, index, tmp_path / "model", work=tmp_path / "stages")
+    assert not any((tmp_path / "stages").glob("*"))  # nothing ran
 
 
 def test_lookup_reads_paths_and_differences() -> None:

@@ -138,8 +138,11 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     out, timings = cfg.out, dict[str, float]()
     keep_previous_run(out)
     world, index, grpo = out / "world", out / "index", out / "grpo"
-    _stage(world_stage(world, cfg.seed, cfg.small_world), timings)
-    _stage(index_stage(world / "corpus", index), timings)
+    from mmsr.teacher.world_kit import trained_world
+
+    trained = trained_world(cfg.warmstart)  # the world the warm start learnt to read
+    _stage(world_stage(world, cfg.seed, cfg.small_world, trained["fact_layout"]), timings)
+    _stage(index_stage(world / "corpus", index, trained["summary_order"]), timings)
     settings = _grpo_settings(cfg)
     _stage(grpo_stage("grpo", cfg.grpo_preset, settings, cfg.grpo_overrides, grpo), timings)
     models = {"warmstart": cfg.warmstart, "rl": _latest_model(grpo)}

@@ -36,19 +36,24 @@ class Stage:
     """The config the call runs with (None for world and index), for the tests."""
 
 
-def world_stage(out: Path, seed: int, small: bool) -> Stage:
-    """``mmsr world build``: the offline world."""
+def world_stage(out: Path, seed: int, small: bool, fact_layout: str = "brief") -> Stage:
+    """``mmsr world build``: the offline world, its facts stated as ``fact_layout`` says."""
 
     def run() -> Any:
         from mmsr.world.build import BuildConfig, build_world
 
-        return build_world(BuildConfig(out=out, seed=seed, small=small, progress=True))
+        config = BuildConfig(
+            out=out, seed=seed, small=small, fact_layout=fact_layout, progress=True
+        )
+        return build_world(config)
 
-    command = ("world", "build", "--out", str(out), "--seed", str(seed))
-    return Stage("world", (*command, *(["--small"] if small else [])), run)
+    command = ["world", "build", "--out", str(out), "--seed", str(seed)]
+    command += ["--small"] if small else []
+    command += ["--fact-layout", fact_layout] if fact_layout != "brief" else []
+    return Stage("world", tuple(command), run)
 
 
-def index_stage(corpus: Path, out: Path) -> Stage:
+def index_stage(corpus: Path, out: Path, summary_order: str = "page") -> Stage:
     """``mmsr index build``: the local search index of the world's corpus, its pictures
     embedded with the packaged image engine (the command's default)."""
 
@@ -56,9 +61,13 @@ def index_stage(corpus: Path, out: Path) -> Stage:
         from mmsr.assets import IMAGE_ENGINE
         from mmsr.search.local.index import build_index
 
-        return build_index(corpus, out, progress=True, engine=IMAGE_ENGINE)
+        return build_index(
+            corpus, out, progress=True, engine=IMAGE_ENGINE, summary_order=summary_order
+        )
 
-    return Stage("index", ("index", "build", "--corpus", str(corpus), "--out", str(out)), run)
+    command = ["index", "build", "--corpus", str(corpus), "--out", str(out)]
+    command += ["--summary-order", summary_order] if summary_order != "page" else []
+    return Stage("index", tuple(command), run)
 
 
 def grpo_stage(

@@ -31,6 +31,50 @@ from mmsr.world.sources import find_noto_font
 logger = logging.getLogger(__name__)
 
 
+WORLD_FILE = "world.json"
+"""Beside a warm start's weights: the settings of the world and index it was trained on."""
+WORLD_DEFAULTS: dict[str, str] = {"fact_layout": "brief", "summary_order": "page"}
+"""Those settings' defaults: the world a model without ``WORLD_FILE`` was trained on."""
+
+
+def world_settings(world: str | Path, index: str | Path) -> dict[str, str]:
+    """How a built world states facts and how its index orders summaries."""
+    return {
+        "fact_layout": world_config(world).fact_layout,
+        "summary_order": read_manifest(index).summary_order,
+    }
+
+
+def trained_world(model: str | Path) -> dict[str, str]:
+    """The world settings a model folder says it was trained on (``WORLD_FILE``; defaults
+    where it has none), checked: a warm start is evaluated in the world it learnt to read."""
+    path = Path(model) / WORLD_FILE
+    settings = dict(WORLD_DEFAULTS)
+    if path.is_file():
+        try:
+            saved = json.loads(path.read_text(encoding="utf-8"))
+        except ValueError as err:
+            raise ValueError(f"{path}: not JSON ({err})") from err
+        if not isinstance(saved, dict) or not set(saved) <= set(WORLD_DEFAULTS):
+            raise ValueError(f"{path}: expected an object with keys {sorted(WORLD_DEFAULTS)}")
+        settings.update(saved)
+    check_world_settings(settings, str(path))
+    return settings
+
+
+def check_world_settings(settings: dict[str, Any], where: str) -> None:
+    """A clear error for a setting ``world build`` / ``index build`` would not take."""
+    from mmsr.search.local.summary import SUMMARY_ORDERS
+    from mmsr.world.build import FACT_LAYOUTS
+
+    allowed = {"fact_layout": FACT_LAYOUTS, "summary_order": SUMMARY_ORDERS}
+    for key, value in settings.items():
+        if key not in allowed:
+            raise ValueError(f"{where}: unknown world setting {key!r} ({', '.join(allowed)})")
+        if value not in allowed[key]:
+            raise ValueError(f"{where}: {key} must be one of {allowed[key]}, got {value!r}")
+
+
 def world_config(world: str | Path) -> BuildConfig:
     """The build config a world was written with (its seed and size, from ``stats.json``):
     ``load_world`` of it re-derives the world's labelled entities."""

@@ -16,6 +16,10 @@ finds them by name)::
 
     evaluate = ["direct", "rag"]    # evaluation methods run on the validation questions
 
+    [world]                         # the world and index it needs (checked before any stage)
+    fact_layout = "lines"           # mmsr world build --fact-layout lines
+    summary_order = "relevance"     # mmsr index build --summary-order relevance
+
     [checks]                        # minimums on the last stage's final validation record
     "search_free.accuracy" = 0.85   # ... or on an evaluated method's metrics, or a difference
     "rag.by_category.search_free.accuracy_em - direct.by_category.search_free.accuracy_em" = -0.03
@@ -26,8 +30,9 @@ done and restarts the one that was cut; a stage whose table changed since it ran
 and so does every stage after it. Budgets are steps, never minutes, so a recipe gives
 the same chain on any machine. SFT stages evaluate on ``validation_questions`` train questions
 held out of the teacher's pool (never the test split). At the end the last stage's model is
-copied to ``OUT`` with the recipe and ``recipe_report.json`` (per-stage seconds and records,
-the checks) beside it. Not here: the trainers (``sft.py``, ``vision.py``).
+copied to ``OUT`` with the recipe, ``recipe_report.json`` (per-stage seconds and records, the
+checks) and ``world.json`` (the world settings it was trained on, which ``mmsr demo`` builds
+its world with) beside it. Not here: the trainers (``sft.py``, ``vision.py``).
 """
 
 from __future__ import annotations
@@ -77,6 +82,8 @@ class Recipe:
     evaluate: tuple[str, ...] = ()
     """Evaluation methods run on the validation questions after the last stage (the checks
     can read their metrics: ``rag.by_category.search_free.accuracy_em``)."""
+    world: dict[str, str] = field(default_factory=dict)
+    """World settings the world and index must have (``fact_layout``, ``summary_order``)."""
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
@@ -99,7 +106,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise RecipeError(f"{path}: not a readable TOML file ({err})") from err
-    known = {"validation_questions", "stages", "checks", "description", "evaluate"}
+    known = {"validation_questions", "stages", "checks", "description", "evaluate", "world"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}")
@@ -124,8 +131,17 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     ):
         raise RecipeError(f"{path}: [checks] maps metric names to numbers")
     evaluate = _methods(data.get("evaluate", []), path)
+    from mmsr.teacher.world_kit import check_world_settings
+
+    world = data.get("world", {})
+    if not isinstance(world, dict):
+        raise RecipeError(f"{path}: [world] maps world settings to values")
+    try:
+        check_world_settings(world, f"{path}: [world]")
+    except ValueError as err:
+        raise RecipeError(str(err)) from err
     recipe = Recipe(
-        path, tuple(stages), validation, {k: float(v) for k, v in checks.items()}, evaluate
+        path, tuple(stages), validation, {k: float(v) for k, v in checks.items()}, evaluate, world
     )
     for stage in recipe.stages:
         stage_config(recipe, stage, init="")  # every config builds (ConfigError names the key)
@@ -205,6 +221,16 @@ def run_recipe(
     work = Path(work) if work is not None else out.with_name(out.name + ".stages")
     if until is not None and until not in {s.name for s in recipe.stages}:
         raise RecipeError(f"--until {until!r}: the recipe has no such stage")
+    from mmsr.teacher.world_kit import world_settings
+
+    have = world_settings(world, index)
+    wrong = {k: v for k, v in recipe.world.items() if have[k] != v}
+    if wrong:
+        needs = ", ".join(f"{k} = {v!r} (it has {have[k]!r})" for k, v in wrong.items())
+        raise RecipeError(
+            f"{recipe.path}: the world and index must have {needs}; build them with "
+            "'mmsr world build --fact-layout …' and 'mmsr index build --summary-order …'"
+        )
     work.mkdir(parents=True, exist_ok=True)
     init, rows, stale = "", [], False
     for number, stage in enumerate(recipe.stages, start=1):
@@ -242,7 +268,7 @@ def run_recipe(
         "checks": check(recipe.checks, values),
         "finished": True,
     }
-    _publish(Path(init), out, recipe, report)
+    _publish(Path(init), out, recipe, report, have)
     return report
 
 
@@ -338,11 +364,17 @@ def check(checks: dict[str, float], values: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _publish(last: Path, out: Path, recipe: Recipe, report: dict[str, Any]) -> None:
-    """The last stage's files, the recipe and the report, into ``out`` (replaced whole)."""
+def _publish(
+    last: Path, out: Path, recipe: Recipe, report: dict[str, Any], world: dict[str, str]
+) -> None:
+    """The last stage's files, the recipe, the report and the world settings, into ``out``
+    (replaced whole)."""
+    from mmsr.teacher.world_kit import WORLD_FILE
+
     tmp = out.with_name(f".{out.name}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     shutil.copytree(last, tmp, ignore=shutil.ignore_patterns(STAGE_FILE))
     shutil.copy(recipe.path, tmp / "recipe.toml")
     (tmp / REPORT_FILE).write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
+    (tmp / WORLD_FILE).write_text(json.dumps(world, indent=1) + "\n", encoding="utf-8")
     replace_folder(tmp, out)
