@@ -116,10 +116,13 @@ def image_figures(
 
 
 def text_figures(world: Path, index: Path) -> dict[str, Any]:
-    """Whether "<name> <fact word>" finds the fact's value in the summaries, per fact."""
+    """Whether "<name> <fact word>" finds the fact's value in the summaries, in the first hit,
+    and in the first hit's first sentence (where a relevance-ordered summary puts it), per
+    fact."""
     import pyarrow.parquet as pq
 
     from mmsr.search.local.search import LocalTextSearch
+    from mmsr.search.local.summary import split_sentences
     from mmsr.teacher.turns import FACT_WORDS
     from mmsr.world.questions import TEMPLATES
 
@@ -140,15 +143,22 @@ def text_figures(world: Path, index: Path) -> dict[str, Any]:
         t0 = time.perf_counter()
         hits = search.search(f"{entity['name']} {FACT_WORDS[template.fact]}", 5, question=question)
         latencies.append(time.perf_counter() - t0)
-        counts = per.setdefault(template.fact, {"n": 0, "in_hits": 0, "in_first": 0})
+        counts = per.setdefault(
+            template.fact, {"n": 0, "in_hits": 0, "in_first": 0, "in_first_sentence": 0}
+        )
         counts["n"] += 1
         counts["in_hits"] += any(value in hit.summary.lower() for hit in hits)
         counts["in_first"] += bool(hits) and value in hits[0].summary.lower()
+        lead = split_sentences(hits[0].summary)[:1] if hits else []
+        counts["in_first_sentence"] += bool(lead) and value in lead[0].lower()
     n = sum(c["n"] for c in per.values())
     return {
         "questions": n,
         "value_in_hits": round(sum(c["in_hits"] for c in per.values()) / max(n, 1), 4),
         "value_in_first_hit": round(sum(c["in_first"] for c in per.values()) / max(n, 1), 4),
+        "value_in_first_sentence": round(
+            sum(c["in_first_sentence"] for c in per.values()) / max(n, 1), 4
+        ),
         "p50_ms": round(1000 * statistics.median(latencies), 2) if latencies else None,
         "per_fact": per,
     }
