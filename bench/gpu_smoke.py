@@ -145,7 +145,7 @@ def run_smoke(
         f"--run.steps={steps}",
         f"--algo.prompts_per_step={prompts}",
         f"--algo.group_size={group}",
-        f"--rollout.max_new_tokens={max_new_tokens}",
+        f"--limits.max_new_tokens={max_new_tokens}",
         f"--model.device={device}",
         "--run.save_every=0",
         "--run.sample_every=0",
