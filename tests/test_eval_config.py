@@ -89,6 +89,7 @@ def test_local_policies_device_dtype_and_micro_batches_round_trip(tmp_path: Path
         {"seed": 1},
         {"temperature": 0.5},
         {"reward": RewardConfig(mode="f1")},
+        {"limits": RolloutLimits(max_turns=2)},  # other turn or token budgets: other rollouts
         {"method": "rag"},
         {"policy": "scripted:never-search"},
     ],

@@ -34,6 +34,7 @@ RESUME_FIELDS = (
     "search",
     "seed",
     "temperature",
+    "limits",
     "reward",
     "protocol",
     "subset",
