@@ -15,7 +15,7 @@ DOCS_STAMP := $(VENV)/.installed-docs
 # and goes on (the world then falls back to Twemoji query images, and says so).
 APT_PACKAGES := fonts-noto-color-emoji libfribidi0 redis-server chromium
 
-.PHONY: setup system-deps lint typecheck pytest test demo docs clean
+.PHONY: setup system-deps lint typecheck pytest test test-verl demo docs clean
 
 setup: system-deps $(STAMP)
 
@@ -52,6 +52,21 @@ test: lint typecheck pytest
 demo: setup
 	$(VENV)/bin/mmsr demo
 
+# The veRL integration in an environment of its own, .venv-verl/ (the verl extra beside the same
+# torch 2.13.0 CPU wheel; made once, reused after): every tests/test_verl_*.py test, those that
+# need verl included, and the `verl`-marked ones that run veRL's real trainer on the CPU.
+VERL_VENV := .venv-verl
+VERL_STAMP := $(VERL_VENV)/.installed
+
+$(VERL_STAMP): pyproject.toml
+	@test -x $(VERL_VENV)/bin/python || $(PYTHON) -m venv $(VERL_VENV)
+	$(VERL_VENV)/bin/python -m pip install -q -e '.[dev,verl]'
+	@touch $(VERL_STAMP)
+
+test-verl: system-deps $(VERL_STAMP)
+	@$(VERL_VENV)/bin/pytest -m 'verl or not (slow or gpu or network)' tests/test_verl_*.py $(PYTEST_ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing" >&2; exit 1; fi; exit $$rc
+
 # The documentation site in site/ (docs/ and mkdocs.yml); --strict: a broken link or any warning
 # fails. Its tools are the docs extra, installed once into .venv/ beside the others.
 $(DOCS_STAMP): pyproject.toml
@@ -63,4 +78,4 @@ docs: $(DOCS_STAMP)
 	NO_MKDOCS_2_WARNING=1 $(VENV)/bin/mkdocs build --strict --site-dir site
 
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site
+	rm -rf $(VENV) $(VERL_VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis site

@@ -231,3 +231,34 @@ def test_the_launchers_registry_entry_builds_the_loop(tmp_path: Any) -> None:
     replies = [reply_ids(ENCODER, ANSWER)]
     output, _ = asyncio.run(_run(replies, entry=loaded))
     assert output.extra_fields["mmsr_turns"] == [ANSWER]
+
+
+def test_position_ids_are_3d_mrope_with_the_rope_index_bound() -> None:
+    """veRL computes M-RoPE ids only with ``get_rope_index`` bound to its processor (what
+    ``mmsr.integrations.verl.processor`` does); without it they are 1-D."""
+    from transformers import Qwen2_5_VLConfig
+
+    from mmsr.integrations.verl.processor import bind_rope_index
+
+    replies = [reply_ids(ENCODER, t) for t in (IMG, ANSWER)]
+    output, _ = asyncio.run(_run(replies))
+    worker = _worker()
+    plain = asyncio.run(worker._agent_loop_postprocess(output, False, **_row()))
+    assert plain.position_ids.dim() == 2  # (1, L): text positions on every axis
+    worker.processor = bind_rope_index(_processor(), Qwen2_5_VLConfig())
+    internal = asyncio.run(worker._agent_loop_postprocess(output, False, **_row()))
+    ids = internal.input_ids[0]
+    length = PROMPT_LENGTH + RESPONSE_LENGTH
+    assert tuple(internal.position_ids.shape) == (1, 4, length)  # text, then (t, h, w)
+    text, t, h, w = internal.position_ids[0]
+    pads = ids == ENCODER.encoder.image_pad_id
+    valid = internal.attention_mask[0].bool()
+    # the first image's pads share one time index and spread over a height x width grid
+    start = int(pads.int().argmax())
+    end = start + int((~pads[start:]).int().argmax())
+    first = slice(start, end)
+    assert len(set(t[first].tolist())) == 1
+    assert len(set(h[first].tolist())) > 1 and len(set(w[first].tolist())) > 1
+    # after the images, the three axes agree again and run on as text, behind the plain count
+    last = int(valid.nonzero().max())
+    assert t[last] == h[last] == w[last] < text[last]

@@ -8,6 +8,7 @@ import io
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import yaml
@@ -15,7 +16,12 @@ from PIL import Image
 
 from mmsr.cli import run as run_cli
 from mmsr.data.export import write_verl_parquet
-from mmsr.integrations.verl.launch import VerlRun, agent_loop_entries, merged_overrides
+from mmsr.integrations.verl.launch import (
+    RAY_TEMP_DIR,
+    VerlRun,
+    agent_loop_entries,
+    merged_overrides,
+)
 from mmsr.types import Sample
 
 HAS_VERL = importlib.util.find_spec("verl") is not None
@@ -101,3 +107,42 @@ def test_dry_run_composes_verls_config(tmp_path: Path) -> None:
     # veRL's schema filled in everything else (its trainer reads hundreds of keys)
     assert len(done.stdout.splitlines()) > 500
     assert not (tmp_path / "run").exists()  # a dry run writes nothing
+
+
+def test_cpu_overrides_and_the_fixes_of_both_paths(tmp_path: Path) -> None:
+    env = "+ray_kwargs.ray_init.runtime_env.env_vars."
+    cpu = _values(merged_overrides(VerlRun("d.parquet", "m", tmp_path, device="cpu", steps=3)))
+    assert cpu["actor_rollout_ref.rollout.name"] == "mmsr_cpu"
+    assert cpu["actor_rollout_ref.actor.strategy"] == "fsdp2"
+    assert cpu["+actor_rollout_ref.model.override_config.attn_implementation"] == "sdpa"
+    assert cpu["trainer.total_training_steps"] == "3"
+    assert cpu["+ray_kwargs.ray_init._temp_dir"] == RAY_TEMP_DIR
+    assert len(RAY_TEMP_DIR) < 20  # Ray's unix socket paths grow from it (107-byte limit)
+    assert cpu[env + "VERL_USE_EXTERNAL_MODULES"] == "mmsr.integrations.verl.cpu"
+    assert cpu[env + "VERL_PLATFORM"] == "mmsr_cpu"
+    gpu = _values(merged_overrides(VerlRun("d.parquet", "m", tmp_path)))
+    assert gpu["actor_rollout_ref.rollout.name"] == "vllm"
+    assert gpu[env + "VERL_USE_EXTERNAL_MODULES"] == "mmsr.integrations.verl.fixes"
+    assert env + "VERL_PLATFORM" not in gpu
+    for values in (cpu, gpu):
+        assert values["++trainer.use_v1"] == "False"  # the v1 trainer imports transfer_queue
+        # without --val the training file stands in for veRL's default (a gsm8k path)
+        assert values["data.val_files"] == str(Path("d.parquet").resolve())
+        assert values["trainer.val_before_train"] == "False"
+    with pytest.raises(ValueError, match="device"):
+        VerlRun("d", "m", tmp_path, device="tpu")
+
+
+def test_cpu_run_defaults_to_the_tiny_policy_and_preset(tmp_path: Path) -> None:
+    from mmsr.assets import WARMSTART_TINY
+    from mmsr.integrations.verl.cli import verl_run
+
+    args = SimpleNamespace(
+        data="d.parquet", val=None, model=None, out=tmp_path, nodes=1, gpus_per_node=8,
+        search="none", settings=None, recipe="mmsr", device="cpu", steps=2, overrides=[],
+    )  # fmt: skip
+    run = verl_run(args)  # type: ignore[arg-type]
+    assert run.model == str(WARMSTART_TINY) and run.steps == 2
+    assert run.limits.max_new_tokens == 48  # the tiny-cpu preset's
+    with pytest.raises(ValueError, match="--model"):
+        verl_run(SimpleNamespace(**{**vars(args), "device": "gpu"}))  # type: ignore[arg-type]

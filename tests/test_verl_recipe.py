@@ -91,7 +91,7 @@ def test_dry_run_prints_the_paper_recipe_with_sources(tmp_path: Path) -> None:
     assert "<- user override" in line("trainer.save_freq")
     assert "<- command option" in line("actor_rollout_ref.model.path")
     # the schedule: its values and where they were read, and that veRL cannot run it
-    (schedule,) = [x for x in lines if "schedule:" in x]
+    (schedule,) = [x for x in lines if x.startswith("#") and "schedule:" in x]
     assert "lr_sigmoid_decay_warmup_steps=45" in schedule and "ratio=0.95" in schedule
     assert (
         "#   max_turns=3" in lines and f"#   max_new_tokens={PAPER_LIMITS.max_new_tokens}" in lines

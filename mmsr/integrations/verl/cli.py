@@ -6,6 +6,8 @@
 
     mmsr train verl --recipe paper --dry-run --data train.parquet --model M   # the paper's
 
+    mmsr train verl --device cpu --steps 2 --data train.parquet --search local:runs/index
+
 Run it on the Ray head node. ``--recipe paper`` adds the rest of the paper's recipe (PPO
 mini-batch 128, 3 turns of up to 2,048 tokens; ``mmsr.integrations.verl.launch.PAPER_RECIPE``).
 ``--dry-run`` prints every override with its source (paper recipe, command option, user
@@ -13,6 +15,12 @@ override, mmsr default), then veRL's composed config when verl is installed, and
 ``--settings FILE`` takes the reward and the protocol's limits from the ``reward`` and
 ``limits`` sections of a preset or a run's saved config (e.g. a GRPO preset), as every mmsr
 entry point can. Needs the ``verl`` extra (``pip install 'mmsr[verl]'``).
+
+``--device cpu`` runs veRL's own trainer on this machine's CPU with mmsr's CPU platform and
+rollout (``mmsr.integrations.verl.cpu``): the packaged tiny policy unless ``--model`` says
+otherwise, the tiny CPU preset's reward and limits unless ``--settings`` says otherwise, 2
+prompts x 4 rollouts per step (``launch.CPU_OVERRIDES``; ``--dry-run`` lists them). A test of
+the integration, written against veRL 0.9.1, not a way to train a real model.
 """
 
 from __future__ import annotations
@@ -25,6 +33,9 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from mmsr.integrations.verl.launch import VerlRun
 
+CPU_SETTINGS = Path(__file__).resolve().parents[2] / "train" / "presets" / "grpo" / "tiny-cpu.yaml"
+"""The reward and limits of a CPU run without ``--settings``: the tiny CPU GRPO preset's."""
+
 
 def register(train_subparsers: Any) -> None:
     parser = train_subparsers.add_parser(
@@ -35,7 +46,17 @@ def register(train_subparsers: Any) -> None:
     )
     parser.add_argument("--data", required=True, help="training parquet (mmsr data export-verl)")
     parser.add_argument("--val", help="validation parquet")
-    parser.add_argument("--model", required=True, help="policy weights: a folder every node reads")
+    parser.add_argument(
+        "--model",
+        help="policy weights: a folder every node reads (--device cpu: the packaged tiny policy)",
+    )
+    parser.add_argument(
+        "--device",
+        choices=("gpu", "cpu"),
+        default="gpu",
+        help="gpu: a veRL cluster; cpu: veRL's trainer on this machine's CPU (a test run)",
+    )
+    parser.add_argument("--steps", type=int, help="training steps (default: the recipe's)")
     parser.add_argument("--nodes", type=int, default=1, help="nodes in the Ray cluster")
     parser.add_argument("--gpus-per-node", type=int, default=8, help="GPUs per node")
     parser.add_argument(
@@ -97,12 +118,22 @@ def verl_run(args: argparse.Namespace) -> VerlRun:
     from mmsr.rollout.settings import read_settings
 
     recipe = getattr(args, "recipe", "mmsr")
+    device = getattr(args, "device", "gpu")
     base = PAPER_LIMITS if recipe == "paper" else VERL_LIMITS
     settings = args.settings  # its limits section wins over the recipe's, key by key
+    if settings is None and device == "cpu":
+        settings = CPU_SETTINGS
     reward, limits = read_settings(settings, limits=base) if settings else (RewardConfig(), base)
+    model = args.model
+    if model is None and device == "cpu":
+        from mmsr.assets import WARMSTART_TINY
+
+        model = str(WARMSTART_TINY)
+    if model is None:
+        raise ValueError("--model is needed (only --device cpu has a default: the tiny policy)")
     return VerlRun(
         data=args.data,
-        model=args.model,
+        model=model,
         out=args.out,
         val=args.val,
         nodes=args.nodes,
@@ -112,4 +143,6 @@ def verl_run(args: argparse.Namespace) -> VerlRun:
         limits=limits,
         overrides=tuple(args.overrides),
         recipe=recipe,
+        device=device,
+        steps=getattr(args, "steps", None),
     )

@@ -12,11 +12,20 @@ agent loop as the options of its registry entry, so both land in the saved confi
 ``compose_config`` composes the whole config with veRL's Hydra schema (what ``--dry-run``
 prints); ``launch`` writes the agent-loop registry file and starts ``verl.trainer.main_ppo``,
 where Ray does the multi-node part. Imports hydra and verl only when called.
+
+``device="cpu"`` (``mmsr train verl --device cpu``) runs the same trainer on this machine's CPU
+(``CPU_OVERRIDES``: mmsr's CPU platform and rollout from ``mmsr.integrations.verl.cpu``, one
+logical GPU, FSDP2 on gloo, SDPA attention, 2 prompts x 4 rollouts, short sequences); it is for
+testing the integration, not for training a real model. Every run imports
+``mmsr.integrations.verl.fixes`` in each of veRL's processes (``VERL_USE_EXTERNAL_MODULES``,
+passed through Ray's runtime environment so that it reaches every node); a CPU run imports
+``cpu``, which applies the same fixes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -39,6 +48,24 @@ RESPONSE_LENGTH = 8192
 REWARD_KWARGS = "reward.custom_reward_function.reward_kwargs"
 RECIPES = ("mmsr", "paper")
 MMSR, PAPER, OPTION, USER = "mmsr default", "paper recipe", "command option", "user override"
+CPU = "cpu run"
+DEVICES = ("gpu", "cpu")
+RAY_TEMP_DIR = "/tmp/ray-mmsr"
+"""Ray's session folder in a CPU run: short, as the unix sockets in it must stay under the
+107-byte path limit (a run under pytest's temporary folders would pass it)."""
+SYNC_LOG = "weight_syncs.jsonl"
+"""The CPU rollout's record of each weight sync (``cpu_rollout.SYNC_LOG_ENV``), in the run's
+folder."""
+ROLLOUT_DUMP = "rollouts"
+"""Where a CPU run has veRL dump each step's rollouts (``trainer.rollout_data_dir``)."""
+ENV_VARS = "ray_kwargs.ray_init.runtime_env.env_vars"
+ROLLOUT_DIR = "trainer.rollout_data_dir="
+SYNC_LOG_ENV = "MMSR_VERL_SYNC_LOG"
+CPU_ENV = {
+    "VERL_PLATFORM": "mmsr_cpu",  # mmsr.integrations.verl.cpu.CpuPlatform
+    "VERL_ENGINE_DEVICE": "cuda",  # the key of veRL's FSDP engine, not where it runs
+}
+"""The environment of a CPU run's processes beside ``VERL_USE_EXTERNAL_MODULES``."""
 
 # The paper's recipe beyond mmsr's defaults, each value with where it was read. The release's
 # script (mmsearch_r1/scripts/run_mmsearch_r1_grpo.sh) is a one-node test run (32 prompts x 4
@@ -74,6 +101,48 @@ UNMATCHED: tuple[tuple[str, str], ...] = (
 )
 """Parts of the paper's recipe veRL cannot express, with where they were read."""
 
+CPU_OVERRIDES: tuple[str, ...] = (
+    "actor_rollout_ref.rollout.name=mmsr_cpu",
+    "actor_rollout_ref.rollout.tensor_model_parallel_size=1",
+    "actor_rollout_ref.rollout.agent.num_workers=1",
+    "actor_rollout_ref.rollout.log_prob_micro_batch_size_per_gpu=4",
+    "actor_rollout_ref.rollout.n=4",
+    "actor_rollout_ref.actor.strategy=fsdp2",
+    "actor_rollout_ref.ref.strategy=fsdp2",
+    "actor_rollout_ref.actor.fsdp_config.strategy=fsdp2",
+    "actor_rollout_ref.ref.fsdp_config.strategy=fsdp2",
+    "actor_rollout_ref.actor.fsdp_config.dtype=float32",
+    "actor_rollout_ref.ref.fsdp_config.dtype=float32",
+    "actor_rollout_ref.actor.use_torch_compile=False",
+    "actor_rollout_ref.ref.use_torch_compile=False",
+    "actor_rollout_ref.actor.ppo_mini_batch_size=2",
+    "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+    "actor_rollout_ref.ref.log_prob_micro_batch_size_per_gpu=4",
+    "+actor_rollout_ref.model.override_config.attn_implementation=sdpa",
+    "actor_rollout_ref.model.use_remove_padding=False",
+    "actor_rollout_ref.model.enable_gradient_checkpointing=False",
+    "data.train_batch_size=2",
+    "data.max_prompt_length=512",
+    "data.max_response_length=512",
+    "data.dataloader_num_workers=0",
+    "reward.num_workers=1",
+    "trainer.device=cpu",
+    "trainer.n_gpus_per_node=1",
+    "trainer.nnodes=1",
+    "trainer.total_training_steps=2",
+    "+ray_kwargs.ray_init.num_gpus=1",
+    "ray_kwargs.ray_init.num_cpus=8",
+    f"+ray_kwargs.ray_init._temp_dir={RAY_TEMP_DIR}",
+    "+ray_kwargs.ray_init.include_dashboard=False",
+)
+"""What ``device="cpu"`` changes: mmsr's rollout (``cpu_rollout``), FSDP2 in float32 without
+torch.compile (FSDP1 needs a GPU to sync module states), SDPA attention on padded micro-batches
+(veRL's padding-free attention is flash-attn's), one
+logical GPU (Ray counts ``num_gpus=1``; the platform asks for Ray's ``GPU``) with more logical
+CPUs than the placement group and the actors need, one agent-loop and one reward worker, no
+gradient checkpointing, and a small batch: 2 prompts x 4 rollouts, prompt and response of 512 ids
+each, 2 steps."""
+
 
 @dataclass(frozen=True)
 class VerlRun:
@@ -100,10 +169,33 @@ class VerlRun:
     """Hydra overrides for veRL, applied last."""
     recipe: str = "mmsr"
     """``mmsr`` (mmsr's GRPO) or ``paper`` (with ``PAPER_RECIPE`` on top)."""
+    device: str = "gpu"
+    """``gpu`` (veRL's own platforms and vLLM) or ``cpu`` (``CPU_OVERRIDES``)."""
+    steps: int | None = None
+    """Training steps (``trainer.total_training_steps``); none: the recipe's."""
 
     def __post_init__(self) -> None:
         if self.recipe not in RECIPES:
             raise ValueError(f"unknown recipe {self.recipe!r}; known: {', '.join(RECIPES)}")
+        if self.device not in DEVICES:
+            raise ValueError(f"unknown device {self.device!r}; known: {', '.join(DEVICES)}")
+        if self.steps is not None and self.steps < 1:
+            raise ValueError(f"steps must be at least 1, got {self.steps}")
+
+    @property
+    def external_module(self) -> str:
+        """The mmsr module veRL imports in each of its processes."""
+        name = "cpu" if self.device == "cpu" else "fixes"
+        return f"mmsr.integrations.verl.{name}"
+
+    def environment(self) -> dict[str, str]:
+        """Variables every veRL process of the run needs (also passed through Ray's runtime
+        environment by the overrides)."""
+        env = {"VERL_USE_EXTERNAL_MODULES": self.external_module}
+        if self.device == "cpu":
+            env.update(CPU_ENV)
+            env[SYNC_LOG_ENV] = str(self.out.resolve() / SYNC_LOG)
+        return env
 
 
 def agent_loop_entries(run: VerlRun) -> list[dict[str, Any]]:
@@ -165,6 +257,15 @@ def sourced_overrides(run: VerlRun) -> list[tuple[str, str]]:
     if run.recipe == "paper":
         paper = {_key(o): (o, f"{PAPER} ({where})") for o, where in PAPER_RECIPE}
         pairs = [paper.pop(_key(o), (o, s)) for o, s in pairs] + list(paper.values())
+    if run.device == "cpu":
+        cpu = {_key(o): (o, CPU) for o in CPU_OVERRIDES}
+        cpu[_key(ROLLOUT_DIR)] = (f"{ROLLOUT_DIR}{out / ROLLOUT_DUMP}", CPU)
+        pairs = [cpu.pop(_key(o), (o, s)) for o, s in pairs] + list(cpu.values())
+    if run.steps is not None:
+        steps = f"trainer.total_training_steps={run.steps}"
+        pairs = [(o, s) for o, s in pairs if _key(o) != _key(steps)] + [(steps, OPTION)]
+    source = CPU if run.device == "cpu" else MMSR
+    pairs += [(f"+{ENV_VARS}.{k}={v}", source) for k, v in run.environment().items()]
     return pairs
 
 
@@ -235,5 +336,7 @@ def launch(run: VerlRun) -> int:
     run.out.mkdir(parents=True, exist_ok=True)
     (run.out / AGENT_LOOPS_FILE).write_text(yaml.safe_dump(agent_loop_entries(run)))
     (run.out / "verl_config.yaml").write_text(OmegaConf.to_yaml(config))
-    command = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides]
-    return subprocess.call(command)
+    # Hydra's own run folder (its logs and saved configs) in the run's, not in the working dir
+    hydra_dir = f"hydra.run.dir={run.out.resolve() / 'hydra'}"
+    command = [sys.executable, "-m", "verl.trainer.main_ppo", *overrides, hydra_dir]
+    return subprocess.call(command, env={**os.environ, **run.environment()})
