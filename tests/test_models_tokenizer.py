@@ -10,6 +10,7 @@ from mmsr.models import (
     atomic_token_ids,
     special_token_ids,
     suppressed_token_ids,
+    text_decoder,
     train_tokenizer,
 )
 
@@ -132,3 +133,20 @@ def test_suppressed_ids_are_the_specials_a_turn_may_not_emit() -> None:
     assert ids["<|image_pad|>"] in suppressed and ids["<|im_start|>"] in suppressed
     assert ids["<|im_end|>"] not in suppressed and ids["<|endoftext|>"] not in suppressed
     assert len(suppressed) == len(SPECIAL_TOKENS) - 2
+
+
+def test_text_decoder_writes_atomic_tokens_outside_ascii_as_themselves() -> None:
+    """The byte-level decoder garbles a one-word atomic token with an accent ("Asunción"); the
+    policies decode with ``text_decoder``, which writes every added token as its content."""
+    values = ["Asunción", "Bogotá", "Tórshavn", "Hagåtña", "Paris"]
+    tok = train_tokenizer(corpus(), vocab_size=400, atomic_tokens=[*ENTITIES, *values])
+    decode = text_decoder(tok)
+    for value in values:
+        text = f"<reason>The results say X capital: {value}.</reason><answer>{value}</answer>"
+        ids = tok.encode(text, add_special_tokens=False)
+        assert atomic_token_ids(tok, [value])[0] in ids
+        assert decode(ids) == text
+    # anything else decodes exactly as the tokenizer's own decode
+    for text in [*corpus(), "<|im_start|>assistant\nCôte d'Ivoire, São Tomé<|im_end|>"]:
+        ids = tok.encode(text, add_special_tokens=False)
+        assert decode(ids) == tok.decode(ids, skip_special_tokens=False)

@@ -26,7 +26,7 @@ from __future__ import annotations
 import logging
 import re
 import unicodedata
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 from tokenizers import AddedToken, Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers
 from tokenizers import trainers as bpe_trainers
@@ -242,3 +242,33 @@ def atomic_token_ids(tokenizer: PreTrainedTokenizerBase, names: Sequence[str]) -
 def added_atomic_ids(tokenizer: PreTrainedTokenizerBase) -> list[int]:
     """Sorted ids of every atomic token ``train_tokenizer`` added (the non-special added ones)."""
     return sorted(int(i) for i, t in tokenizer.added_tokens_decoder.items() if not t.special)
+
+
+def text_decoder(tokenizer: PreTrainedTokenizerBase) -> Callable[[Sequence[int]], str]:
+    """``decode(ids)``: the text of ``ids``, every added token (atomic or special) written as
+    its own content and the pieces between them through the tokenizer's decoder.
+
+    The byte-level decoder reads an added token's characters as byte symbols, so an atomic token
+    with a character outside ASCII comes back garbled (``"Asunción"`` → ``"Asunci\\ufffdn"``): an
+    answer the policy copied right would be scored wrong. Cutting at added tokens changes nothing
+    else: byte-level decoding maps each token to its own bytes, so the pieces join exactly.
+    """
+    added = {int(i): str(t.content) for i, t in tokenizer.added_tokens_decoder.items()}
+
+    def decode(ids: Sequence[int]) -> str:
+        out: list[str] = []
+        run: list[int] = []
+        for raw in ids:
+            token = int(raw)
+            if token in added:
+                if run:
+                    out.append(str(tokenizer.decode(run, skip_special_tokens=False)))
+                    run = []
+                out.append(added[token])
+            else:
+                run.append(token)
+        if run:
+            out.append(str(tokenizer.decode(run, skip_special_tokens=False)))
+        return "".join(out)
+
+    return decode

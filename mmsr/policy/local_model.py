@@ -27,6 +27,7 @@ from mmsr.models.tokenizer import (
     IM_END,
     IMAGE_PAD,
     suppressed_token_ids,
+    text_decoder,
     token_id,
 )
 from mmsr.policy.hf import ForceFn, HFPolicy, SpecialIds
@@ -81,9 +82,7 @@ def build_hf_policy(
         suppressed=suppressed,
     )
 
-    def decode(ids: list[int]) -> str:
-        return str(tokenizer.decode(ids, skip_special_tokens=False))
-
+    decode = text_decoder(tokenizer)
     policy = HFPolicy(
         model,
         _Vision(image_processor),
@@ -154,7 +153,7 @@ def build_vllm_policy(
     policy = VLLMPolicy(
         llm,
         vllm.SamplingParams,
-        lambda ids: str(tokenizer.decode(ids, skip_special_tokens=False)),
+        text_decoder(tokenizer),
         end_of_turn=frozenset({token_id(tokenizer, IM_END), token_id(tokenizer, ENDOFTEXT)}),
         suppressed=frozenset(suppressed_token_ids(tokenizer)),
         image_pad=token_id(tokenizer, IMAGE_PAD),

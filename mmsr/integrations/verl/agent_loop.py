@@ -33,7 +33,13 @@ from verl.experimental.agent_loop.agent_loop import (
 from mmsr.integrations.verl.episode import EpisodeSetup, Sampled, loop_limits, run_episode
 from mmsr.models.chat_encoder import ChatEncoder
 from mmsr.models.image_processor import ImageProcessor, ImageProcessorConfig
-from mmsr.models.tokenizer import ENDOFTEXT, IM_END, suppressed_token_ids, token_id
+from mmsr.models.tokenizer import (
+    ENDOFTEXT,
+    IM_END,
+    suppressed_token_ids,
+    text_decoder,
+    token_id,
+)
 from mmsr.policy.local_model import ChatTurnEncoder
 from mmsr.protocol.prompts import PromptSet, default_prompt_set, load_prompt_set
 from mmsr.rollout.settings import LIMIT_FIELDS
@@ -163,7 +169,7 @@ class MmsrSearchAgentLoop(AgentLoopBase):  # type: ignore[misc, unused-ignore]
         tokenizer: Any = self.tokenizer  # veRL annotates it as AutoTokenizer
         return EpisodeSetup(
             encoder=self.shared.encoder,
-            decode=lambda ids: str(tokenizer.decode(ids, skip_special_tokens=False)),
+            decode=text_decoder(tokenizer),
             end_ids=self.shared.end_ids,
             tools=_tools(self.search),
             prompts=self.prompts,
