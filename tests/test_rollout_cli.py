@@ -34,3 +34,29 @@ def test_rollout_cli_writes_trajectories(tmp_path: Path, small_world: tuple[Path
     for record in records:
         assert record["n_trained_tokens"] > 0 and 0.0 <= record["reward"]["score"] <= 1.0
         assert record["images"][0] is not None and (out / "images" / record["images"][0]).is_file()
+
+
+def test_rollout_cli_takes_the_reward_and_limits_of_a_settings_file(
+    tmp_path: Path, small_world: tuple[Path, Path]
+) -> None:
+    world, index = small_world
+    model_dir = tmp_path / "model"
+    tok = tiny_models.tokenizer()
+    save_pretrained(
+        build_tiny_model("micro", tok, seed=0), tok, tiny_models.image_processor("micro"), model_dir
+    )
+    settings = tmp_path / "settings.json"
+    sections = {"reward": {"search_penalty": 0.37}, "limits": {"max_turns": 1}}
+    settings.write_text(json.dumps(sections))
+    out = tmp_path / "out"
+    command = [
+        *(sys.executable, "-m", "mmsr.cli", "rollout", "--model", str(model_dir)),
+        *("--data", str(world / "test.parquet"), "--search", f"local:{index}"),
+        *("--out", str(out), "--limit", "2", "--settings", str(settings)),
+    ]
+    done = subprocess.run(command, capture_output=True, text=True, check=False, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    summary = json.loads(done.stdout.strip().splitlines()[-1])
+    assert summary["reward"]["search_penalty"] == 0.37 and summary["limits"]["max_turns"] == 1
+    records = [json.loads(line) for line in (out / "trajectories.jsonl").read_text().splitlines()]
+    assert all(sum(t["role"] == "assistant" for t in r["turns"]) <= 1 for r in records)

@@ -30,6 +30,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--batch-size", type=int, default=16, help="rollouts per policy call")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--settings",
+        type=Path,
+        default=None,
+        help="reward and limits sections of a preset or run config (YAML/JSON)",
+    )
     p.set_defaults(func=_cmd_rollout)
 
 
@@ -38,8 +44,14 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
     from mmsr.data import load_samples
     from mmsr.policy.local_model import load_hf_policy
-    from mmsr.rollout import RolloutEngine
+    from mmsr.rewards import RewardConfig
+    from mmsr.rollout import RolloutEngine, RolloutLimits
+    from mmsr.rollout.settings import read_settings
     from mmsr.search.registry import build_search, search_config_from_spec
+
+    reward, limits = (
+        read_settings(args.settings) if args.settings else (RewardConfig(), RolloutLimits())
+    )
 
     config = search_config_from_spec(args.search)
     tools = build_search(config) if config else None
@@ -48,6 +60,7 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
         policy,
         image_search=tools.image if tools else None,
         text_search=tools.text if tools else None,
+        limits=limits,
         encoder=encoder,
     )
     samples = [s for s in load_samples(args.data, limit=args.limit) if s.image is not None]
@@ -57,10 +70,12 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
     with (args.out / "trajectories.jsonl").open("w", encoding="utf-8") as f:
         for start in tqdm(range(0, len(work), args.batch_size), desc="rollouts", unit="batch"):
             chunk = work[start : start + args.batch_size]
-            _run_chunk(engine, chunk, args.seed + start, args.out, f, stats)
+            _run_chunk(engine, chunk, args.seed + start, args.out, f, stats, reward)
     n = max(len(work), 1)
     summary = {
         "rollouts": len(work),
+        "reward": asdict(reward),
+        "limits": asdict(limits),
         "mean_reward": stats["reward"] / n,
         "search_ratio": stats["searched"] / n,
         "end_reasons": dict(stats["ends"]),
@@ -71,7 +86,13 @@ def _cmd_rollout(args: argparse.Namespace) -> int:
 
 
 def _run_chunk(
-    engine: Any, chunk: list[tuple[Any, int]], seed: int, out: Path, f: Any, stats: dict[str, Any]
+    engine: Any,
+    chunk: list[tuple[Any, int]],
+    seed: int,
+    out: Path,
+    f: Any,
+    stats: dict[str, Any],
+    reward_config: Any,
 ) -> None:
     """Roll out one batch, write its records, add to the running statistics."""
     from mmsr.data import sample_image
@@ -81,7 +102,7 @@ def _run_chunk(
     tasks = [RolloutTask(f"{s.id}#{k}", s.question, sample_image(s)) for s, k in chunk]
     trajectories = engine.run(tasks, seeds=[seed + i for i in range(len(chunk))])
     for (sample, _), traj in zip(chunk, trajectories, strict=True):
-        reward = score_trajectory(traj.assistant_texts, sample.golds)
+        reward = score_trajectory(traj.assistant_texts, sample.golds, **asdict(reward_config))
         record = trajectory_record(traj, out / "images")
         record["reward"] = asdict(reward)
         record["golds"] = list(sample.golds)
