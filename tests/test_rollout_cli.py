@@ -12,13 +12,16 @@ import tiny_models
 from mmsr.models import build_tiny_model, save_pretrained
 
 
+def _saved_micro_model(folder: Path) -> Path:
+    tok = tiny_models.tokenizer()
+    model = build_tiny_model("micro", tok, seed=0)
+    save_pretrained(model, tok, tiny_models.image_processor("micro"), folder)
+    return folder
+
+
 def test_rollout_cli_writes_trajectories(tmp_path: Path, small_world: tuple[Path, Path]) -> None:
     world, index = small_world
-    model_dir = tmp_path / "model"
-    tok = tiny_models.tokenizer()
-    save_pretrained(
-        build_tiny_model("micro", tok, seed=0), tok, tiny_models.image_processor("micro"), model_dir
-    )
+    model_dir = _saved_micro_model(tmp_path / "model")
     out = tmp_path / "out"
     command = [
         *(sys.executable, "-m", "mmsr.cli", "rollout", "--model", str(model_dir)),
@@ -40,11 +43,7 @@ def test_rollout_cli_takes_the_reward_and_limits_of_a_settings_file(
     tmp_path: Path, small_world: tuple[Path, Path]
 ) -> None:
     world, index = small_world
-    model_dir = tmp_path / "model"
-    tok = tiny_models.tokenizer()
-    save_pretrained(
-        build_tiny_model("micro", tok, seed=0), tok, tiny_models.image_processor("micro"), model_dir
-    )
+    model_dir = _saved_micro_model(tmp_path / "model")
     settings = tmp_path / "settings.json"
     sections = {"reward": {"search_penalty": 0.37}, "limits": {"max_turns": 1}}
     settings.write_text(json.dumps(sections))
