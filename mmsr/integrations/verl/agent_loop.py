@@ -18,7 +18,7 @@ import io
 import json
 import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
@@ -76,6 +76,7 @@ class _Shared:
     encoder: ChatTurnEncoder
     images: ImageProcessor
     end_ids: frozenset[int]
+    decode: Callable[[Sequence[int]], str]
 
 
 _SHARED: dict[tuple[int, int], _Shared] = {}
@@ -92,7 +93,7 @@ def _shared(tokenizer: Any, processor: Any) -> _Shared:
                 ChatEncoder(tokenizer, images), frozenset(suppressed_token_ids(tokenizer))
             )
             ends = frozenset({token_id(tokenizer, IM_END), token_id(tokenizer, ENDOFTEXT)})
-            _SHARED[key] = _Shared(encoder, images, ends)
+            _SHARED[key] = _Shared(encoder, images, ends, text_decoder(tokenizer))
         return _SHARED[key]
 
 
@@ -166,10 +167,9 @@ class MmsrSearchAgentLoop(AgentLoopBase):  # type: ignore[misc, unused-ignore]
         self.limits = loop_limits(options)
 
     def _setup(self) -> EpisodeSetup:
-        tokenizer: Any = self.tokenizer  # veRL annotates it as AutoTokenizer
         return EpisodeSetup(
             encoder=self.shared.encoder,
-            decode=text_decoder(tokenizer),
+            decode=self.shared.decode,
             end_ids=self.shared.end_ids,
             tools=_tools(self.search),
             prompts=self.prompts,
