@@ -23,11 +23,9 @@ agent_loop_module = pytest.importorskip(
 import hydra  # noqa: E402
 import tiny_models  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
-from transformers import Qwen2_5_VLProcessor  # noqa: E402
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import (  # noqa: E402
     Qwen2VLImageProcessorPil,
 )
-from transformers.video_processing_utils import BaseVideoProcessor  # noqa: E402
 from verl.utils.dataset.rl_dataset import RLHFDataset  # noqa: E402
 from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 from verl_scripts import (  # noqa: E402
@@ -44,6 +42,7 @@ from verl_scripts import (  # noqa: E402
 )
 
 from mmsr.integrations.verl import agent_loop as mmsr_loop  # noqa: E402
+from mmsr.integrations.verl.processor import pil_processor  # noqa: E402
 from mmsr.integrations.verl.reward import compute_score  # noqa: E402
 from mmsr.search.base import SearchBackends  # noqa: E402
 
@@ -51,22 +50,13 @@ ENCODER = turn_encoder()
 PROMPT_LENGTH, RESPONSE_LENGTH = 512, 1024
 
 
-class _CpuProcessor(Qwen2_5_VLProcessor):  # type: ignore[misc]
-    """Qwen2.5-VL's processor without a video processor (it needs torchvision)."""
-
-    def check_argument_for_proper_class(self, name: str, argument: Any) -> Any:
-        if name == "video_processor":
-            return type(argument)
-        return super().check_argument_for_proper_class(name, argument)
-
-
 def _processor() -> Any:
+    """Qwen2.5-VL's processor without a video processor (it needs torchvision)."""
     c = IMAGE_CONFIG
     images = Qwen2VLImageProcessorPil(
         min_pixels=c.min_pixels, max_pixels=c.max_pixels, patch_size=14, merge_size=2
     )
-    video = BaseVideoProcessor.__new__(BaseVideoProcessor)
-    return _CpuProcessor(images, tiny_models.tokenizer(), video, chat_template="unused")
+    return pil_processor(images, tiny_models.tokenizer(), chat_template="unused")
 
 
 class FakeServerManager:
