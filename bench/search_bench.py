@@ -59,6 +59,12 @@ def parse_args() -> argparse.Namespace:
         default="efficientnet-color-twemoji,efficientnet-color,engine",
         help="world mode: image models to compare, comma-separated",
     )
+    parser.add_argument(
+        "--summary-order",
+        choices=("page", "relevance"),
+        default="page",
+        help="world mode: how the indexes order text hits' sentences (mmsr index build's option)",
+    )
     return parser.parse_args()
 
 
@@ -288,7 +294,13 @@ def main() -> None:
 
         models = [m for m in args.models.split(",") if m]
         figures = run_world(
-            Path(args.world), work, args.engine, models, args.seed, args.threads or None
+            Path(args.world),
+            work,
+            args.engine,
+            models,
+            args.seed,
+            args.threads or None,
+            args.summary_order,
         )
         print(json.dumps(figures))
         return

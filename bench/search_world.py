@@ -165,7 +165,13 @@ def text_figures(world: Path, index: Path) -> dict[str, Any]:
 
 
 def run_world(
-    world: Path, work: Path, engine: str | None, models: list[str], seed: int, threads: int | None
+    world: Path,
+    work: Path,
+    engine: str | None,
+    models: list[str],
+    seed: int,
+    threads: int | None,
+    summary_order: str = "page",
 ) -> dict[str, Any]:
     from mmsr.search.local.cli import engine_folder
     from mmsr.search.local.index import build_index
@@ -181,7 +187,14 @@ def run_world(
         folder = engine_folder(engine or "packaged") if model == "engine" else None
         index = work / f"index-{model}"
         start = time.perf_counter()
-        manifest = build_index(corpus, index, progress=True, threads=threads, engine=folder)
+        manifest = build_index(
+            corpus,
+            index,
+            progress=True,
+            threads=threads,
+            engine=folder,
+            summary_order=summary_order,
+        )
         build_s = round(time.perf_counter() - start, 1)
         built[model] = index
         row = {"build_s": build_s, "images": manifest.images, "features": manifest.features}
