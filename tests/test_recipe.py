@@ -12,7 +12,7 @@ import pytest
 
 from mmsr.teacher.world_kit import split_validation, trained_world
 from mmsr.warmstart.checks import lookup, read_rate
-from mmsr.warmstart.recipe import RecipeError, check, load_recipe, run_recipe
+from mmsr.warmstart.recipe import RECIPES_DIR, RecipeError, check, load_recipe, run_recipe
 
 MICRO_SFT = """
 model_preset = "micro"
@@ -83,6 +83,16 @@ BAD: list[tuple[str, str]] = [
     ("[[stages]\n", "not a readable TOML file"),
     ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\nx='high'",
      "[checks] maps metric names to numbers"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\nx={}",
+     "'x': a number or a table of min and/or max"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\n"
+     "x={most=0.1}", "'x': unknown bound(s) most"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\n"
+     "x={max='low'}", "'x': bounds are numbers"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\n"
+     "x={max=true}", "'x': bounds are numbers"),
+    ("[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\n"
+     "x={min=0.9, max=0.1}", "'x': min 0.9 is above max 0.1"),
     ("evaluate = ['gym']\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1",
      "evaluate: unknown method(s) gym"),
     ("world = 3\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1",
@@ -117,8 +127,9 @@ def test_an_unknown_recipe_name_lists_the_packaged_ones() -> None:
         load_recipe("no-such-recipe")
 
 
-def test_the_packaged_recipes_load() -> None:
-    recipe = load_recipe("warmstart-tiny")
+@pytest.mark.parametrize("name", sorted(p.stem for p in RECIPES_DIR.glob("*.toml")))
+def test_the_packaged_recipes_load(name: str) -> None:
+    recipe = load_recipe(name)
     assert recipe.stages[0].trainer == "sft"
     assert all(s.config["max_steps"] > 0 for s in recipe.stages)
 
@@ -139,6 +150,65 @@ def test_checks_read_dotted_paths() -> None:
     out = check({"all.accuracy": 0.6, "search_free.accuracy": 0.85, "none.x": 0.0}, final)
     assert [out[k]["ok"] for k in out] == [False, True, False]
     assert out["none.x"]["value"] is None
+
+
+def test_checks_take_a_maximum_or_both_bounds(tmp_path: Path) -> None:
+    values = {"on": {"head": 0.5, "tail": 0.55}}
+    gap = "on.tail - on.head"
+    rows = check(
+        {
+            "on.head": {"max": 0.4},  # a maximum alone: 0.5 is above it
+            "on.tail": {"min": 0.2, "max": 0.9},  # both: 0.55 is within
+            gap: {"min": -0.1, "max": 0.1},  # a difference, within ±0.1
+            "on.none": {"max": 1.0},  # a missing value meets no bound
+        },
+        values,
+    )
+    assert rows["on.head"] == {"max": 0.4, "value": 0.5, "ok": False}
+    assert rows["on.tail"] == {"min": 0.2, "max": 0.9, "value": 0.55, "ok": True}
+    assert rows[gap]["ok"] and rows[gap]["value"] == pytest.approx(0.05)
+    assert rows["on.none"] == {"max": 1.0, "value": None, "ok": False}
+    assert check({"on.head": 0.5}, values)["on.head"] == {"min": 0.5, "value": 0.5, "ok": True}
+    # in a recipe: a bare number stays a minimum, an inline table gives a maximum or both
+    text = (
+        "[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1\n[checks]\n"
+        "low = 0.8\nhigh = { max = 0.1 }\nboth = { min = 0.2, max = 0.9 }\n"
+    )
+    recipe = load_recipe(write(tmp_path, text))
+    assert recipe.checks == {
+        "low": {"min": 0.8},
+        "high": {"max": 0.1},
+        "both": {"min": 0.2, "max": 0.9},
+    }
+
+
+def test_the_blind_recipe_starts_from_the_tiny_chain_and_teaches_blind() -> None:
+    """``warmstart-blind``: stages 1-2 are ``warmstart-tiny``'s tables (the runner reuses them
+    from a work folder), stages 3-4 build a blind teacher, and its checks bound the
+    per-class search-ratio gap of the on-demand evaluation."""
+    from mmsr.warmstart.recipe import stage_config
+
+    tiny, blind = load_recipe("warmstart-tiny"), load_recipe("warmstart-blind")
+    assert blind.stages[:2] == tiny.stages[:2]
+    assert blind.world == tiny.world
+    assert blind.validation_questions == tiny.validation_questions
+    assert [s.name for s in blind.stages] == [s.name for s in tiny.stages]
+    for mine, theirs in zip(blind.stages[2:], tiny.stages[2:], strict=True):
+        assert mine.config["max_steps"] == theirs.config["max_steps"]
+        teacher = stage_config(blind, mine, init="").teacher
+        assert (teacher.decision, teacher.search_share) == ("blind", 0.5)
+        assert teacher.copy_entities == "all" and teacher.head_answers == "recall"
+        assert teacher.value_reason == "quote"
+        weights = teacher.weights
+        assert weights.know == weights.know_not == weights.head_drill == weights.direct == 0.0
+        assert min(weights.decide, weights.decide_full, weights.head, weights.tail) > 0
+    assert blind.evaluate == ("direct", "rag", "on-demand")
+    assert blind.checks["direct.by_category.search_free.accuracy_em"] == {"min": 0.85}
+    gap = (
+        "on-demand.by_category.search_required.search_ratio"
+        " - on-demand.by_category.search_free.search_ratio"
+    )
+    assert blind.checks[gap]["max"] == 0.1
 
 
 def test_a_micro_recipe_runs_end_to_end_and_resumes(

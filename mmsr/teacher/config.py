@@ -5,6 +5,16 @@ saved ``sft_config.json`` is read back here. Adding a kind means adding a field 
 ``KindWeights`` and a drawer to ``mmsr.teacher.draw.DRAWERS`` (a test checks they match), so
 no mixture can shift silently. Not here: the conversations (``mmsr.teacher.draw``,
 ``mmsr.teacher.drills``).
+
+``decision`` says what picks a picture question's path. ``need`` (the default): the picture's
+knowledge class — head pictures are answered directly (``head_direct`` of the ``head`` kind,
+``know``, ``head_drill``, ``direct``), tail pictures searched — so the warm start's decision is
+taught by labels. ``blind``: a coin of ``search_share``, the same for every picture, and a tail
+picture answered directly gets a guess (a head entity's name and value), as an untrained model
+would give. Then only RL can teach the decision, from reward alone: a guessed answer is wrong,
+so reward teaches searching on tail pictures; a searched head answer is right but pays the
+search penalty, so reward teaches answering head pictures directly. Blind mode refuses the
+kinds whose path is their knowledge class (``BLIND_REFUSED``) and tail-only copy drills.
 """
 
 from __future__ import annotations
@@ -64,6 +74,10 @@ PRIMER_KINDS: tuple[str, ...] = ("prime1", "prime2")
 SHORT_KINDS: tuple[str, ...] = (*PRIMER_KINDS, "know", "know_not", "decide")
 """Kinds short enough to be drawn in batches of ``SFTConfig.primer_batch_size``."""
 COPY_ENTITIES: tuple[str, ...] = ("all", "tail")
+DECISIONS: tuple[str, ...] = ("need", "blind")
+BLIND_REFUSED: tuple[str, ...] = ("know", "know_not", "head_drill", "direct")
+"""Kinds defined by their path following the knowledge class (head answered, tail searched):
+no weight in blind mode."""
 HEAD_ANSWERS: tuple[str, ...] = ("copy", "recall")
 VALUE_REASONS: tuple[str, ...] = ("say", "quote")
 
@@ -75,7 +89,8 @@ class TeacherConfig:
     weights: KindWeights = field(default_factory=KindWeights)
     """Sampling weights of the kinds, by name."""
     head_direct: float = 0.5
-    """Share of head train questions answered directly (the rest go the search path)."""
+    """Need mode: share of head train questions answered directly (the rest go the search
+    path). Unused in blind mode (``search_share``)."""
     copy_first: float = 0.6
     """Share of copy drills whose entity is the first image hit (real hits put it first most)."""
     image_k: int = 5
@@ -97,6 +112,13 @@ class TeacherConfig:
     """How an answer read from text results is reasoned: ``say`` ("The results say the
     capital of X is Y.") or ``quote`` ("The results say X: capital city Y." — the page's own key
     right before the value, where the same key stands in the hits)."""
+    decision: str = "need"
+    """What picks a picture question's path: ``need`` (its knowledge class: head answered
+    directly by ``head_direct``, tail searched) or ``blind`` (``search_share``, whatever the
+    picture; a tail picture answered directly gets a guess) — see the module docstring."""
+    search_share: float = 0.5
+    """Blind mode: the probability that a picture question (``head``, ``tail``, ``decide``,
+    ``decide_full``) takes the search path, head or tail alike. Unused in need mode."""
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.head_direct <= 1.0:
@@ -113,6 +135,29 @@ class TeacherConfig:
         if self.head_answers not in HEAD_ANSWERS:
             raise ValueError(
                 f"head_answers must be one of {', '.join(HEAD_ANSWERS)}, not {self.head_answers!r}"
+            )
+        if self.decision not in DECISIONS:
+            raise ValueError(
+                f"decision must be one of {', '.join(DECISIONS)}, not {self.decision!r}"
+            )
+        if not 0.0 <= self.search_share <= 1.0:
+            raise ValueError(f"search_share is a share between 0 and 1, not {self.search_share}")
+        if self.decision == "blind":
+            self._check_blind()
+
+    def _check_blind(self) -> None:
+        """Blind mode takes no kind, and no copy-drill pool, that ties the path to the class."""
+        tied = [k for k in BLIND_REFUSED if getattr(self.weights, k) > 0]
+        if tied:
+            raise ValueError(
+                f"decision 'blind' refuses the kinds {', '.join(tied)} (their path is the "
+                "picture's knowledge class); set their weights to 0"
+            )
+        if self.copy_entities != "all":
+            raise ValueError(
+                f"decision 'blind' needs copy_entities 'all', not {self.copy_entities!r} (copy "
+                "drills open with an image search: over tail pictures only they teach searching "
+                "on tail)"
             )
 
 

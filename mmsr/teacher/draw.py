@@ -27,6 +27,14 @@ train questions:
   answered from knowledge (the teacher has no answer to a tail question without search, so
   none is drawn).
 
+Blind mode (``TeacherConfig.decision = "blind"``): the path no longer follows the picture's
+knowledge class, so that RL must learn the decision from reward alone. ``head`` and ``tail``
+search with probability ``search_share`` either way, else answer directly; a tail question's
+direct answer is a guess, as an untrained model's — a head entity of its kind, its value
+(``mmsr.teacher.turns.guess_entity``) — and so wrong: reward teaches searching on tail
+pictures. A head question that searched is right but pays the search penalty: reward teaches
+answering head pictures directly. ``direct`` (head-only by definition) is refused there.
+
 Not here: tokenisation and training (``mmsr.train.sft``).
 """
 
@@ -53,7 +61,7 @@ from mmsr.teacher.config import (
     TeacherConfig,
     parse_weights,
 )
-from mmsr.teacher.drills import DRILLS, DrawContext, Drawer
+from mmsr.teacher.drills import DRILLS, DrawContext, Drawer, answer_directly
 from mmsr.teacher.turns import (
     Question,
     after_image,
@@ -125,14 +133,22 @@ def _searched(c: DrawContext, sample: Sample, q: Question) -> list[Turn] | None:
 def head(c: DrawContext) -> list[Turn] | None:
     sample = c.rng.choice(c.head)
     q = _sample_question(c, sample)
-    if c.rng.random() < c.config.head_direct:
+    blind = c.config.decision == "blind"
+    answered = 1.0 - c.config.search_share if blind else c.config.head_direct
+    if c.rng.random() < answered:
         return [render_first_turn(q.text, q.image, c.prompts), *direct(q)]
     return _searched(c, sample, q)
 
 
 def tail(c: DrawContext) -> list[Turn] | None:
     sample = c.rng.choice(c.tail)
-    return _searched(c, sample, _sample_question(c, sample))
+    q = _sample_question(c, sample)
+    if c.config.decision == "blind" and c.rng.random() >= c.config.search_share:
+        guessed = answer_directly(c, q)  # blind: a guess, as an untrained model's
+        if guessed is None:
+            return None
+        return [render_first_turn(q.text, q.image, c.prompts), *guessed]
+    return _searched(c, sample, q)
 
 
 def rag(c: DrawContext) -> list[Turn] | None:

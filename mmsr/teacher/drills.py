@@ -27,6 +27,11 @@ questions.
 - ``decide`` / ``decide_full``: ``know`` and ``know_not`` drawn per conversation, so each
   batch holds both and only a decision that depends on the picture lowers its loss; under the
   bare question (short) or the protocol's prompt.
+- In blind mode (``TeacherConfig.decision``) ``decide`` / ``decide_full`` draw the picture's
+  class by the same coin, then the path by a second one (``search_share``): the first search,
+  or the direct answer — recalled over a head picture, guessed over a tail one
+  (``answer_directly``). ``know``, ``know_not`` and ``head_drill`` are refused there, and the
+  copy drills picture every entity.
 
 Each drill is a function of a ``DrawContext`` (the world, the config, the seeded stream);
 ``DRILLS`` is their table. Not here: the train-question kinds (``mmsr.teacher.draw``).
@@ -52,6 +57,8 @@ from mmsr.teacher.turns import (
     direct,
     fact_sentence,
     first_search,
+    guess_entity,
+    guessed_direct,
     make_question,
     search_path,
     text_query,
@@ -133,6 +140,15 @@ class DrawContext:
 
 Drawer = Callable[[DrawContext], "list[Turn] | None"]
 """One conversation of a kind, or None when this draw cannot make one (the teacher redraws)."""
+
+
+def answer_directly(c: DrawContext, q: Question) -> list[Turn] | None:
+    """The direct answer: from knowledge over a head entity, guessed over a tail one (blind
+    mode's direct path: ``turns.guess_entity``); None when there is nothing to guess from."""
+    if q.entity.knowledge == "head":
+        return direct(q)
+    guess = guess_entity(q.entity, q.fact, c.head_entities)
+    return None if guess is None else guessed_direct(q, guess)
 
 
 def head_drill(c: DrawContext) -> list[Turn]:
@@ -219,15 +235,20 @@ def know_not(c: DrawContext) -> list[Turn]:
     return [render_first_turn(q.text, q.image, BARE_PROMPTS), first_search(q)]
 
 
-def _decision(c: DrawContext, prompts: PromptSet) -> list[Turn]:
+def _decision(c: DrawContext, prompts: PromptSet) -> list[Turn] | None:
     tail = c.rng.random() < 0.5
     entity = c.rng.choice(c.tail_entities if tail else c.head_entities)
     q = c.fresh_question(entity, applicable(entity))
     first = render_first_turn(q.text, q.image, prompts)
+    if c.config.decision == "blind":  # the path by its own coin, whatever the picture
+        if c.rng.random() < c.config.search_share:
+            return [first, first_search(q)]
+        answered = answer_directly(c, q)
+        return None if answered is None else [first, *answered]
     return [first, first_search(q)] if tail else [first, *direct(q)]
 
 
-def decide(c: DrawContext) -> list[Turn]:
+def decide(c: DrawContext) -> list[Turn] | None:
     """``know`` or ``know_not`` by a coin, drawn per conversation (short, large batches).
 
     A batch then holds head and tail pictures together, so the only way its loss falls is a
@@ -239,7 +260,7 @@ def decide(c: DrawContext) -> list[Turn]:
     return _decision(c, BARE_PROMPTS)
 
 
-def decide_full(c: DrawContext) -> list[Turn]:
+def decide_full(c: DrawContext) -> list[Turn] | None:
     """``decide`` under the protocol's own prompt, where the decision is measured (long:
     ordinary batches; a bare and a full prompt in one batch would pad the bare ones 5x)."""
     return _decision(c, c.prompts)

@@ -85,7 +85,32 @@ def sample_question(sample: Sample, entities: Mapping[str, Entity]) -> Question:
 
 def direct(q: Question) -> list[Turn]:
     """Answer from the policy's own knowledge: recognise, then recall the fact."""
-    name, value = q.entity.name, q.value
+    return _direct_reply(q, q.entity.name, q.value)
+
+
+def guess_entity(
+    entity: Entity, fact: str | None, head_entities: Sequence[Entity]
+) -> Entity | None:
+    """The head entity an untrained model takes ``entity``'s picture for: one of its kind with
+    ``fact`` (any of its kind for a naming question; of any kind with ``fact`` when its kind
+    has none), the same one in every process (seeded by the entity's id). None: no head entity
+    has ``fact``."""
+    known = [e for e in head_entities if e.id != entity.id and (fact is None or fact in e.facts)]
+    pool = [e for e in known if e.kind == entity.kind] or known
+    if not pool:
+        return None
+    return random.Random(f"guess:{entity.id}").choice(sorted(pool, key=lambda e: e.id))
+
+
+def guessed_direct(q: Question, guess: Entity) -> list[Turn]:
+    """A direct answer without the knowledge (blind mode's direct path on a tail picture): the
+    picture named as ``guess``, the fact ``guess``'s. A question whose text names its entity
+    keeps that name ("This is X."): the text says it, only the value is guessed."""
+    value = guess.name if q.fact is None else guess.facts[q.fact]
+    return _direct_reply(q, q.entity.name if q.named else guess.name, value)
+
+
+def _direct_reply(q: Question, name: str, value: str) -> list[Turn]:
     if q.fact is None:
         reason = f"The image shows {name}."
     else:

@@ -9,13 +9,16 @@ value the text hits showed, the share answered right — the reader's part of th
 
 A check names a value by a dotted path: ``rag.by_category.search_free.accuracy_em``,
 ``rag.read.right``; ``"A - B"`` compares two (``rag.… - direct.…``: how far searching moves an
-answer the model knows). Not here: the stages (``mmsr.warmstart.recipe``).
+answer the model knows). ``check`` holds each value to its bounds: a bare number is a minimum,
+``{ max = 0.1 }`` a maximum, ``{ min = 0.2, max = 0.9 }`` both. Not here: the stages
+(``mmsr.warmstart.recipe``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import math
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,8 @@ logger = logging.getLogger(__name__)
 
 CHECKS_DIR = "checks"
 VALIDATION_FILE = "validation.parquet"
+BOUNDS = ("min", "max")
+"""What a check bounds its value by (a bare number is a minimum)."""
 
 
 def write_validation(world: Path, n: int, out: Path) -> Path:
@@ -122,3 +127,46 @@ def lookup(values: dict[str, Any], name: str) -> Any:
     for part in name.split("."):
         value = value.get(part) if isinstance(value, dict) else None
     return value
+
+
+def check_bounds(value: Any) -> dict[str, float]:
+    """A check's bounds: a bare number is a minimum, ``{ min = 0.2, max = 0.9 }`` either or
+    both.
+
+    >>> check_bounds(0.85), check_bounds({"max": 0.1})
+    ({'min': 0.85}, {'max': 0.1})
+    """
+    if _is_number(value):
+        return {"min": float(value)}
+    if not isinstance(value, Mapping) or not value:
+        raise ValueError(f"a number or a table of {' and/or '.join(BOUNDS)}, not {value!r}")
+    unknown = sorted(set(value) - set(BOUNDS))
+    if unknown:
+        raise ValueError(f"unknown bound(s) {', '.join(map(str, unknown))} ({', '.join(BOUNDS)})")
+    if not all(_is_number(v) for v in value.values()):
+        raise ValueError(f"bounds are numbers, not {dict(value)!r}")
+    bounds = {k: float(value[k]) for k in BOUNDS if k in value}
+    if bounds.get("min", -math.inf) > bounds.get("max", math.inf):
+        raise ValueError(f"min {bounds['min']} is above max {bounds['max']}")
+    return bounds
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def check(
+    checks: Mapping[str, float | Mapping[str, float]], values: dict[str, Any]
+) -> dict[str, Any]:
+    """Each check's value in ``values`` (a dotted path, or ``A - B``) against its bounds
+    (``check_bounds``: a bare number is a minimum); a row per check: its bounds, the value and
+    whether the value is within them (a missing value never is)."""
+    out = {}
+    for name, given in checks.items():
+        bounds = check_bounds(given)
+        value = lookup(values, name)
+        ok = isinstance(value, int | float) and (
+            bounds.get("min", -math.inf) <= value <= bounds.get("max", math.inf)
+        )
+        out[name] = {**bounds, "value": value, "ok": ok}
+    return out

@@ -34,6 +34,7 @@ def register(subparsers: Any) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from mmsr.config import ConfigError
+    from mmsr.warmstart.checks import BOUNDS
     from mmsr.warmstart.recipe import RecipeError, load_recipe, run_recipe
 
     logging.getLogger("mmsr").setLevel(logging.INFO)
@@ -59,7 +60,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     failed = [name for name, c in report["checks"].items() if not c["ok"]]
     for name, c in report["checks"].items():
-        print(f"check {name}: {c['value']} (min {c['min']}) {'ok' if c['ok'] else 'NOT MET'}")
+        bounds = ", ".join(f"{k} {c[k]}" for k in BOUNDS if k in c)
+        print(f"check {name}: {c['value']} ({bounds}) {'ok' if c['ok'] else 'NOT MET'}")
     print(f"warm start written to {args.out} ({report['minutes']} min of training)")
     print(json.dumps({"checks_failed": failed}))
     return 3 if failed and args.strict else 0

@@ -20,9 +20,10 @@ finds them by name)::
     fact_layout = "lines"           # mmsr world build --fact-layout lines
     summary_order = "relevance"     # mmsr index build --summary-order relevance
 
-    [checks]                        # minimums on the last stage's final validation record
+    [checks]                        # bounds on the last stage's final validation record
     "search_free.accuracy" = 0.85   # ... or on an evaluated method's metrics, or a difference
     "rag.by_category.search_free.accuracy_em - direct.by_category.search_free.accuracy_em" = -0.03
+    "on-demand.overall.search_ratio" = { min = 0.2, max = 0.9 }   # a bare number: a minimum
 
 Every stage runs in ``WORK/NN-name/`` and is marked done there (``stage.json``: its table, final
 record and seconds) only once it finished, so a rerun of the same command skips the stages
@@ -47,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from mmsr.run_folder import replace_folder
+from mmsr.warmstart.checks import check, check_bounds
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +80,8 @@ class Recipe:
     path: Path
     stages: tuple[Stage, ...]
     validation_questions: int = 200
-    checks: dict[str, float] = field(default_factory=dict)
+    checks: dict[str, dict[str, float]] = field(default_factory=dict)
+    """Each check's bounds by its value's name: ``min`` and/or ``max`` (``check_bounds``)."""
     evaluate: tuple[str, ...] = ()
     """Evaluation methods run on the validation questions after the last stage (the checks
     can read their metrics: ``rag.by_category.search_free.accuracy_em``)."""
@@ -125,11 +128,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
     validation = data.get("validation_questions", 200)
     if not isinstance(validation, int) or validation < 1:
         raise RecipeError(f"{path}: validation_questions must be a positive integer")
-    checks = data.get("checks", {})
-    if not isinstance(checks, dict) or not all(
-        isinstance(v, int | float) and not isinstance(v, bool) for v in checks.values()
-    ):
-        raise RecipeError(f"{path}: [checks] maps metric names to numbers")
+    checks = _checks(data.get("checks", {}), path)
     evaluate = _methods(data.get("evaluate", []), path)
     from mmsr.teacher.world_kit import check_world_settings
 
@@ -140,12 +139,23 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         check_world_settings(world, f"{path}: [world]")
     except ValueError as err:
         raise RecipeError(str(err)) from err
-    recipe = Recipe(
-        path, tuple(stages), validation, {k: float(v) for k, v in checks.items()}, evaluate, world
-    )
+    recipe = Recipe(path, tuple(stages), validation, checks, evaluate, world)
     for stage in recipe.stages:
         stage_config(recipe, stage, init="")  # every config builds (ConfigError names the key)
     return recipe
+
+
+def _checks(value: Any, path: Path) -> dict[str, dict[str, float]]:
+    what = "[checks] maps metric names to numbers (minimums) or tables of min and/or max"
+    if not isinstance(value, dict):
+        raise RecipeError(f"{path}: {what}")
+    out = {}
+    for name, given in value.items():
+        try:
+            out[name] = check_bounds(given)
+        except ValueError as err:
+            raise RecipeError(f"{path}: {what}; {name!r}: {err}") from None
+    return out
 
 
 def _methods(value: Any, path: Path) -> tuple[str, ...]:
@@ -350,18 +360,6 @@ def _clear_keeping_resume(folder: Path) -> None:
             shutil.rmtree(path)
         else:
             path.unlink()
-
-
-def check(checks: dict[str, float], values: dict[str, Any]) -> dict[str, Any]:
-    """Each check's value in ``values`` (a dotted path, or ``A - B``) against its minimum."""
-    from mmsr.warmstart.checks import lookup
-
-    out = {}
-    for name, minimum in checks.items():
-        value = lookup(values, name)
-        ok = isinstance(value, int | float) and value >= minimum
-        out[name] = {"min": minimum, "value": value, "ok": ok}
-    return out
 
 
 def _publish(
