@@ -1,16 +1,11 @@
 """How much a checkpoint's search decision depends on the picture, read off its probabilities.
 
-A greedy evaluation shows the decision only as all-or-nothing per question, and a prior that
-moves a little flips every answer at once (measured in SFT runs: 0 % → 100 % → 0 % searches on
-both need classes within 36 minutes). This probe reads the probability itself: for each
-question it teacher-forces the warm start's own two first replies — the opening search
-(``mmsr.teacher.turns.first_search``) and the direct answer (``direct``) — under the protocol's
-first turn, and takes the probability the model gives the search reply's token at the point
-where the two replies part (``P(search)``; the remaining mass goes to the direct branch or to
-other text). Per knowledge class it prints the mean ``P(search)`` and the share above 0.5,
-and the AUC of ``P(search)`` between search-required and search-free questions: 0.5 is a
-decision that ignores the picture, 1.0 one that separates them perfectly at some threshold
-(which RL could then move). No labels reach the model: they only sort the figures.
+The decision probe of ``mmsr.train.decision_probe`` over a split of a built world: per
+knowledge class the mean ``P(search)`` (the probability the model gives the search reply's
+token where the teacher's search and direct replies part) and the share above 0.5, and the AUC
+of ``P(search)`` between search-required and search-free questions: 0.5 is a decision that
+ignores the picture, 1.0 one that separates them perfectly at some threshold (which RL could
+then move). No labels reach the model: they only sort the figures.
 
 With ``--linear N`` it also asks whether the representation could tell them apart at all: a
 logistic regression of the class on the model's hidden states at that token, fitted on N train
@@ -33,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -46,80 +40,13 @@ if str(REPO) not in sys.path:
 from mmsr.data import load_samples  # noqa: E402
 from mmsr.models.chat_encoder import ChatEncoder  # noqa: E402
 from mmsr.models.io import load_model  # noqa: E402
-from mmsr.protocol.prompts import default_prompt_set  # noqa: E402
-from mmsr.protocol.render import render_first_turn  # noqa: E402
-from mmsr.teacher.turns import direct, first_search, sample_question  # noqa: E402
-from mmsr.teacher.world_kit import world_config  # noqa: E402
-from mmsr.train.batch import collate, teacher_sequence  # noqa: E402
-from mmsr.types import Sample, Turn  # noqa: E402
-from mmsr.world.build import load_world  # noqa: E402
-
-
-def auc(positives: Sequence[float], negatives: Sequence[float]) -> float:
-    """P(a random positive scores above a random negative), ties counted half.
-
-    >>> auc([0.9, 0.8], [0.1, 0.2]), auc([0.5], [0.5])
-    (1.0, 0.5)
-    """
-    if not positives or not negatives:
-        return float("nan")
-    wins = sum((p > n) + 0.5 * (p == n) for p in positives for n in negatives)
-    return wins / (len(positives) * len(negatives))
-
-
-def parting(a: Sequence[int], b: Sequence[int]) -> int:
-    """The first index where ``a`` and ``b`` differ (the shorter length when one is a prefix).
-
-    >>> parting([1, 2, 3], [1, 2, 4]), parting([1, 2], [1, 2, 5])
-    (2, 2)
-    """
-    for i, (x, y) in enumerate(zip(a, b, strict=False)):
-        if x != y:
-            return i
-    return min(len(a), len(b))
-
-
-@torch.no_grad()
-def slot(
-    model: Any, encoder: ChatEncoder, processor: Any, first: Turn, search: Turn, answer: Turn
-) -> tuple[float, torch.Tensor]:
-    """At the token where the search reply parts from the direct reply: the probability of the
-    search reply's token, and the last two layers' hidden states there (concatenated)."""
-    seq = teacher_sequence(encoder, [first, search])
-    other = teacher_sequence(encoder, [first, answer])
-    at = parting(seq.token_ids, other.token_ids)
-    if at >= len(seq.token_ids) or seq.loss_mask[at] != 1:
-        raise ValueError("the two replies do not part inside the assistant turn")
-    batch = collate([seq], model, processor, pad_id=0)
-    out = model(
-        input_ids=batch.input_ids[:, :at],
-        attention_mask=batch.attention_mask[:, :at],
-        position_ids=batch.position_ids[:, :, :at],
-        pixel_values=batch.pixel_values,
-        image_grid_thw=batch.image_grid_thw,
-        output_hidden_states=True,
-    )
-    p = float(torch.softmax(out.logits[0, -1].float(), dim=-1)[seq.token_ids[at]])
-    return p, torch.cat([h[0, -1].float() for h in out.hidden_states[-2:]])
-
-
-def tpr_at_fpr(positives: Sequence[float], negatives: Sequence[float], fpr: float) -> float:
-    """The share of ``positives`` above the threshold that lets through at most ``fpr`` of
-    ``negatives``: how many search-required questions a threshold on P(search) could send to
-    search while searching on at most ``fpr`` of the search-free ones (issue #11 asks 0.85 at
-    0.25). The threshold is the largest negative score that may still be passed.
-
-    >>> tpr_at_fpr([0.9, 0.8, 0.3], [0.1, 0.2, 0.4, 0.85], 0.25)
-    0.6666666666666666
-    >>> tpr_at_fpr([0.9], [0.1, 0.2], 0.0)
-    1.0
-    """
-    if not positives or not negatives:
-        return float("nan")
-    ranked = sorted(negatives, reverse=True)
-    allowed = int(fpr * len(ranked))  # negatives that may score above the threshold
-    threshold = ranked[allowed] if allowed < len(ranked) else float("-inf")
-    return sum(p > threshold for p in positives) / len(positives)
+from mmsr.train.decision_probe import (  # noqa: E402
+    Reading,
+    class_auc,
+    decision_figures,
+    read_decisions,
+    world_entities,
+)
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, steps: int = 500, l2: float = 1e-3) -> Any:
@@ -137,12 +64,6 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, steps: int = 500, l2: floa
     return lambda v: ((v - mu) / sd @ w + b).detach()
 
 
-def class_auc(scores: Sequence[float], labels: Sequence[str]) -> float:
-    tail = [s for s, k in zip(scores, labels, strict=True) if k == "tail"]
-    head = [s for s, k in zip(scores, labels, strict=True) if k == "head"]
-    return auc(tail, head)
-
-
 def probe(
     model_dir: Path, world: Path, split: str, limit: int, linear_train: int = 0
 ) -> dict[str, Any]:
@@ -150,60 +71,33 @@ def probe(
     logistic regression of the knowledge class on the hidden states at the decision token,
     fitted on the first N train questions whose picture is not named in the question, scored
     on this split's such questions (can the representation tell head from tail at all?)."""
-    entities = {e.id: e for e in load_world(world_config(world))[0]}
+    entities = world_entities(world)
+    if entities is None:
+        raise SystemExit(f"{world}: not a built world (no stats.json)")
     model, tokenizer, processor = load_model(model_dir)
     model.eval()
     encoder = ChatEncoder(tokenizer, processor)
-    prompts = default_prompt_set()
 
-    def read(samples: Sequence[Sample]) -> list[tuple[str, bool, float, torch.Tensor, str]]:
-        """Per question: knowledge class, named, P(search), hidden states, kind (flag/other)."""
-        rows = []
-        for sample in samples:
-            q = sample_question(sample, entities)
-            first = render_first_turn(q.text, q.image, prompts)
-            p, hidden = slot(model, encoder, processor, first, first_search(q), direct(q)[0])
-            kind = "flag" if q.entity.kind == "flag" else "other"
-            rows.append((str(sample.extra["knowledge"]), q.named, p, hidden, kind))
-        return rows
+    def read(samples: list[Any]) -> list[Reading]:
+        assert entities is not None
+        return read_decisions(model, encoder, processor, samples, entities)
 
     samples = load_samples(world / f"{split}.parquet")
     rows = read(samples[:limit] if limit else samples)
-    by_class: dict[str, list[float]] = {}
-    by_kind: dict[str, list[tuple[float, str]]] = {}
-    for knowledge, _, p, _, kind in rows:
-        by_class.setdefault(knowledge, []).append(p)
-        by_kind.setdefault(kind, []).append((p, knowledge))
-    out: dict[str, Any] = {
-        "model": str(model_dir),
-        "split": split,
-        "auc": class_auc([r[2] for r in rows], [r[0] for r in rows]),
-    }
-    pictured = [r for r in rows if not r[1]]
-    out["auc_pictured"] = class_auc([r[2] for r in pictured], [r[0] for r in pictured])
-    out["tail_searched_at_head_fpr_0.25"] = tpr_at_fpr(
-        by_class.get("tail", []), by_class.get("head", []), 0.25
-    )
-    out["auc_by_kind"] = {
-        kind: class_auc([v[0] for v in vals], [v[1] for v in vals])
-        for kind, vals in sorted(by_kind.items())
-    }
-    for name, values in sorted(by_class.items()):
-        out[name] = {
-            "n": len(values),
-            "p_search": sum(values) / len(values),
-            "share_above_half": sum(v > 0.5 for v in values) / len(values),
-        }
+    out: dict[str, Any] = {"model": str(model_dir), "split": split, **decision_figures(rows)}
+    pictured = [r for r in rows if not r.named]
     if linear_train and pictured:
-        train = [r for r in read(load_samples(world / "train.parquet")[:linear_train]) if not r[1]]
-        x = torch.stack([r[3] for r in train])
-        y = torch.tensor([1.0 if r[0] == "tail" else 0.0 for r in train])
+        train = [
+            r for r in read(load_samples(world / "train.parquet")[:linear_train]) if not r.named
+        ]
+        x = torch.stack([r.hidden for r in train])
+        y = torch.tensor([1.0 if r.knowledge == "tail" else 0.0 for r in train])
         score = fit_logistic(x, y)
-        test_scores = score(torch.stack([r[3] for r in pictured])).tolist()
+        test_scores = score(torch.stack([r.hidden for r in pictured])).tolist()
         out["linear"] = {
             "n_train": len(train),
-            "auc_train": class_auc(score(x).tolist(), [r[0] for r in train]),
-            "auc": class_auc(test_scores, [r[0] for r in pictured]),
+            "auc_train": class_auc(score(x).tolist(), [r.knowledge for r in train]),
+            "auc": class_auc(test_scores, [r.knowledge for r in pictured]),
         }
     return out
 

@@ -1,4 +1,5 @@
-"""``bench/decision_probe.py``: P(search) read where the two first replies part, and its AUC."""
+"""The decision probe (``mmsr.train.decision_probe``, ``bench/decision_probe.py``): P(search)
+read where the two first replies part, and its AUC."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from mmsr.models import build_tiny_model
 from mmsr.models.chat_encoder import ChatEncoder
 from mmsr.models.io import save_pretrained
 from mmsr.train.batch import collate, teacher_sequence, token_logprobs
+from mmsr.train.decision_probe import auc, class_auc, parting, slot, tpr_at_fpr
 from mmsr.types import Role, Turn
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "decision_probe.py"
@@ -31,14 +33,12 @@ def _bench() -> Any:
 
 
 def test_auc_and_parting() -> None:
-    bench = _bench()
-    assert bench.auc([0.9, 0.2], [0.1, 0.5]) == 0.75
-    assert math.isnan(bench.auc([], [0.1]))
-    assert bench.parting([5, 6, 7], [5, 6, 8, 9]) == 2
+    assert auc([0.9, 0.2], [0.1, 0.5]) == 0.75
+    assert math.isnan(auc([], [0.1]))
+    assert parting([5, 6, 7], [5, 6, 8, 9]) == 2
 
 
 def test_p_search_is_the_search_token_probability_of_a_full_forward() -> None:
-    bench = _bench()
     tok = tiny_models.tokenizer()
     processor = tiny_models.image_processor("micro")
     model = build_tiny_model("micro", tok, seed=3).eval()
@@ -46,9 +46,9 @@ def test_p_search_is_the_search_token_probability_of_a_full_forward() -> None:
     first = Turn(Role.USER, "<image>Question: what is it?", (tiny_models.image(),))
     search = Turn(Role.ASSISTANT, "<reason>The image shows nothing I know.</reason>")
     answer = Turn(Role.ASSISTANT, "<reason>The image shows Peru.</reason><answer>Peru</answer>")
-    p = bench.slot(model, encoder, processor, first, search, answer)[0]
+    p = slot(model, encoder, processor, first, search, answer)[0]
     seq = teacher_sequence(encoder, [first, search])
-    at = bench.parting(seq.token_ids, teacher_sequence(encoder, [first, answer]).token_ids)
+    at = parting(seq.token_ids, teacher_sequence(encoder, [first, answer]).token_ids)
     batch = collate([seq], model, processor, pad_id=0)
     with torch.no_grad():
         full = token_logprobs(model, batch)  # (1, T-1): log P(token t+1 | ..t)
@@ -78,16 +78,15 @@ def test_linear_probe_separates_what_is_separable() -> None:
     score = bench.fit_logistic(x, y)
     held = torch.randn(100, 8, generator=gen)
     labels = ["tail" if v > 0 else "head" for v in held[:, 3].tolist()]
-    assert bench.class_auc(score(held).tolist(), labels) > 0.95
+    assert class_auc(score(held).tolist(), labels) > 0.95
     noise = ["tail" if v > 0 else "head" for v in torch.randn(100, generator=gen).tolist()]
-    assert bench.class_auc(score(held).tolist(), noise) < 0.7
+    assert class_auc(score(held).tolist(), noise) < 0.7
 
 
 def test_tpr_at_fpr_is_the_best_threshold_within_the_allowance() -> None:
-    bench = _bench()
     head = [0.1, 0.2, 0.3, 0.9]  # one of four head questions scores high
     tail = [0.95, 0.5, 0.25, 0.05]
-    assert bench.tpr_at_fpr(tail, head, 0.25) == 0.5  # threshold 0.3: 0.95 and 0.5 pass
-    assert bench.tpr_at_fpr(tail, head, 0.0) == 0.25  # threshold 0.9: only 0.95
-    assert bench.tpr_at_fpr(tail, head, 1.0) == 1.0
-    assert math.isnan(bench.tpr_at_fpr([], head, 0.25))
+    assert tpr_at_fpr(tail, head, 0.25) == 0.5  # threshold 0.3: 0.95 and 0.5 pass
+    assert tpr_at_fpr(tail, head, 0.0) == 0.25  # threshold 0.9: only 0.95
+    assert tpr_at_fpr(tail, head, 1.0) == 1.0
+    assert math.isnan(tpr_at_fpr([], head, 0.25))

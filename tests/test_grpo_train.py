@@ -388,3 +388,29 @@ def test_a_step_whose_groups_all_agree_trains_nothing_and_goes_on(
     assert all(torch.isfinite(torch.tensor(v)) for v in final.values())
     for key, value in _params(parts.model).items():
         assert torch.equal(value, before[key]), key
+
+
+def test_the_probe_reads_the_decision_on_a_world(
+    small_world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """On a built world's questions the probe also logs the decision probe's P(search) per
+    class and its AUC (the curve of RL learning when to search); elsewhere it stays off."""
+    from mmsr.data import load_samples
+
+    world = small_world[0]
+    samples = load_samples(world / "train.parquet")
+    knowledge = [str(s.extra["knowledge"]) for s in samples]
+    picked = [samples[knowledge.index("head")], samples[knowledge.index("tail")]]
+    parts = dataclasses.replace(_parts(kl=False), samples=picked)
+    cfg = _config(f"--data.train={world / 'train.parquet'}")
+    read = grpo._decision_reader(cfg, parts, picked)
+    assert read is not None
+    figures = read(parts.model.eval())
+    both = {"decision/auc", "decision/p_search/head", "decision/p_search/tail"}
+    assert both <= set(figures) <= {*both, "decision/auc_pictured"}  # NaN when both are named
+    assert figures["decision/auc"] in (0.0, 0.5, 1.0)  # one question a class
+    assert all(0.0 <= figures[f"decision/p_search/{k}"] <= 1.0 for k in ("head", "tail"))
+    # questions that are not the world's (or a training file outside a world): no probe
+    assert grpo._decision_reader(cfg, parts, _samples()) is None
+    elsewhere = _config(f"--data.train={tmp_path / 'train.parquet'}")
+    assert grpo._decision_reader(elsewhere, parts, picked) is None

@@ -124,6 +124,36 @@ def probe_indices(n_samples: int, seed: int, count: int) -> list[int]:
     return random.Random(seed * 1_000_003 - 1).sample(range(n_samples), min(count, n_samples))
 
 
+def _decision_reader(
+    cfg: GRPOConfig, parts: GRPOParts, samples: Sequence[Sample]
+) -> Callable[[Any], dict[str, float]] | None:
+    """The decision probe over the probe's questions (``mmsr.train.decision_probe``: P(search)
+    per question and its AUC between search-required and search-free ones), when the training
+    questions are a built world's (the probe needs their entities); else None."""
+    from mmsr.models.chat_encoder import ChatEncoder
+    from mmsr.train.decision_probe import (
+        decision_figures,
+        probe_metrics,
+        read_decisions,
+        world_entities,
+    )
+
+    entities = world_entities(Path(cfg.data.train).parent)
+    if entities is None or not samples:
+        return None
+    if not all(str(s.extra.get("entity")) in entities for s in samples):
+        logger.info("the decision probe is off: the probe's questions are not the world's")
+        return None
+    encoder = ChatEncoder(parts.tokenizer, parts.image_processor)
+    prompts = resolve_prompt_set(cfg.prompts)
+
+    def read(model: Any) -> dict[str, float]:
+        rows = read_decisions(model, encoder, parts.image_processor, samples, entities, prompts)
+        return probe_metrics(decision_figures(rows))
+
+    return read
+
+
 @contextlib.contextmanager
 def greedy(policy: Any) -> Any:
     """``policy`` sampling greedily inside the block (its ``temperature`` set to 0)."""
@@ -423,6 +453,7 @@ def _train(
         if probe_writer is not None
         else []
     )
+    decisions = _decision_reader(cfg, parts, probe_samples) if probe_writer is not None else None
 
     def probe(step: int) -> dict[str, float]:
         """The greedy policy's figures on the probe's questions, logged as of ``step``."""
@@ -434,6 +465,9 @@ def _train(
         figures = rollout_metrics(trajectories, rewards, [s.category or "" for s in probe_samples])
         keys = ("reward/mean", "reward/accuracy", "search/ratio")
         picked = {k: v for k, v in figures.items() if k in keys or k.startswith("search/ratio/")}
+        if decisions is not None:
+            with compute():
+                picked.update(decisions(model))
         found = {f"probe/{k}": v for k, v in picked.items()}
         probe_writer.write(step, found)
         return found
