@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import tiny_models
 
 from mmsr.config import read_yaml
+from mmsr.demo.paper import PAPER_ROWS, PaperConfig
 from mmsr.demo.pipeline import ABLATIONS, METHODS, DemoConfig, run_demo
 from mmsr.demo.stages import warmstart_recipe
 from mmsr.models import build_tiny_model, save_pretrained
@@ -23,10 +25,18 @@ SMALL_GRPO = (
 
 
 def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
-    warmstart = tmp_path / "warmstart"
+    warmstart, blind = tmp_path / "warmstart", tmp_path / "blind"
     tok = tiny_models.tokenizer()
-    save_pretrained(
-        build_tiny_model("micro", tok, seed=0), tok, tiny_models.image_processor("micro"), warmstart
+    for seed, folder in ((0, warmstart), (1, blind)):
+        model = build_tiny_model("micro", tok, seed=seed)
+        save_pretrained(model, tok, tiny_models.image_processor("micro"), folder)
+    paper = PaperConfig(
+        warmstart=blind,
+        steps=2,
+        unbalanced_steps=1,
+        probe_every=1,
+        sft_minutes=0.02,
+        grpo_overrides=SMALL_GRPO,
     )
     cfg = DemoConfig(
         out=tmp_path / "demo",
@@ -38,10 +48,13 @@ def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
         small_world=True,
         ablations=True,
         sft_minutes=0.02,
+        paper_ablations=True,
+        paper=paper,
     )
     summary = run_demo(cfg)
     saved = json.loads((cfg.out / "summary.json").read_text(encoding="utf-8"))
-    assert set(saved["methods"]) == {*METHODS, *ABLATIONS} == set(summary["methods"])
+    rows = {*METHODS, *ABLATIONS, *PAPER_ROWS}
+    assert set(saved["methods"]) == rows == set(summary["methods"])
     for row in saved["methods"].values():
         assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["search_ratio"] <= 1.0 and row["n"] == 4
     # rag always searches; direct never does
@@ -58,11 +71,35 @@ def test_reduced_demo_writes_report_and_summary(tmp_path: Path) -> None:
     for name in (*METHODS, *ABLATIONS):
         assert f"| {name} |" in report
     html = (cfg.out / "report.html").read_text(encoding="utf-8")
-    # reward + search ratio, search ratio per need class, accuracy vs search ratio
-    assert html.count("data:image/png;base64,") == 3
+    # reward + search ratio, search ratio per need class, the decision probe, accuracy vs
+    # search ratio; the decision probe of RL from the blind warm start, the data balance
+    assert html.count("data:image/png;base64,") == 6
+    assert "Who decides" in html
+    assert len(saved["training"]["probe_search_ratio_search_free"]) == 2
     assert "SR search-free" in report and "search precision" in report
     decision = saved["decision"]
     assert decision is not None and set(decision) >= {"met", "search_recall_at_least_0.85"}
+    # the paper's mechanism: the rows, the decision probe of each model on the test split,
+    # the probe's curves of both runs from the blind warm start, the subsets it trained on
+    assert set(saved["decision_probe"]) == {"on_demand_warmstart", "on_demand_rl", *PAPER_ROWS}
+    assert 0.0 <= saved["decision_probe"]["on_demand_rl_from_blind"]["tail"]["p_search"] <= 1.0
+    paper_rows = saved["paper"]["rows"]
+    assert set(paper_rows) == set(PAPER_ROWS) and saved["paper"]["checks"] is not None
+    assert saved["paper"]["curves"]["grpo_from_blind"]["steps"] == [0, 1, 2]
+    assert saved["paper"]["curves"]["grpo_unbalanced"]["steps"] == [0, 1]
+    from_blind = read_yaml(cfg.out / "grpo_from_blind" / "config.yaml")
+    assert from_blind["model"]["path"] == str(blind)
+    assert from_blind["data"]["train"].endswith("train-balanced.parquet")
+    sft = json.loads((cfg.out / "sft_from_blind" / "sft_config.json").read_text(encoding="utf-8"))
+    assert sft["teacher"]["decision"] == "need" and sft["teacher"]["head_direct"] == 1.0
+    assert "## RL learns when to search" in report and "Data balance" in html
+    # a cut run goes on: finished training is kept, evaluations resume from their rollouts
+    again = run_demo(dataclasses.replace(cfg, resume=True))
+    assert again["methods"] == summary["methods"]
+    trained = {"grpo", "grpo_no_penalty", "sft_more", "grpo_from_blind", "grpo_unbalanced"}
+    trained |= {"sft_from_blind"}
+    assert not trained & set(again["timings"])
+    assert not (cfg.out / "previous").exists()
 
 
 def test_decision_check_reports_each_criterion() -> None:
@@ -211,17 +248,19 @@ def test_report_keeps_the_heldout_reward_and_the_training_trend(tmp_path: Path) 
 def test_demo_prints_the_inspect_command(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import argparse
-
     import mmsr.demo.cli
+    from mmsr.cli import build_parser
 
     summary = {"methods": {"rag": {"accuracy": 0.2, "search_ratio": 1.0}}, "target": None}
-    monkeypatch.setattr(mmsr.demo.cli, "run_demo", lambda cfg: summary)
-    args = argparse.Namespace(
-        out=tmp_path, seed=1, warmstart=tmp_path, steps=None, limit=None, ablations=False
-    )
-    assert mmsr.demo.cli._cmd_demo(args) == 0
+    seen: list[DemoConfig] = []
+    monkeypatch.setattr(mmsr.demo.cli, "run_demo", lambda cfg: seen.append(cfg) or summary)
+    argv = ["demo", "--out", str(tmp_path), "--seed", "1", "--warmstart", str(tmp_path)]
+    argv += ["--paper-ablations", "--blind-warmstart", str(tmp_path / "b"), "--resume"]
+    args = build_parser().parse_args(argv)
+    assert args.func(args) == 0
     assert f"mmsr inspect {tmp_path / 'eval'}" in capsys.readouterr().out
+    assert seen[0].paper_ablations and seen[0].resume and not seen[0].ablations
+    assert seen[0].paper.warmstart == tmp_path / "b"
 
 
 def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None:
@@ -235,7 +274,9 @@ def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None
     from mmsr.train.sft_cli import sft_settings
 
     teacher = {"weights": [0.08, 0.08, 0.0, 0.03, 0.7], "head_direct": 0.6, "copy_entities": "tail"}
-    (tmp_path / "sft_config.json").write_text(json.dumps({"lr": 1e-3, "teacher": teacher}))
+    teacher |= {"head_answers": "recall", "value_reason": "quote", "copy_first": 0.95}
+    saved = {"lr": 1e-3, "decision_weight": 5.0, "vision_lr_scale": 0.3, "teacher": teacher}
+    (tmp_path / "sft_config.json").write_text(json.dumps(saved))
     cfg = DemoConfig(out=tmp_path / "demo", seed=3, warmstart=tmp_path, eval_limit=4)
     parser = build_parser()
 
@@ -257,6 +298,10 @@ def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None
     args = parsed(sft.command)
     assert load_sft_config(args.preset, sft_settings(args), args.overrides) == sft.config
     assert sft.config.minutes == 0.123 and sft.config.teacher.copy_entities == "tail"
+    # the warm start goes on as it was trained: shaping, decision weight and vision rate too
+    assert sft.config.teacher.head_answers == "recall" and sft.config.teacher.copy_first == 0.95
+    assert sft.config.teacher.value_reason == "quote"
+    assert sft.config.decision_weight == 5.0 and sft.config.vision_lr_scale == 0.3
 
     ev = eval_stage("rag", _eval_config(cfg, "rag", tmp_path, tmp_path / "e"))
     assert config_from_args(parsed(ev.command)) == ev.config

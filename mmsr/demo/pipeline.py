@@ -21,6 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mmsr.demo.paper import PAPER_ROWS, PaperConfig, decision_stage
+from mmsr.demo.report import DECISION_DIR
 from mmsr.demo.stages import (
     Stage,
     eval_stage,
@@ -50,7 +52,10 @@ ABLATIONS: dict[str, tuple[str, str]] = {
     "on_demand_rl_no_penalty": ("on-demand", "rl_no_penalty"),
     "sft_more": ("on-demand", "sft_more"),
 }
-ALL_METHODS: dict[str, tuple[str, str]] = {**METHODS, **ABLATIONS}
+ALL_METHODS: dict[str, tuple[str, str]] = {**METHODS, **ABLATIONS, **PAPER_ROWS}
+# The rows whose model gets the decision probe on the test split (``OUT/decision/``): who
+# makes the search decision, before and after RL.
+PROBED: tuple[str, ...] = ("on_demand_warmstart", "on_demand_rl", *PAPER_ROWS)
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,22 @@ class DemoConfig:
     """Also train and evaluate ``ABLATIONS`` (about an hour more on 2 cores)."""
     sft_minutes: float | None = None
     """``sft_more``'s training time (None: as long as the GRPO stage took)."""
+    paper_ablations: bool = False
+    """Also the paper's mechanism from a need-blind warm start (``mmsr.demo.paper``: RL vs
+    SFT from it, balanced vs unbalanced data; about 2.5 hours more on 2 cores)."""
+    paper: PaperConfig = field(default_factory=PaperConfig)
+    """The paper ablations' warm start and budget."""
+    resume: bool = False
+    """Go on with a cut run in ``out``: finished stages are kept, GRPO resumes from its newest
+    checkpoint, evaluations from their rollouts (without it an earlier run is moved aside)."""
 
     def all_methods(self) -> tuple[str, ...]:
         """The methods evaluated: ``methods``, then the ablations when asked for."""
-        return (*self.methods, *(ABLATIONS if self.ablations else ()))
+        return (
+            *self.methods,
+            *(ABLATIONS if self.ablations else ()),
+            *(PAPER_ROWS if self.paper_ablations else ()),
+        )
 
 
 def _stage(stage: Stage, timings: dict[str, float]) -> Any:
@@ -119,7 +136,10 @@ def keep_previous_run(out: Path) -> Path | None:
     They go to ``out/previous/<UTC time>/``; a rerun then trains and evaluates afresh (the
     evaluations resume from what they find, so old rollouts must not be left in place).
     """
-    names = ("grpo", "grpo_no_penalty", "sft_more", "eval")
+    names = (
+        *("grpo", "grpo_no_penalty", "sft_more", "eval", DECISION_DIR),
+        *("grpo_from_blind", "grpo_unbalanced", "sft_from_blind"),
+    )
     stale = [out / name for name in names if (out / name).exists()]
     if not stale:
         return None
@@ -136,36 +156,81 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     if not (cfg.warmstart / "config.json").is_file():
         raise ValueError(f"{cfg.warmstart}: no warm-start model (config.json missing)")
     out, timings = cfg.out, dict[str, float]()
-    keep_previous_run(out)
+    if not cfg.resume:
+        keep_previous_run(out)
     world, index, grpo = out / "world", out / "index", out / "grpo"
     from mmsr.teacher.world_kit import trained_world
 
     trained = trained_world(cfg.warmstart)  # the world the warm start learnt to read
     _stage(world_stage(world, cfg.seed, cfg.small_world, trained["fact_layout"]), timings)
     _stage(index_stage(world / "corpus", index, trained["summary_order"]), timings)
-    settings = _grpo_settings(cfg)
-    _stage(grpo_stage("grpo", cfg.grpo_preset, settings, cfg.grpo_overrides, grpo), timings)
+    _train_grpo("grpo", cfg, cfg.grpo_overrides, grpo, timings)
     models = {"warmstart": cfg.warmstart, "rl": _latest_model(grpo)}
     if cfg.ablations:
         models.update(_run_ablations(cfg, timings))
+    if cfg.paper_ablations:
+        from mmsr.demo.paper import run_paper_ablations
+
+        models |= run_paper_ablations(
+            cfg.paper,
+            out=out,
+            seed=cfg.seed,
+            main_warmstart=cfg.warmstart,
+            grpo_preset=cfg.grpo_preset,
+            grpo_settings=lambda model, train: _grpo_settings(cfg, model, train),
+            run_stage=lambda stage: _stage(stage, timings),
+            timings=timings,
+        )
     for name in cfg.all_methods():
         method, which = ALL_METHODS[name]
         run = _eval_config(cfg, method, models[which], out / "eval" / name)
         _stage(eval_stage(name, run), timings)
+    for name in (n for n in PROBED if n in cfg.all_methods()):
+        model = models[ALL_METHODS[name][1]]
+        probe = out / DECISION_DIR / f"{name}.json"
+        _stage(decision_stage(name, model, world, probe, cfg.eval_limit), timings)
     from mmsr.demo.report import write_demo_report
 
-    summary = write_demo_report(out, cfg.all_methods(), grpo, timings)
-    summary["config"] = {k: str(v) if isinstance(v, Path) else v for k, v in asdict(cfg).items()}
+    summary = write_demo_report(out, cfg.all_methods(), grpo, timings, paper=cfg.paper_ablations)
+    summary["config"] = _plain(asdict(cfg))
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n", encoding="utf-8")
     return summary
 
 
-def _grpo_settings(cfg: DemoConfig) -> dict[str, Any]:
-    """What the demo sets in the GRPO preset (``grpo_overrides`` still win over it)."""
+def _plain(value: Any) -> Any:
+    """``value`` with every path (nested ones too) as its text: JSON-ready."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_plain(v) for v in value]
+    return str(value) if isinstance(value, Path) else value
+
+
+def _train_grpo(
+    name: str, cfg: DemoConfig, overrides: tuple[str, ...], run: Path, timings: dict[str, float]
+) -> None:
+    """One of the demo's GRPO runs from the main warm start; with ``cfg.resume`` a finished
+    run is kept and a cut one resumes from its newest checkpoint."""
+    from mmsr.demo.paper import finished_grpo, resumable
+
+    stage = grpo_stage(name, cfg.grpo_preset, _grpo_settings(cfg), overrides, run)
+    if cfg.resume:
+        if finished_grpo(run, stage.config.run.steps) is not None:
+            logger.info("%s: finished before, kept", name)
+            return
+        stage = resumable(stage, run, stage.config.run.steps)
+    _stage(stage, timings)
+
+
+def _grpo_settings(
+    cfg: DemoConfig, model: Path | None = None, train: Path | None = None
+) -> dict[str, Any]:
+    """What the demo sets in the GRPO preset (``grpo_overrides`` still win over it): the
+    warm start (or ``model``) trained on the world's train split (or ``train``)."""
     world = cfg.out / "world"
     return {
-        "model": {"path": str(cfg.warmstart)},
-        "data": {"train": str(world / "train.parquet")},
+        "model": {"path": str(model or cfg.warmstart)},
+        "data": {"train": str(train or world / "train.parquet")},
         "search": {"spec": f"local:{cfg.out / 'index'}", "cache": "none"},
         "run": {"seed": cfg.seed},
     }
@@ -194,10 +259,15 @@ def _run_ablations(cfg: DemoConfig, timings: dict[str, float]) -> dict[str, Path
     out = cfg.out
     no_penalty = out / "grpo_no_penalty"
     overrides = (*cfg.grpo_overrides, "--reward.search_penalty", "0")  # last: it wins
-    settings = _grpo_settings(cfg)
-    _stage(grpo_stage("grpo_no_penalty", cfg.grpo_preset, settings, overrides, no_penalty), timings)
-    minutes = cfg.sft_minutes if cfg.sft_minutes is not None else timings["grpo"] / 60.0
+    _train_grpo("grpo_no_penalty", cfg, overrides, no_penalty, timings)
     sft_more = out / "sft_more"
-    stage = sft_more_stage(out / "world", out / "index", cfg.warmstart, cfg.seed, minutes, sft_more)
-    _stage(stage, timings)
+    if not (cfg.resume and (sft_more / "model.safetensors").is_file()):
+        from mmsr.demo.paper import run_minutes
+
+        minutes = (
+            cfg.sft_minutes if cfg.sft_minutes is not None else run_minutes(out / "grpo", timings)
+        )
+        world, index = out / "world", out / "index"
+        stage = sft_more_stage(world, index, cfg.warmstart, cfg.seed, minutes, sft_more)
+        _stage(stage, timings)
     return {"rl_no_penalty": _latest_model(no_penalty), "sft_more": sft_more}

@@ -23,6 +23,8 @@ TARGET_SEARCH_FACTOR = 0.7
 PROBE_LABEL = "the same training questions, greedy"
 # Per-class search ratios in the GRPO metrics (measured from the labels, never shown to the policy).
 NEED_KEYS = ("search/ratio/search_free", "search/ratio/search_required")
+DECISION_DIR = "decision"
+"""Where the demo writes each probed model's decision probe (``OUT/decision/<row>.json``)."""
 
 
 def method_row(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -235,6 +237,8 @@ def _plots(
             ax.set_title("Training: search ratio per need class")
             plots["Training: search ratio per need class over steps"] = _png(fig)
             plt.close(fig)
+    if _reads_decision(probes):
+        plots["Who decides: the decision probe over steps"] = decision_plot(probes)
     fig, ax = plt.subplots(figsize=(6, 4))
     for name, row in methods.items():
         ax.scatter(100 * row["search_ratio"], 100 * row["accuracy"], s=60)
@@ -252,6 +256,64 @@ def _plots(
     plots["Accuracy vs search ratio per method"] = _png(fig)
     plt.close(fig)
     return plots
+
+
+# The probe's decision figures (``run.probe_every`` on a world), with their plot labels.
+DECISION_KEYS: tuple[tuple[str, str], ...] = (
+    ("probe/decision/auc", "decision AUC (P(search): search-required vs search-free)"),
+    ("probe/search/ratio/search_free", "search ratio, search-free (greedy)"),
+    ("probe/search/ratio/search_required", "search ratio, search-required (greedy)"),
+)
+
+
+def _reads_decision(probes: Sequence[dict[str, float]]) -> bool:
+    return any(key.startswith("probe/decision/") for row in probes for key in row)
+
+
+def decision_plot(probes: Sequence[dict[str, float]], title: str = "") -> str:
+    """The decision probe over GRPO steps, as a base64 PNG: the AUC of P(search) between the
+    need classes and the greedy search ratio of each class on the probe's questions."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    steps = [row["step"] for row in probes]
+    for key, label in DECISION_KEYS:
+        values = [row.get(key, float("nan")) for row in probes]
+        ax.plot(steps, values, marker="o", label=label)
+    ax.axhline(0.5, color="grey", linewidth=0.8, linestyle=":")
+    ax.set_xlabel("GRPO step")
+    ax.set_ylim(-0.05, 1.05)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(title or f"Who decides: the decision probe ({PROBE_LABEL})")
+    png = _png(fig)
+    plt.close(fig)
+    return png
+
+
+def decision_curve(probes: Sequence[dict[str, float]]) -> dict[str, list[float]]:
+    """The decision figures of ``probes`` by step, rounded, for the summary ({} when the probe
+    did not read the decision)."""
+    if not _reads_decision(probes):
+        return {}
+    out: dict[str, list[float]] = {}
+    for key, _ in DECISION_KEYS:
+        name = key.replace("/", "_")
+        out[name] = [round(row.get(key, float("nan")), 3) for row in probes]
+    return out
+
+
+def read_decisions(out: Path, names: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """The decision probes written for ``names`` (``OUT/decision/<name>.json``), by name."""
+    found = {}
+    for name in names:
+        path = out / DECISION_DIR / f"{name}.json"
+        if path.is_file():
+            found[name] = json.loads(path.read_text(encoding="utf-8"))
+    return found
 
 
 RESULT_HEADER = (
@@ -357,9 +419,15 @@ def _html(out: Path, methods: dict[str, dict[str, Any]], summary: dict[str, Any]
 
 
 def write_demo_report(
-    out: Path, names: Sequence[str], grpo_run: Path, timings: dict[str, float]
+    out: Path,
+    names: Sequence[str],
+    grpo_run: Path,
+    timings: dict[str, float],
+    *,
+    paper: bool = False,
 ) -> dict[str, Any]:
-    """Write the report files and return the summary (``methods``, ``target``, ``training``)."""
+    """Write the report files and return the summary (``methods``, ``target``, ``training``,
+    ``decision_probe``; with ``paper`` the ``paper`` section of ``mmsr.demo.paper``)."""
     methods = {
         name: method_row(
             json.loads((out / "eval" / name / "metrics.json").read_text(encoding="utf-8"))
@@ -384,12 +452,26 @@ def write_demo_report(
             "probe_reward": [
                 round(row.get("probe/reward/mean", float("nan")), 3) for row in probes
             ],
+            **decision_curve(probes),
         }
-    (out / "report.md").write_text(_markdown(methods, summary), encoding="utf-8")
+    probed = read_decisions(out, names)
+    if probed:
+        summary["decision_probe"] = {
+            name: {k: v for k, v in figures.items() if k in ("auc", "head", "tail")}
+            for name, figures in probed.items()
+        }
+    markdown, plots = _markdown(methods, summary), _plots(methods, training, probes)
+    if paper:
+        from mmsr.demo.paper import PAPER_ROWS, paper_markdown, paper_plots, paper_summary
+
+        summary["paper"] = paper_summary(out, methods, [n for n in names if n in PAPER_ROWS])
+        markdown += paper_markdown(summary["paper"])
+        plots |= paper_plots(out)
+    (out / "report.md").write_text(markdown, encoding="utf-8")
     images = "".join(
         f"<h2>{html.escape(title)}</h2>"
         f"<img alt='{html.escape(title)}' src='data:image/png;base64,{png}'>"
-        for title, png in _plots(methods, training, probes).items()
+        for title, png in plots.items()
     )
     page = (
         "<!doctype html><meta charset='utf-8'><title>mmsr demo</title>"

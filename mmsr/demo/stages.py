@@ -88,14 +88,31 @@ def grpo_stage(
     return Stage(name, (*command, "--out", str(out)), run, cfg)
 
 
+# What a continued warm start keeps of its saved ``sft_config.json`` beside the mixture: how
+# the teacher shapes conversations (typed; a missing key keeps the preset's value) ...
+TEACHER_SHAPING: dict[str, Any] = {
+    "head_direct": float,
+    "copy_first": float,
+    "copy_entities": str,
+    "head_answers": str,
+    "value_reason": str,
+    "same_kind": float,
+    "decision": str,
+    "search_share": float,
+}
+# ... and how it trains.
+TRAINING_KEYS: tuple[str, ...] = ("lr", "decision_weight", "vision_lr_scale")
+
+
 def warmstart_settings(warmstart: Path) -> dict[str, Any]:
-    """SFT settings that continue ``warmstart`` with its own teacher mixture and rate.
+    """SFT settings that continue ``warmstart`` as it was trained: its teacher's mixture and
+    shaping (``TEACHER_SHAPING``), its rate, decision weight and vision rate.
 
     Read from the ``sft_config.json`` the warm start was saved with (a mixture saved before a
     teacher kind existed names the kinds of its time: ``mmsr.teacher.config.saved_weights``).
     A folder without one continues with the preset's mixture.
     """
-    from mmsr.teacher.config import COPY_ENTITIES, parse_weights, saved_weights, weights_text
+    from mmsr.teacher.config import parse_weights, saved_weights, weights_text
 
     path = warmstart / "sft_config.json"
     if not path.is_file():
@@ -107,14 +124,14 @@ def warmstart_settings(warmstart: Path) -> dict[str, Any]:
         # through the --weights text (weights to 6 digits), as the logged command gives them
         text = weights_text(saved_weights(teacher["weights"]))
         recipe["weights"] = asdict(parse_weights(text))
-    if "head_direct" in teacher:
-        recipe["head_direct"] = float(teacher["head_direct"])
-    if teacher.get("copy_entities") in COPY_ENTITIES:
-        recipe["copy_entities"] = str(teacher["copy_entities"])
+    for key, kind in TEACHER_SHAPING.items():
+        if key in teacher:
+            recipe[key] = kind(teacher[key])
     if recipe:
         settings["teacher"] = recipe
-    if "lr" in saved:
-        settings["lr"] = float(saved["lr"])
+    for key in TRAINING_KEYS:
+        if key in saved:
+            settings[key] = float(saved[key])
     return settings
 
 
@@ -133,6 +150,12 @@ def warmstart_recipe(warmstart: Path) -> list[str]:
         argv += ["--copy-entities", teacher["copy_entities"]]
     if "lr" in settings:
         argv += ["--lr", str(settings["lr"])]
+    # the settings without an option of their own: the generic overrides
+    shaping = {
+        k: v for k, v in teacher.items() if k not in ("weights", "head_direct", "copy_entities")
+    }
+    rest = {k: settings[k] for k in TRAINING_KEYS if k in settings and k != "lr"}
+    argv += to_overrides({**rest, **({"teacher": shaping} if shaping else {})})
     return argv
 
 

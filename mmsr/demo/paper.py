@@ -1,0 +1,401 @@
+"""The paper's mechanism in miniature (``mmsr demo --paper-ablations``): RL, not SFT labels,
+learns *when* to search.
+
+From a need-blind warm start (``mmsr/assets/warmstart-blind``, trained by the
+``warmstart-blind`` recipe: its teacher takes the search path with the same probability for
+every picture, and a direct answer about an unknown picture is a guess), four more rows:
+
+- ``on_demand_blind_warmstart``: the blind warm start itself — its search ratio should not
+  depend on the need class (gap ≤ 0.10) nor its P(search) (decision-probe AUC ≤ 0.60);
+- ``on_demand_rl_from_blind``: GRPO from it on a class-balanced train set, the decision probe
+  every ``probe_every`` steps — a guessed answer earns nothing and a searched known answer pays
+  the penalty, so reward alone can teach when to search (gap ≥ 0.60, AUC ≥ 0.85, accuracy ≥
+  90 % of the main ``on_demand_rl``);
+- ``sft_from_blind``: the paper's distillation baseline — SFT from the same warm start on
+  need-labelled conversations (search exactly when the question needs it, the oracle's
+  choices) for as long as the RL run took;
+- ``on_demand_rl_unbalanced``: GRPO from it on a train set skewed to search-required questions
+  (the paper's data-balance ablation): how the search ratio drifts without balance.
+
+The train subsets are written into the world folder (``train-balanced.parquet``,
+``train-unbalanced.parquet``: the decision probe finds the world's entities beside them). Each
+model gets the decision probe on the test split (``OUT/decision/<row>.json``). Every stage
+skips what a cut run already finished (``mmsr demo --resume``): GRPO resumes from its newest
+checkpoint, evaluations from their written rollouts. Not here: the main demo
+(``mmsr.demo.pipeline``), the report's tables (``mmsr.demo.report``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmsr.demo.stages import Stage, grpo_stage, sft_more_stage
+
+logger = logging.getLogger(__name__)
+
+BLIND_WARMSTART_DIR = Path(__file__).parents[1] / "assets" / "warmstart-blind"
+
+# Summary row -> (eval method, which model).
+PAPER_ROWS: dict[str, tuple[str, str]] = {
+    "on_demand_blind_warmstart": ("on-demand", "blind"),
+    "on_demand_rl_from_blind": ("on-demand", "rl_from_blind"),
+    "sft_from_blind": ("on-demand", "sft_from_blind"),
+    "on_demand_rl_unbalanced": ("on-demand", "rl_unbalanced"),
+}
+BALANCED_FILE = "train-balanced.parquet"
+UNBALANCED_FILE = "train-unbalanced.parquet"
+
+
+@dataclass(frozen=True)
+class PaperConfig:
+    """The paper ablations' budget; the defaults fit about 2.5 hours on 2 cores."""
+
+    warmstart: Path = BLIND_WARMSTART_DIR
+    """The need-blind warm start (``mmsr train warmstart --recipe warmstart-blind``)."""
+    steps: int = 120
+    """GRPO steps of the run from the blind warm start."""
+    unbalanced_steps: int = 60
+    """GRPO steps of the unbalanced run (its drift shows early; compare at equal steps)."""
+    probe_every: int = 10
+    """The decision probe's interval in both runs (steps)."""
+    balanced_ratio: float = 0.5
+    """Share of search-required questions in the balanced train set."""
+    unbalanced_ratio: float = 0.9
+    """Share of search-required questions in the unbalanced one (web-crawled VQA is mostly
+    about things a model does not know)."""
+    sft_minutes: float | None = None
+    """``sft_from_blind``'s training time (None: as long as the RL run from it took)."""
+    grpo_overrides: tuple[str, ...] = (
+        *("--optim.lr", "1e-4", "--algo.prompts_per_step", "8"),
+        *("--algo.skip_zero_advantage", "true"),
+    )
+    """GRPO overrides shared by both runs (the main demo's rate and prompts per step)."""
+
+
+def check_blind_warmstart(warmstart: Path, main: Path) -> None:
+    """Refuse a missing blind warm start, or one trained on another kind of world than the
+    main warm start (both are evaluated on one world)."""
+    from mmsr.teacher.world_kit import trained_world
+
+    if not (warmstart / "config.json").is_file():
+        raise ValueError(
+            f"{warmstart}: no need-blind warm start (config.json missing); train one with "
+            "'mmsr train warmstart --recipe warmstart-blind --world W --index IDX --out DIR'"
+        )
+    mine, theirs = trained_world(warmstart), trained_world(main)
+    if mine != theirs:
+        raise ValueError(
+            f"{warmstart} was trained on a world with {mine}, the main warm start on {theirs}: "
+            "the ablations need one world"
+        )
+
+
+def write_subset(train: Path, ratio: float, seed: int, out: Path) -> Path:
+    """The largest subset of ``train`` whose share of search-required questions is ``ratio``
+    (``mmsr.data.balance.sample_to_ratio``), as the train file's own rows; kept when there."""
+    if out.is_file():
+        return out
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from mmsr.data import load_samples
+    from mmsr.data.balance import sample_to_ratio
+
+    picked = sample_to_ratio(load_samples(train), ratio, seed)
+    table = pq.read_table(train)
+    ids = pa.array([s.id for s in picked], type=pa.string())
+    rows = table.filter(pc.is_in(table["data_id"], value_set=ids))
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(rows, tmp)
+    tmp.replace(out)
+    logger.info("%s: %d of %d questions, %.0f %% search-required", out, len(picked),
+                table.num_rows, 100 * ratio)  # fmt: skip
+    return out
+
+
+def finished_grpo(run: Path, steps: int) -> Path | None:
+    """The model of ``run``'s checkpoint at ``steps``, when the run got there."""
+    model = run / "checkpoints" / f"step_{steps:06d}" / "model"
+    return model if (model / "config.json").is_file() else None
+
+
+def resumable(stage: Stage, out: Path, steps: int) -> Stage:
+    """``stage`` (a GRPO stage) resumed from its newest checkpoint when ``out`` has one."""
+    if not (out / "checkpoints").is_dir():
+        return stage
+
+    def run() -> Any:
+        from mmsr.train.grpo import train_grpo
+        from mmsr.train.grpo_setup import build_parts
+
+        return train_grpo(stage.config, build_parts(stage.config, out), out, resume=True)
+
+    return Stage(stage.name, (*stage.command, "--resume"), run, stage.config)
+
+
+def run_paper_ablations(
+    paper: PaperConfig,
+    *,
+    out: Path,
+    seed: int,
+    main_warmstart: Path,
+    grpo_preset: str,
+    grpo_settings: Callable[[Path, Path], dict[str, Any]],
+    run_stage: Callable[[Stage], Any],
+    timings: dict[str, float],
+) -> dict[str, Path]:
+    """Train the rows' models (skipping what is finished); returns them by ``PAPER_ROWS``
+    model key. ``grpo_settings(model, train)``: the demo's GRPO settings for a model and a
+    train file; ``run_stage`` runs and times one stage."""
+    check_blind_warmstart(paper.warmstart, main_warmstart)
+    world = out / "world"
+    train = world / "train.parquet"
+    balanced = write_subset(train, paper.balanced_ratio, seed, world / BALANCED_FILE)
+    skewed = write_subset(train, paper.unbalanced_ratio, seed, world / UNBALANCED_FILE)
+    models: dict[str, Path] = {"blind": paper.warmstart}
+    runs = (
+        ("grpo_from_blind", "rl_from_blind", balanced, paper.steps),
+        ("grpo_unbalanced", "rl_unbalanced", skewed, paper.unbalanced_steps),
+    )
+    for name, key, data, steps in runs:
+        run = out / name
+        done = finished_grpo(run, steps)
+        if done is None:
+            overrides = (
+                *paper.grpo_overrides,
+                *("--run.steps", str(steps), "--run.save_every", str(max(1, steps // 4))),
+                *("--run.probe_every", str(paper.probe_every)),
+            )
+            settings = grpo_settings(paper.warmstart, data)
+            stage = grpo_stage(name, grpo_preset, settings, overrides, run)
+            run_stage(resumable(stage, run, steps))
+            done = finished_grpo(run, steps)
+            if done is None:
+                raise RuntimeError(f"{run}: GRPO ended before step {steps}")
+        else:
+            logger.info("%s: finished before, kept", name)
+        models[key] = done
+    sft = out / "sft_from_blind"
+    if not (sft / "model.safetensors").is_file():
+        minutes = paper.sft_minutes
+        if minutes is None:
+            minutes = run_minutes(out / "grpo_from_blind", timings)
+        stage = sft_more_stage(world, out / "index", paper.warmstart, seed, minutes, sft)
+        run_stage(_need_labelled(stage, world, out / "index", paper.warmstart, seed, minutes, sft))
+    models["sft_from_blind"] = sft
+    return models
+
+
+def run_minutes(run: Path, timings: dict[str, float]) -> float:
+    """How long the GRPO run in ``run`` took, in minutes: its stage's time in ``timings``, or
+    when it ran in an earlier, cut demo the sum of its steps' times."""
+    if run.name in timings:
+        return timings[run.name] / 60.0
+    from mmsr.demo.report import read_training
+
+    seconds = sum(float(row.get("perf/step_s", 0.0)) for row in read_training(run))
+    return max(seconds / 60.0, 0.01)
+
+
+def _need_labelled(
+    stage: Stage, world: Path, index: Path, warmstart: Path, seed: int, minutes: float, out: Path
+) -> Stage:
+    """``stage`` (SFT that continues ``warmstart`` with its own recipe) with the teacher's
+    decision labelled by need: head questions answered directly, tail ones searched — the
+    oracle's choices, the paper's distillation baseline."""
+    import dataclasses
+
+    from mmsr.train.sft import train_sft
+
+    teacher = dataclasses.replace(stage.config.teacher, decision="need", head_direct=1.0)
+    config = dataclasses.replace(stage.config, teacher=teacher)
+
+    def run() -> Any:
+        return train_sft(config, world, index, out, progress=False)
+
+    from mmsr.config import to_overrides
+
+    overrides = to_overrides({"teacher": {"decision": "need", "head_direct": 1.0}})
+    return Stage("sft_from_blind", (*stage.command, *overrides), run, config)
+
+
+def decision_stage(
+    name: str, model: Path, world: Path, out: Path, limit: int | None = None
+) -> Stage:
+    """The decision probe of ``model`` on the world's test split (its first ``limit``
+    questions: None, all), into ``out`` (JSON)."""
+
+    def run() -> Any:
+        if out.is_file():
+            return json.loads(out.read_text(encoding="utf-8"))
+        from mmsr.data import load_samples
+        from mmsr.models.chat_encoder import ChatEncoder
+        from mmsr.models.io import load_model
+        from mmsr.train.decision_probe import decision_figures, read_decisions, world_entities
+
+        entities = world_entities(world)
+        assert entities is not None, f"{world} is not a built world"
+        loaded: Any
+        loaded, tokenizer, processor = load_model(model)
+        loaded.eval()
+        rows = read_decisions(
+            loaded,
+            ChatEncoder(tokenizer, processor),
+            processor,
+            load_samples(world / "test.parquet", limit=limit),
+            entities,
+        )
+        figures = {"model": str(model), "split": "test", **decision_figures(rows)}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(out)
+        return figures
+
+    command = (
+        "bench/decision_probe.py",
+        *("--model", str(model), "--world", str(world), "--split", "test"),
+        *(("--limit", str(limit)) if limit else ()),
+    )
+    return Stage(f"decision/{name}", command, run)
+
+
+def _gap(row: dict[str, Any]) -> float:
+    nan = float("nan")
+    required = float(row.get("search_ratio/search_required", nan))
+    return required - float(row.get("search_ratio/search_free", nan))
+
+
+def paper_check(
+    methods: dict[str, dict[str, Any]], decisions: dict[str, dict[str, Any]]
+) -> dict[str, Any] | None:
+    """The issue's bars: the blind warm start's search-ratio gap ≤ 0.10 and decision AUC ≤
+    0.60; RL from it: gap ≥ 0.60, AUC ≥ 0.85 and accuracy ≥ 90 % of ``on_demand_rl``'s.
+    ``met`` is all of them; None until the rows exist."""
+    blind, rl = methods.get("on_demand_blind_warmstart"), methods.get("on_demand_rl_from_blind")
+    if blind is None or rl is None:
+        return None
+    nan = float("nan")
+    auc = {k: float(v.get("auc", nan)) for k, v in decisions.items()}
+    checks = {
+        "blind_warmstart_gap_at_most_0.10": _gap(blind) <= 0.10,
+        "blind_warmstart_auc_at_most_0.60": auc.get("on_demand_blind_warmstart", nan) <= 0.60,
+        "rl_from_blind_gap_at_least_0.60": _gap(rl) >= 0.60,
+        "rl_from_blind_auc_at_least_0.85": auc.get("on_demand_rl_from_blind", nan) >= 0.85,
+    }
+    if "on_demand_rl" in methods:
+        checks["rl_from_blind_accuracy_at_least_0.9_on_demand_rl"] = (
+            rl["accuracy"] >= 0.9 * methods["on_demand_rl"]["accuracy"]
+        )
+    return {**checks, "met": all(checks.values())}
+
+
+def paper_summary(
+    out: Path, methods: dict[str, dict[str, Any]], names: Sequence[str]
+) -> dict[str, Any]:
+    """The ``paper`` part of the summary: per row its per-class search ratios and their gap,
+    the decision probe's AUC and mean P(search) per class on the test split, and the probes'
+    curves of both GRPO runs by step."""
+    from mmsr.demo.report import decision_curve, read_decisions, read_training
+
+    decisions = read_decisions(out, names)
+    rows: dict[str, dict[str, Any]] = {}
+    for name in names:
+        row, probe = methods.get(name, {}), decisions.get(name, {})
+        rows[name] = {
+            "accuracy": row.get("accuracy"),
+            "search_ratio/search_free": row.get("search_ratio/search_free"),
+            "search_ratio/search_required": row.get("search_ratio/search_required"),
+            "gap": _round(_gap(row)),
+            "reward": row.get("reward"),
+            "decision_auc": _round(probe.get("auc", float("nan"))),
+            "p_search/head": _round(probe.get("head", {}).get("p_search", float("nan"))),
+            "p_search/tail": _round(probe.get("tail", {}).get("p_search", float("nan"))),
+        }
+    curves = {}
+    for run in ("grpo_from_blind", "grpo_unbalanced"):
+        probes = read_training(out / run, "probe.jsonl")
+        if probes:
+            curves[run] = {"steps": [int(r["step"]) for r in probes], **decision_curve(probes)}
+    return {"rows": rows, "curves": curves, "checks": paper_check(methods, decisions)}
+
+
+def _round(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(value, 3)
+
+
+def paper_plots(out: Path) -> dict[str, str]:
+    """The decision probe over the RL run from the blind warm start, and the search ratio per
+    need class of the balanced and the unbalanced runs over steps (base64 PNGs by title)."""
+    from mmsr.demo.report import _png, decision_plot, read_training
+
+    plots: dict[str, str] = {}
+    blind = read_training(out / "grpo_from_blind", "probe.jsonl")
+    if blind:
+        plots["RL from the need-blind warm start: who decides, over steps"] = decision_plot(
+            blind, "RL from a need-blind warm start: the decision probe"
+        )
+    skewed = read_training(out / "grpo_unbalanced", "probe.jsonl")
+    if blind and skewed:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        for probes, label, style in ((blind, "balanced", "-"), (skewed, "unbalanced", "--")):
+            steps = [r["step"] for r in probes]
+            for key, need in (("search_free", "search-free"), ("search_required", "required")):
+                values = [r.get(f"probe/search/ratio/{key}", float("nan")) for r in probes]
+                ax.plot(steps, values, style, marker="o", label=f"{label}: SR {need}")
+        ax.set_xlabel("GRPO step")
+        ax.set_ylabel("greedy search ratio (probe)")
+        ax.set_ylim(-0.05, 1.05)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize="small")
+        ax.set_title("Data balance: the search ratio's drift")
+        plots["Data balance: the search ratio per need class over steps"] = _png(fig)
+        plt.close(fig)
+    return plots
+
+
+def paper_markdown(paper: dict[str, Any]) -> str:
+    """The ``paper`` summary as a markdown section."""
+    lines = [
+        "",
+        "## RL learns when to search (from a need-blind warm start)",
+        "",
+        "| row | accuracy | SR search-free | SR search-required | gap | decision AUC | "
+        "P(search) head | P(search) tail |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+
+    def cell(value: Any, scale: float = 1.0, digits: int = 3) -> str:
+        return "–" if value is None else f"{scale * value:.{digits}f}"
+
+    for name, row in paper["rows"].items():
+        lines.append(
+            f"| {name} | {cell(row['accuracy'], 100, 1)} | "
+            f"{cell(row['search_ratio/search_free'], 100, 1)} | "
+            f"{cell(row['search_ratio/search_required'], 100, 1)} | {cell(row['gap'])} | "
+            f"{cell(row['decision_auc'])} | {cell(row['p_search/head'])} | "
+            f"{cell(row['p_search/tail'])} |"
+        )
+    checks = paper.get("checks")
+    if checks is not None:
+        failed = [k for k, v in checks.items() if k != "met" and not v]
+        verdict = "met" if checks["met"] else "not met"
+        tail = f" (short of: {', '.join(failed)})." if failed else "."
+        lines += [
+            "",
+            "Blind warm start gap ≤ 0.10 and AUC ≤ 0.60; RL from it gap ≥ 0.60, AUC ≥ 0.85, "
+            f"accuracy ≥ 90 % of on_demand_rl: **{verdict}**{tail}",
+        ]
+    return "\n".join(lines) + "\n"
