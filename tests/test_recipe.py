@@ -295,3 +295,26 @@ def test_read_rate_counts_fact_questions_whose_value_was_shown() -> None:
     ]
     assert read_rate(lines) == {"n": 3.0, "right": pytest.approx(2 / 3)}
     assert read_rate([]) == {"n": 0.0, "right": 0.0}
+
+
+def test_a_partial_weights_table_says_which_defaults_it_keeps(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A stage's weights table is merged over the teacher's defaults: the kinds it leaves out
+    keep their default weights, and the runner says which (warmstart-tiny's ``know`` stage
+    keeps ``head_drill``, ``prime1`` and ``prime2``); a table listing every kind says nothing."""
+    import logging
+
+    from mmsr.warmstart.recipe import stage_config
+
+    tiny = load_recipe("warmstart-tiny")
+    with caplog.at_level(logging.INFO, logger="mmsr.warmstart.recipe"):
+        config = stage_config(tiny, tiny.stages[2], init="")
+    assert config.teacher.weights.head_drill == 0.15
+    assert "stage know: teacher kinds not in its weights table keep their defaults" in caplog.text
+    assert "head_drill=0.15" in caplog.text and "prime1=0.1" in caplog.text
+    caplog.clear()
+    blind = load_recipe("warmstart-blind")
+    with caplog.at_level(logging.INFO, logger="mmsr.warmstart.recipe"):
+        stage_config(blind, blind.stages[2], init="")
+    assert "keep their defaults" not in caplog.text

@@ -43,7 +43,7 @@ import logging
 import shutil
 import time
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -212,7 +212,16 @@ def stage_config(recipe: Recipe, stage: Stage, init: str) -> Any:
         "init_from": init,
         "validation_questions": recipe.validation_questions,
     }
-    return load_sft_config(None, merge(stage.config, fixed))
+    config = load_sft_config(None, merge(stage.config, fixed))
+    listed = stage.config.get("teacher", {}).get("weights", {})
+    kept = {k: v for k, v in asdict(config.teacher.weights).items() if k not in listed and v}
+    if listed and kept:  # a weights table is merged over the defaults, not in place of them
+        logger.info(
+            "stage %s: teacher kinds not in its weights table keep their defaults: %s",
+            stage.name,
+            ", ".join(f"{k}={v:g}" for k, v in kept.items()),
+        )
+    return config
 
 
 def run_recipe(
