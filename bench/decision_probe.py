@@ -38,15 +38,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
 from mmsr.data import load_samples  # noqa: E402
-from mmsr.models.chat_encoder import ChatEncoder  # noqa: E402
-from mmsr.models.io import load_model  # noqa: E402
-from mmsr.train.decision_probe import (  # noqa: E402
-    Reading,
-    class_auc,
-    decision_figures,
-    read_decisions,
-    world_entities,
-)
+from mmsr.train.decision_probe import class_auc, decision_figures, open_probe  # noqa: E402
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, *, steps: int = 500, l2: float = 1e-3) -> Any:
@@ -71,16 +63,10 @@ def probe(
     logistic regression of the knowledge class on the hidden states at the decision token,
     fitted on the first N train questions whose picture is not named in the question, scored
     on this split's such questions (can the representation tell head from tail at all?)."""
-    entities = world_entities(world)
-    if entities is None:
-        raise SystemExit(f"{world}: not a built world (no stats.json)")
-    model, tokenizer, processor = load_model(model_dir)
-    model.eval()
-    encoder = ChatEncoder(tokenizer, processor)
-
-    def read(samples: list[Any]) -> list[Reading]:
-        assert entities is not None
-        return read_decisions(model, encoder, processor, samples, entities)
+    try:
+        read = open_probe(model_dir, world)
+    except ValueError as err:
+        raise SystemExit(str(err)) from None
 
     samples = load_samples(world / f"{split}.parquet")
     rows = read(samples[:limit] if limit else samples)

@@ -302,6 +302,14 @@ def test_each_stage_logs_a_command_that_gives_its_config(tmp_path: Path) -> None
     assert sft.config.teacher.head_answers == "recall" and sft.config.teacher.copy_first == 0.95
     assert sft.config.teacher.value_reason == "quote"
     assert sft.config.decision_weight == 5.0 and sft.config.vision_lr_scale == 0.3
+    # the paper ablations' SFT: the same recipe with the teacher's decision labelled by need
+    need = {"decision": "need", "head_direct": 1.0}
+    sft = sft_more_stage(
+        tmp_path / "w", tmp_path / "i", tmp_path, 3, 0.5, tmp_path / "s", teacher=need
+    )
+    args = parsed(sft.command)
+    assert load_sft_config(args.preset, sft_settings(args), args.overrides) == sft.config
+    assert sft.config.teacher.head_direct == 1.0 and sft.config.teacher.value_reason == "quote"
 
     ev = eval_stage("rag", _eval_config(cfg, "rag", tmp_path, tmp_path / "e"))
     assert config_from_args(parsed(ev.command)) == ev.config

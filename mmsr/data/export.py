@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,26 @@ from mmsr.types import Sample
 logger = logging.getLogger(__name__)
 
 ROW_GROUP = 256
+
+
+def write_rows_of(source: Path, samples: Sequence[Sample], out: Path) -> Path:
+    """The rows of the parquet file ``source`` that hold ``samples`` (matched by ``data_id``),
+    in the file's own columns and order, written to ``out`` through a temporary file; a
+    sample without its own row there is an error."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(source)
+    ids = pa.array([s.id for s in samples], type=pa.string())
+    picked = table.filter(pc.is_in(table["data_id"], value_set=ids))
+    if picked.num_rows != len(samples):
+        raise ValueError(f"{source}: {picked.num_rows} rows for {len(samples)} questions")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.tmp")
+    pq.write_table(picked, tmp)
+    tmp.replace(out)
+    return out
 
 
 def fvqa_column_types() -> dict[str, Any]:

@@ -27,7 +27,6 @@ checkpoint, evaluations from their written rollouts. Not here: the main demo
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 from collections.abc import Callable, Sequence
@@ -35,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from mmsr.demo.stages import Stage, grpo_stage, sft_more_stage
+from mmsr.demo.stages import Stage, grpo_stage, sft_more_stage, trained_grpo
 
 logger = logging.getLogger(__name__)
 
@@ -101,43 +100,16 @@ def write_subset(train: Path, ratio: float, seed: int, out: Path) -> Path:
     (``mmsr.data.balance.sample_to_ratio``), as the train file's own rows; kept when there."""
     if out.is_file():
         return out
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     from mmsr.data import load_samples
     from mmsr.data.balance import sample_to_ratio
+    from mmsr.data.export import write_rows_of
 
-    picked = sample_to_ratio(load_samples(train), ratio, seed)
-    table = pq.read_table(train)
-    ids = pa.array([s.id for s in picked], type=pa.string())
-    rows = table.filter(pc.is_in(table["data_id"], value_set=ids))
-    tmp = out.with_name(f".{out.name}.tmp")
-    pq.write_table(rows, tmp)
-    tmp.replace(out)
+    samples = load_samples(train)
+    picked = sample_to_ratio(samples, ratio, seed)
+    write_rows_of(train, picked, out)
     logger.info("%s: %d of %d questions, %.0f %% search-required", out, len(picked),
-                table.num_rows, 100 * ratio)  # fmt: skip
+                len(samples), 100 * ratio)  # fmt: skip
     return out
-
-
-def finished_grpo(run: Path, steps: int) -> Path | None:
-    """The model of ``run``'s checkpoint at ``steps``, when the run got there."""
-    model = run / "checkpoints" / f"step_{steps:06d}" / "model"
-    return model if (model / "config.json").is_file() else None
-
-
-def resumable(stage: Stage, out: Path, steps: int) -> Stage:
-    """``stage`` (a GRPO stage) resumed from its newest checkpoint when ``out`` has one."""
-    if not (out / "checkpoints").is_dir():
-        return stage
-
-    def run() -> Any:
-        from mmsr.train.grpo import train_grpo
-        from mmsr.train.grpo_setup import build_parts
-
-        return train_grpo(stage.config, build_parts(stage.config, out), out, resume=True)
-
-    return Stage(stage.name, (*stage.command, "--resume"), run, stage.config)
 
 
 def run_paper_ablations(
@@ -165,30 +137,26 @@ def run_paper_ablations(
         ("grpo_unbalanced", "rl_unbalanced", skewed, paper.unbalanced_steps),
     )
     for name, key, data, steps in runs:
-        run = out / name
-        done = finished_grpo(run, steps)
-        if done is None:
-            overrides = (
-                *paper.grpo_overrides,
-                *("--run.steps", str(steps), "--run.save_every", str(max(1, steps // 4))),
-                *("--run.probe_every", str(paper.probe_every)),
-            )
-            settings = grpo_settings(paper.warmstart, data)
-            stage = grpo_stage(name, grpo_preset, settings, overrides, run)
-            run_stage(resumable(stage, run, steps))
-            done = finished_grpo(run, steps)
-            if done is None:
-                raise RuntimeError(f"{run}: GRPO ended before step {steps}")
-        else:
-            logger.info("%s: finished before, kept", name)
-        models[key] = done
+        overrides = (
+            *paper.grpo_overrides,
+            *("--run.steps", str(steps), "--run.save_every", str(max(1, steps // 4))),
+            *("--run.probe_every", str(paper.probe_every)),
+        )
+        settings = grpo_settings(paper.warmstart, data)
+        stage = grpo_stage(name, grpo_preset, settings, overrides, out / name)
+        models[key] = trained_grpo(stage, out / name, run_stage)
     sft = out / "sft_from_blind"
     if not (sft / "model.safetensors").is_file():
         minutes = paper.sft_minutes
         if minutes is None:
             minutes = run_minutes(out / "grpo_from_blind", timings)
-        stage = sft_more_stage(world, out / "index", paper.warmstart, seed, minutes, sft)
-        run_stage(_need_labelled(stage, world, out / "index", paper.warmstart, seed, minutes, sft))
+        # the oracle's choices: head questions answered directly, tail ones searched
+        need = {"decision": "need", "head_direct": 1.0}
+        stage = sft_more_stage(
+            world, out / "index", paper.warmstart, seed, minutes, sft,
+            name="sft_from_blind", teacher=need,
+        )  # fmt: skip
+        run_stage(stage)
     models["sft_from_blind"] = sft
     return models
 
@@ -202,69 +170,6 @@ def run_minutes(run: Path, timings: dict[str, float]) -> float:
 
     seconds = sum(float(row.get("perf/step_s", 0.0)) for row in read_training(run))
     return max(seconds / 60.0, 0.01)
-
-
-def _need_labelled(
-    stage: Stage, world: Path, index: Path, warmstart: Path, seed: int, minutes: float, out: Path
-) -> Stage:
-    """``stage`` (SFT that continues ``warmstart`` with its own recipe) with the teacher's
-    decision labelled by need: head questions answered directly, tail ones searched — the
-    oracle's choices, the paper's distillation baseline."""
-    import dataclasses
-
-    from mmsr.train.sft import train_sft
-
-    teacher = dataclasses.replace(stage.config.teacher, decision="need", head_direct=1.0)
-    config = dataclasses.replace(stage.config, teacher=teacher)
-
-    def run() -> Any:
-        return train_sft(config, world, index, out, progress=False)
-
-    from mmsr.config import to_overrides
-
-    overrides = to_overrides({"teacher": {"decision": "need", "head_direct": 1.0}})
-    return Stage("sft_from_blind", (*stage.command, *overrides), run, config)
-
-
-def decision_stage(
-    name: str, model: Path, world: Path, out: Path, limit: int | None = None
-) -> Stage:
-    """The decision probe of ``model`` on the world's test split (its first ``limit``
-    questions: None, all), into ``out`` (JSON)."""
-
-    def run() -> Any:
-        if out.is_file():
-            return json.loads(out.read_text(encoding="utf-8"))
-        from mmsr.data import load_samples
-        from mmsr.models.chat_encoder import ChatEncoder
-        from mmsr.models.io import load_model
-        from mmsr.train.decision_probe import decision_figures, read_decisions, world_entities
-
-        entities = world_entities(world)
-        assert entities is not None, f"{world} is not a built world"
-        loaded: Any
-        loaded, tokenizer, processor = load_model(model)
-        loaded.eval()
-        rows = read_decisions(
-            loaded,
-            ChatEncoder(tokenizer, processor),
-            processor,
-            load_samples(world / "test.parquet", limit=limit),
-            entities,
-        )
-        figures = {"model": str(model), "split": "test", **decision_figures(rows)}
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        tmp.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(out)
-        return figures
-
-    command = (
-        "bench/decision_probe.py",
-        *("--model", str(model), "--world", str(world), "--split", "test"),
-        *(("--limit", str(limit)) if limit else ()),
-    )
-    return Stage(f"decision/{name}", command, run)
 
 
 def _gap(row: dict[str, Any]) -> float:
@@ -298,14 +203,16 @@ def paper_check(
 
 
 def paper_summary(
-    out: Path, methods: dict[str, dict[str, Any]], names: Sequence[str]
+    out: Path,
+    methods: dict[str, dict[str, Any]],
+    names: Sequence[str],
+    decisions: dict[str, dict[str, Any]],
 ) -> dict[str, Any]:
     """The ``paper`` part of the summary: per row its per-class search ratios and their gap,
-    the decision probe's AUC and mean P(search) per class on the test split, and the probes'
-    curves of both GRPO runs by step."""
-    from mmsr.demo.report import decision_curve, read_decisions, read_training
+    the decision probe's AUC and mean P(search) per class on the test split (``decisions``, by
+    row), and the probes' curves of both GRPO runs by step."""
+    from mmsr.demo.report import decision_curve, read_training
 
-    decisions = read_decisions(out, names)
     rows: dict[str, dict[str, Any]] = {}
     for name in names:
         row, probe = methods.get(name, {}), decisions.get(name, {})

@@ -21,14 +21,16 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsr.demo.paper import PAPER_ROWS, PaperConfig, decision_stage
+from mmsr.demo.paper import PAPER_ROWS, PaperConfig
 from mmsr.demo.report import DECISION_DIR
 from mmsr.demo.stages import (
     Stage,
+    decision_stage,
     eval_stage,
     grpo_stage,
     index_stage,
     sft_more_stage,
+    trained_grpo,
     world_stage,
 )
 from mmsr.eval.config import EvalRunConfig
@@ -123,13 +125,6 @@ def _stage(stage: Stage, timings: dict[str, float]) -> Any:
     return result
 
 
-def _latest_model(run: Path) -> Path:
-    steps = sorted((run / "checkpoints").glob("step_*"))
-    if not steps:
-        raise RuntimeError(f"{run}: GRPO wrote no checkpoint")
-    return steps[-1] / "model"
-
-
 def keep_previous_run(out: Path) -> Path | None:
     """Move an earlier demo's training run and evaluations out of the way (never delete them).
 
@@ -164,8 +159,8 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     trained = trained_world(cfg.warmstart)  # the world the warm start learnt to read
     _stage(world_stage(world, cfg.seed, cfg.small_world, trained["fact_layout"]), timings)
     _stage(index_stage(world / "corpus", index, trained["summary_order"]), timings)
-    _train_grpo("grpo", cfg, cfg.grpo_overrides, grpo, timings)
-    models = {"warmstart": cfg.warmstart, "rl": _latest_model(grpo)}
+    rl = _train_grpo("grpo", cfg, cfg.grpo_overrides, grpo, timings)
+    models = {"warmstart": cfg.warmstart, "rl": rl}
     if cfg.ablations:
         models.update(_run_ablations(cfg, timings))
     if cfg.paper_ablations:
@@ -208,18 +203,11 @@ def _plain(value: Any) -> Any:
 
 def _train_grpo(
     name: str, cfg: DemoConfig, overrides: tuple[str, ...], run: Path, timings: dict[str, float]
-) -> None:
-    """One of the demo's GRPO runs from the main warm start; with ``cfg.resume`` a finished
-    run is kept and a cut one resumes from its newest checkpoint."""
-    from mmsr.demo.paper import finished_grpo, resumable
-
+) -> Path:
+    """One of the demo's GRPO runs from the main warm start; returns its last model (a run
+    finished before is kept, a cut one resumed: only ``--resume`` leaves them in place)."""
     stage = grpo_stage(name, cfg.grpo_preset, _grpo_settings(cfg), overrides, run)
-    if cfg.resume:
-        if finished_grpo(run, stage.config.run.steps) is not None:
-            logger.info("%s: finished before, kept", name)
-            return
-        stage = resumable(stage, run, stage.config.run.steps)
-    _stage(stage, timings)
+    return trained_grpo(stage, run, lambda s: _stage(s, timings))
 
 
 def _grpo_settings(
@@ -259,7 +247,7 @@ def _run_ablations(cfg: DemoConfig, timings: dict[str, float]) -> dict[str, Path
     out = cfg.out
     no_penalty = out / "grpo_no_penalty"
     overrides = (*cfg.grpo_overrides, "--reward.search_penalty", "0")  # last: it wins
-    _train_grpo("grpo_no_penalty", cfg, overrides, no_penalty, timings)
+    rl_no_penalty = _train_grpo("grpo_no_penalty", cfg, overrides, no_penalty, timings)
     sft_more = out / "sft_more"
     if not (cfg.resume and (sft_more / "model.safetensors").is_file()):
         from mmsr.demo.paper import run_minutes
@@ -270,4 +258,4 @@ def _run_ablations(cfg: DemoConfig, timings: dict[str, float]) -> dict[str, Path
         world, index = out / "world", out / "index"
         stage = sft_more_stage(world, index, cfg.warmstart, cfg.seed, minutes, sft_more)
         _stage(stage, timings)
-    return {"rl_no_penalty": _latest_model(no_penalty), "sft_more": sft_more}
+    return {"rl_no_penalty": rl_no_penalty, "sft_more": sft_more}

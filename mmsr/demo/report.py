@@ -464,7 +464,8 @@ def write_demo_report(
     if paper:
         from mmsr.demo.paper import PAPER_ROWS, paper_markdown, paper_plots, paper_summary
 
-        summary["paper"] = paper_summary(out, methods, [n for n in names if n in PAPER_ROWS])
+        rows = [n for n in names if n in PAPER_ROWS]
+        summary["paper"] = paper_summary(out, methods, rows, probed)
         markdown += paper_markdown(summary["paper"])
         plots |= paper_plots(out)
     (out / "report.md").write_text(markdown, encoding="utf-8")

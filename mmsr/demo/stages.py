@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -88,31 +88,20 @@ def grpo_stage(
     return Stage(name, (*command, "--out", str(out)), run, cfg)
 
 
-# What a continued warm start keeps of its saved ``sft_config.json`` beside the mixture: how
-# the teacher shapes conversations (typed; a missing key keeps the preset's value) ...
-TEACHER_SHAPING: dict[str, Any] = {
-    "head_direct": float,
-    "copy_first": float,
-    "copy_entities": str,
-    "head_answers": str,
-    "value_reason": str,
-    "same_kind": float,
-    "decision": str,
-    "search_share": float,
-}
-# ... and how it trains.
+# What a continued warm start keeps of its saved ``sft_config.json`` beside the teacher (its
+# every setting, the mixture included): how it trains.
 TRAINING_KEYS: tuple[str, ...] = ("lr", "decision_weight", "vision_lr_scale")
 
 
 def warmstart_settings(warmstart: Path) -> dict[str, Any]:
     """SFT settings that continue ``warmstart`` as it was trained: its teacher's mixture and
-    shaping (``TEACHER_SHAPING``), its rate, decision weight and vision rate.
+    every other setting, its rate, decision weight and vision rate.
 
     Read from the ``sft_config.json`` the warm start was saved with (a mixture saved before a
     teacher kind existed names the kinds of its time: ``mmsr.teacher.config.saved_weights``).
     A folder without one continues with the preset's mixture.
     """
-    from mmsr.teacher.config import parse_weights, saved_weights, weights_text
+    from mmsr.teacher.config import TeacherConfig, parse_weights, saved_weights, weights_text
 
     path = warmstart / "sft_config.json"
     if not path.is_file():
@@ -124,9 +113,8 @@ def warmstart_settings(warmstart: Path) -> dict[str, Any]:
         # through the --weights text (weights to 6 digits), as the logged command gives them
         text = weights_text(saved_weights(teacher["weights"]))
         recipe["weights"] = asdict(parse_weights(text))
-    for key, kind in TEACHER_SHAPING.items():
-        if key in teacher:
-            recipe[key] = kind(teacher[key])
+    shaping = {f.name for f in fields(TeacherConfig)} - {"weights"}
+    recipe |= {key: value for key, value in teacher.items() if key in shaping}
     if recipe:
         settings["teacher"] = recipe
     for key in TRAINING_KEYS:
@@ -160,16 +148,27 @@ def warmstart_recipe(warmstart: Path) -> list[str]:
 
 
 def sft_more_stage(
-    world: Path, index: Path, warmstart: Path, seed: int, minutes: float, out: Path
+    world: Path,
+    index: Path,
+    warmstart: Path,
+    seed: int,
+    minutes: float,
+    out: Path,
+    *,
+    name: str = "sft_more",
+    teacher: dict[str, Any] | None = None,
 ) -> Stage:
-    """``mmsr train sft``: the warm start trained on with its own recipe for ``minutes``."""
+    """``mmsr train sft``: the warm start trained on with its own recipe for ``minutes``
+    (``teacher``: settings of the teacher changed from that recipe's, e.g. its decision)."""
     from mmsr.config import merge
     from mmsr.train.sft import load_sft_config
 
     minutes = float(f"{minutes:.3f}")  # what the command line says
     options = {"seed": seed, "minutes": minutes, "init_from": str(warmstart), "primer_steps": 0}
     options |= {"eval_every_minutes": 0.0, "final_questions": 2}
-    cfg = load_sft_config("tiny-cpu", merge(options, warmstart_settings(warmstart)))
+    changed = {"teacher": teacher} if teacher else {}
+    settings = merge(merge(options, warmstart_settings(warmstart)), changed)
+    cfg = load_sft_config("tiny-cpu", settings)
 
     def run() -> Any:
         from mmsr.train.sft import train_sft
@@ -181,8 +180,70 @@ def sft_more_stage(
         *("--init", str(warmstart), "--seed", str(seed), "--minutes", f"{minutes:.3f}"),
         *("--primer-steps", "0", "--eval-every", "0", "--final-questions", "2", "--quiet"),
         *warmstart_recipe(warmstart),
+        *to_overrides(changed),  # last: they win
     )
-    return Stage("sft_more", command, run, cfg)
+    return Stage(name, command, run, cfg)
+
+
+def finished_grpo(run: Path, steps: int) -> Path | None:
+    """The model of ``run``'s checkpoint at ``steps``, when the run got there."""
+    model = run / "checkpoints" / f"step_{steps:06d}" / "model"
+    return model if (model / "config.json").is_file() else None
+
+
+def trained_grpo(stage: Stage, out: Path, run_stage: Callable[[Stage], Any]) -> Path:
+    """The model of ``stage``'s GRPO run in ``out`` at its last step: kept when the run got
+    there before, else trained by ``run_stage`` — resumed from the newest checkpoint when
+    ``out`` has one (a run cut short goes on where it stopped)."""
+    steps = stage.config.run.steps
+    done = finished_grpo(out, steps)
+    if done is not None:
+        logger.info("%s: finished before, kept", stage.name)
+        return done
+    if (out / "checkpoints").is_dir():
+        config = stage.config
+
+        def run() -> Any:
+            from mmsr.train.grpo import train_grpo
+            from mmsr.train.grpo_setup import build_parts
+
+            return train_grpo(config, build_parts(config, out), out, resume=True)
+
+        stage = Stage(stage.name, (*stage.command, "--resume"), run, config)
+    run_stage(stage)
+    done = finished_grpo(out, steps)
+    if done is None:
+        raise RuntimeError(f"{out}: GRPO ended before step {steps}")
+    return done
+
+
+def decision_stage(
+    name: str, model: Path, world: Path, out: Path, limit: int | None = None
+) -> Stage:
+    """The decision probe (``mmsr.train.decision_probe``) of ``model`` on the world's test
+    split (its first ``limit`` questions: None, all), into ``out`` (JSON; kept when there)."""
+
+    def run() -> Any:
+        if out.is_file():
+            return json.loads(out.read_text(encoding="utf-8"))
+        from mmsr.data import load_samples
+        from mmsr.train.decision_probe import decision_figures, open_probe
+
+        read = open_probe(model, world)
+        rows = read(load_samples(world / "test.parquet", limit=limit))
+        figures = {"model": str(model), "split": "test", **decision_figures(rows)}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        tmp.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(out)
+        return figures
+
+    command = (
+        "bench/decision_probe.py",
+        *("--model", str(model), "--world", str(world), "--split", "test"),
+        *(("--limit", str(limit)) if limit else ()),
+    )
+    return Stage(f"decision/{name}", command, run)
 
 
 def eval_stage(name: str, cfg: EvalRunConfig) -> Stage:

@@ -20,7 +20,7 @@ policies taught by ``mmsr.teacher`` on a built world, and nothing for others.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +187,23 @@ def world_entities(world: str | Path) -> dict[str, Entity] | None:
     from mmsr.world.build import load_world
 
     return {e.id: e for e in load_world(world_config(world))[0]}
+
+
+def open_probe(
+    model_dir: str | Path, world: str | Path
+) -> Callable[[Sequence[Sample]], list[Reading]]:
+    """The saved model in ``model_dir``, loaded once, as a reader of ``read_decisions`` over
+    questions of the world built in ``world``."""
+    from mmsr.models.io import load_model
+
+    entities = world_entities(world)
+    if entities is None:
+        raise ValueError(f"{world}: not a built world (no stats.json)")
+    model: Any
+    model, tokenizer, processor = load_model(Path(model_dir))
+    model.eval()
+    encoder = ChatEncoder(tokenizer, processor)
+    return lambda samples: read_decisions(model, encoder, processor, samples, entities)
 
 
 def probe_metrics(figures: Mapping[str, Any]) -> dict[str, float]:

@@ -35,29 +35,13 @@ BOUNDS = ("min", "max")
 def write_validation(world: Path, n: int, out: Path) -> Path:
     """The world's ``n`` validation questions (``WorldKit``'s hold-out) as a parquet file of the
     train split's own rows."""
-    import pyarrow.compute as pc
-    import pyarrow.parquet as pq
-
     from mmsr.data import load_samples
+    from mmsr.data.export import write_rows_of
     from mmsr.teacher.world_kit import split_validation, world_config
 
     train = world / "train.parquet"
     _, held = split_validation(load_samples(train), n, world_config(world).seed)
-    table = pq.read_table(train)
-    picked = table.filter(pc.is_in(table["data_id"], value_set=_ids(held)))
-    if picked.num_rows != len(held):
-        raise ValueError(f"{train}: {picked.num_rows} rows for {len(held)} validation questions")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_suffix(".tmp")
-    pq.write_table(picked, tmp)
-    tmp.replace(out)
-    return out
-
-
-def _ids(samples: Sequence[Any]) -> Any:
-    import pyarrow as pa
-
-    return pa.array([s.id for s in samples], type=pa.string())
+    return write_rows_of(train, held, out)
 
 
 def read_rate(lines: Iterable[dict[str, Any]]) -> dict[str, float]:
