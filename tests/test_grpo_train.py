@@ -338,6 +338,9 @@ def test_skipping_zero_advantage_rollouts_leaves_the_update_unchanged(
     assert rows == [3] and part["loss/trained_rollouts"] == 0.5  # the flat group left out
     assert part["loss/trained_tokens"] == all_rows["loss/trained_tokens"]  # same token mean
     assert part["loss/grad_norm"] == pytest.approx(all_rows["loss/grad_norm"], rel=1e-4)
+    # the ratio is a mean over the tokens trained (on-policy: 1), not scaled by the share kept
+    assert part["loss/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert all_rows["loss/ratio_mean"] == pytest.approx(1.0, abs=1e-4)
     after_full, after_skip = _params(full.model), _params(skipped.model)
     for key, value in after_full.items():
         torch.testing.assert_close(after_skip[key], value, rtol=1e-4, atol=1e-6, msg=key)

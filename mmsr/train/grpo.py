@@ -253,9 +253,8 @@ def update_policy(
     with an advantage of 0); None: the tokens of ``batches``. Raises ``TrainingDiverged``
     before touching the weights when a loss or the gradient is not finite.
     """
-    if total_tokens is None:
-        total_tokens = sum(b.trained_tokens for b, _ in batches)
-    total_tokens = max(total_tokens, 1)
+    trained = max(sum(b.trained_tokens for b, _ in batches), 1)
+    total_tokens = max(trained if total_tokens is None else total_tokens, 1)
     params = [p for p in model.parameters() if p.requires_grad]
     ref_cache: dict[int, torch.Tensor] = {}
     sums = {"loss/total": 0.0, "loss/policy": 0.0, "loss/kl": 0.0, "loss/clip_fraction": 0.0}
@@ -286,12 +285,17 @@ def update_policy(
                 raise TrainingDiverged(f"the loss is {loss.item()} (micro-batch {i})")
             weight = stats.trained_tokens / total_tokens
             (loss * weight).backward()  # type: ignore[no-untyped-call]
-            for key, value in zip(
-                sums,
-                (stats.loss, stats.policy_loss, stats.kl, stats.clip_fraction, stats.ratio_mean),
-                strict=True,
+            # the loss terms as the objective weighs them (rollouts left out count as 0); the
+            # ratio and clip diagnostics as means over the tokens actually trained
+            share = stats.trained_tokens / trained
+            for key, value, w in (
+                ("loss/total", stats.loss, weight),
+                ("loss/policy", stats.policy_loss, weight),
+                ("loss/kl", stats.kl, weight),
+                ("loss/clip_fraction", stats.clip_fraction, share),
+                ("loss/ratio_mean", stats.ratio_mean, share),
             ):
-                sums[key] += value * weight / algo.ppo_epochs
+                sums[key] += value * w / algo.ppo_epochs
         grad_norm = torch.nn.utils.clip_grad_norm_(params, grad_clip)
         if not torch.isfinite(grad_norm):
             raise TrainingDiverged(f"the gradient norm is {grad_norm.item()}")
