@@ -132,6 +132,32 @@ def test_drills_quote_the_first_sentence_of_the_entitys_hit(
         assert f"\n{reason}" in results  # a hit's summary opens with the quoted sentence
 
 
+@pytest.mark.parametrize("kind", ["copy2", "prime2"])
+def test_fact_first_below_one_puts_the_asked_fact_among_the_others(
+    lines_world: tuple[Path, Path], kind: str
+) -> None:
+    """``fact_first = 0``: the entity's own hit is summarised for its bare name, so the quoted
+    sentence is still in it but often not its first; the default teacher's draws are those of
+    ``fact_first = 1`` (no extra draw)."""
+    kit = WorldKit.open(*lines_world)
+    config = TeacherConfig(value_reason="quote", copy_first=1.0, fact_first=0.0)
+    teacher = Teacher(kit, config, seed=4)
+    leading = 0
+    for _ in range(16):
+        turns = teacher.draw(kind)
+        results = [t.text for t in turns if t.role == Role.USER][-1]
+        reason = turns[-1].text.split("<reason>The results say ", 1)[1].split("</reason>")[0]
+        assert reason in results  # the page's own sentence, somewhere in the hits
+        leading += f"\n{reason}" in results
+    assert leading < 12  # mostly not the hit's first sentence
+    default = Teacher(kit, TeacherConfig(value_reason="quote"), seed=4)
+    explicit = Teacher(kit, TeacherConfig(value_reason="quote", fact_first=1.0), seed=4)
+    for _ in range(6):
+        assert default.draw(kind) == explicit.draw(kind)
+    with pytest.raises(ValueError, match="fact_first"):
+        TeacherConfig(fact_first=1.5)
+
+
 def test_a_warm_start_names_the_world_it_was_trained_on(tmp_path: Path) -> None:
     from mmsr.demo.stages import index_stage, world_stage
 

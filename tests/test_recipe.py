@@ -183,17 +183,18 @@ def test_checks_take_a_maximum_or_both_bounds(tmp_path: Path) -> None:
 
 
 def test_the_blind_recipe_starts_from_the_tiny_chain_and_teaches_blind() -> None:
-    """``warmstart-blind``: stages 1-2 are ``warmstart-tiny``'s tables (the runner reuses them
-    from a work folder), stages 3-4 build a blind teacher, and its checks bound the
-    per-class search-ratio gap of the on-demand evaluation."""
+    """``warmstart-blind``: stages 1-3 are ``warmstart-tiny``'s tables (the runner reuses them
+    from a work folder), the SFT stages after them build a blind teacher, and its checks bound
+    the per-class search-ratio gap of the on-demand evaluation."""
     from mmsr.warmstart.recipe import stage_config
 
     tiny, blind = load_recipe("warmstart-tiny"), load_recipe("warmstart-blind")
-    assert blind.stages[:2] == tiny.stages[:2]
+    shared = [s.name for s in tiny.stages].index("vision-more") + 1
+    assert shared == 3 and blind.stages[:shared] == tiny.stages[:shared]
     assert blind.world == tiny.world
     assert blind.validation_questions == tiny.validation_questions
     assert [s.name for s in blind.stages] == [s.name for s in tiny.stages]
-    for mine, theirs in zip(blind.stages[2:], tiny.stages[2:], strict=True):
+    for mine, theirs in zip(blind.stages[shared:], tiny.stages[shared:], strict=True):
         assert mine.config["max_steps"] == theirs.config["max_steps"]
         teacher = stage_config(blind, mine, init="").teacher
         assert (teacher.decision, teacher.search_share) == ("blind", 0.5)
@@ -297,6 +298,20 @@ def test_read_rate_counts_fact_questions_whose_value_was_shown() -> None:
     assert read_rate([]) == {"n": 0.0, "right": 0.0}
 
 
+def test_read_rate_reads_the_results_a_method_prefetched_into_the_first_turn() -> None:
+    """The ``oracle`` method's results are in its first turn, between ``<information>`` tags;
+    the question's own words there are not results."""
+    first = "Question about Lima? <information>Results: Peru capital: Lima.</information>"
+    oracle = {
+        "need": "text",
+        "golds": ["Lima"],
+        "turns": [{"role": "user", "text": first}, {"role": "assistant", "text": "Lima"}],
+        "reward": {"accuracy": 1.0},
+    }
+    asked = dict(oracle, turns=[{"role": "user", "text": "Question about Lima? nothing"}])
+    assert read_rate([oracle, asked]) == {"n": 1.0, "right": 1.0}
+
+
 def test_a_partial_weights_table_says_which_defaults_it_keeps(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -309,12 +324,15 @@ def test_a_partial_weights_table_says_which_defaults_it_keeps(
 
     tiny = load_recipe("warmstart-tiny")
     with caplog.at_level(logging.INFO, logger="mmsr.warmstart.recipe"):
-        config = stage_config(tiny, tiny.stages[2], init="")
+        know = next(s for s in tiny.stages if s.name == "know")
+        config = stage_config(tiny, know, init="")
     assert config.teacher.weights.head_drill == 0.15
     assert "stage know: teacher kinds not in its weights table keep their defaults" in caplog.text
     assert "head_drill=0.15" in caplog.text and "prime1=0.1" in caplog.text
     caplog.clear()
     blind = load_recipe("warmstart-blind")
     with caplog.at_level(logging.INFO, logger="mmsr.warmstart.recipe"):
-        stage_config(blind, blind.stages[2], init="")
+        for stage in blind.stages:
+            if stage.trainer == "sft" and stage.name != "copy":
+                stage_config(blind, stage, init="")
     assert "keep their defaults" not in caplog.text

@@ -93,6 +93,12 @@ class TeacherConfig:
     path). Unused in blind mode (``search_share``)."""
     copy_first: float = 0.6
     """Share of copy drills whose entity is the first image hit (real hits put it first most)."""
+    fact_first: float = 1.0
+    """Share of the copy drills' text hits (``copy2``, ``prime2``) whose asked fact opens the
+    entity's hit, as the index summarises a page for a query naming that fact (``lines``
+    layout, ``relevance`` order); the rest are summarised for the entity's bare name, so the
+    asked fact stands among the others: a reader that copies the first line fails them, one
+    that finds the line by its key ("X capital:") does not."""
     image_k: int = 5
     """Image hits per result list (the rollout engine's default)."""
     text_k: int = 5
@@ -123,6 +129,8 @@ class TeacherConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.head_direct <= 1.0:
             raise ValueError(f"head_direct is a share between 0 and 1, not {self.head_direct}")
+        if not 0.0 <= self.fact_first <= 1.0:
+            raise ValueError(f"fact_first is a share between 0 and 1, not {self.fact_first}")
         if self.copy_entities not in COPY_ENTITIES:
             raise ValueError(
                 f"copy_entities must be one of {', '.join(COPY_ENTITIES)}, "

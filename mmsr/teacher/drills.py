@@ -10,7 +10,9 @@ questions.
 - ``copy2``: a 2-hop copy drill over any entity with facts: image results as in ``copy1``, a
   text search naming the entity, then synthetic text hits in the pages' own wording whose fact
   values are drawn at random (so the value must be copied, never recalled). The named
-  templates go straight to the text search.
+  templates go straight to the text search. The entity's own hit opens with the asked fact
+  (as a query naming it makes the index summarise it) for a ``fact_first`` share of drills,
+  else the fact stands among the page's others.
 - ``prime1`` / ``prime2``: the copy drills stripped to their copying: they open with the image
   results (no instructions, no images, no first turn), the entity always the first image hit,
   lists of 1 to k hits (``prime2``: the entity's text hit first with probability
@@ -129,13 +131,29 @@ class DrawContext:
     def random_facts(self, entity: Entity) -> dict[str, str]:
         return {key: self.rng.choice(self.pools[key]) for key in entity.facts}
 
-    def text_hit(self, entity: Entity, facts: dict[str, str], query: str, question: str) -> TextHit:
+    def text_hit(
+        self,
+        entity: Entity,
+        facts: dict[str, str],
+        query: str,
+        question: str,
+        *,
+        lead: bool = True,
+    ) -> TextHit:
         """A hit on ``entity``'s page for ``query``: its facts in the world's layout, and in
-        ``lines`` summarised for the query as the index summarises a real page."""
+        ``lines`` summarised for the query as the index summarises a real page (``lead``
+        False: for the entity's bare name, the asked fact among the others)."""
         text = fact_sentence(entity, facts, self.kit.fact_layout)
         if self.kit.fact_layout == "lines":
-            text = summarize(text, query, question, order=self.kit.summary_order)
+            summarised_for = query if lead else entity.name
+            text = summarize(text, summarised_for, question, order=self.kit.summary_order)
         return TextHit(entity.name, wiki_url(entity.name), text)
+
+    def fact_leads(self) -> bool:
+        """Whether a copy drill's own text hit opens with the asked fact (``fact_first``; no
+        draw at 1, so the default teacher's stream is unchanged)."""
+        share = self.config.fact_first
+        return share >= 1.0 or self.rng.random() < share
 
 
 Drawer = Callable[[DrawContext], "list[Turn] | None"]
@@ -174,7 +192,8 @@ def copy2(c: DrawContext) -> list[Turn]:
     assert q.fact is not None
     query = text_query(entity, q.fact)
     hits = [c.text_hit(e, c.random_facts(e), query, q.text) for e in others[: c.config.text_k - 1]]
-    hits.insert(c.rng.randrange(len(hits) + 1), c.text_hit(entity, facts, query, q.text))
+    own = c.text_hit(entity, facts, query, q.text, lead=c.fact_leads())
+    hits.insert(c.rng.randrange(len(hits) + 1), own)
     return search_path(q, c.drill_hits(entity), hits, c.prompts, c.quotes)
 
 
@@ -208,7 +227,7 @@ def prime2(c: DrawContext) -> list[Turn]:
     query = text_query(entity, q.fact)
     hits = [c.text_hit(e, c.random_facts(e), query, q.text) for e in others]
     at = 0 if c.rng.random() < c.config.copy_first else c.rng.randrange(len(hits) + 1)
-    hits.insert(at, c.text_hit(entity, facts, query, q.text))
+    hits.insert(at, c.text_hit(entity, facts, query, q.text, lead=c.fact_leads()))
     return _primed(c, q, hits)
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,9 +45,25 @@ def write_validation(world: Path, n: int, out: Path) -> Path:
     return write_rows_of(train, held, out)
 
 
+_INFORMATION = re.compile(r"<information>(.*?)</information>", re.DOTALL)
+
+
+def _results(turns: Sequence[dict[str, Any]]) -> str:
+    """The search results a trajectory showed: every user turn after the first, and the
+    results sections of the first (the searches a method made for the model)."""
+    parts = []
+    for i, turn in enumerate(turns):
+        if turn.get("role") != "user":
+            continue
+        text = str(turn.get("text", ""))
+        parts.append(" ".join(_INFORMATION.findall(text)) if i == 0 else text)
+    return " ".join(parts)
+
+
 def read_rate(lines: Iterable[dict[str, Any]]) -> dict[str, float]:
-    """Of the fact questions (need ``text`` or ``both``) whose gold value was in a results
-    turn, how many were answered right."""
+    """Of the fact questions (need ``text`` or ``both``) whose gold value was in the search
+    results shown (a results turn, or a first turn's prefetched results), how many were
+    answered right."""
     from mmsr.rewards import normalize_answer
 
     n = right = 0
@@ -54,11 +71,7 @@ def read_rate(lines: Iterable[dict[str, Any]]) -> dict[str, float]:
         if line.get("need") not in ("text", "both"):
             continue
         golds = [normalize_answer(str(g)) for g in line.get("golds", [])]
-        shown = " ".join(
-            normalize_answer(str(t.get("text", "")))
-            for t in line.get("turns", [])[1:]
-            if t.get("role") == "user"
-        )
+        shown = normalize_answer(_results(line.get("turns", [])))
         if not any(g and g in shown for g in golds):
             continue
         n += 1
