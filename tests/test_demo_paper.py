@@ -69,6 +69,37 @@ def test_subsets_hold_the_asked_share_of_search_required_questions(
     assert load_samples(again) == load_samples(tmp_path / "train-0.9.parquet")
 
 
+def test_the_demo_can_train_rl_on_search_balanced_data(
+    small_world: tuple[Path, Path], tmp_path: Path
+) -> None:
+    """``--rl-balance 0.5``: every demo GRPO run reads the world's balanced subset (the paper
+    ablations' own file); without it, the whole train split; a share outside (0, 1) is refused."""
+    import shutil
+
+    from mmsr.cli import build_parser
+    from mmsr.data import load_samples
+    from mmsr.demo.paper import BALANCED_FILE, rl_subset, subset_file
+    from mmsr.demo.pipeline import DemoConfig, _grpo_settings
+
+    world = tmp_path / "demo" / "world"
+    world.mkdir(parents=True)
+    shutil.copy(small_world[0] / "train.parquet", world / "train.parquet")
+    assert subset_file(0.5) == BALANCED_FILE and subset_file(0.7) == "train-rl-0.7.parquet"
+    made = rl_subset(world, 0.5, 7)
+    assert made == world / BALANCED_FILE
+    samples = load_samples(made)
+    share = sum(s.category == "search_required" for s in samples) / len(samples)
+    assert share == pytest.approx(0.5, abs=0.02)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        rl_subset(world, 1.0, 7)
+    balanced = DemoConfig(out=tmp_path / "demo", warmstart=tmp_path, rl_balance=0.5)
+    assert _grpo_settings(balanced)["data"]["train"] == str(made)
+    whole = DemoConfig(out=tmp_path / "demo", warmstart=tmp_path)
+    assert _grpo_settings(whole)["data"]["train"] == str(world / "train.parquet")
+    args = build_parser().parse_args(["demo", "--rl-balance", "0.5"])
+    assert args.rl_balance == 0.5
+
+
 def test_a_missing_or_foreign_blind_warm_start_is_refused(tmp_path: Path) -> None:
     tok = tiny_models.tokenizer()
     main = save_pretrained(

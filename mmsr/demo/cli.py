@@ -82,6 +82,7 @@ def _cmd_demo(args: Any) -> int:
         seed=args.seed,
         warmstart=args.warmstart,
         grpo_overrides=overrides,
+        rl_balance=args.rl_balance,
         eval_limit=args.limit,
         ablations=args.ablations,
         paper_ablations=args.paper_ablations,
@@ -106,6 +107,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("--warmstart", type=Path, default=WARMSTART_DIR, help="warm-start model folder")
     p.add_argument("--steps", type=int, default=None, help="GRPO steps (default: 12)")
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test questions")
+    p.add_argument(
+        "--rl-balance",
+        type=float,
+        default=None,
+        metavar="SHARE",
+        help="train GRPO on the largest train subset with this share of search-required "
+        "questions (0.5: the paper's search-balanced RL data; default: the whole train split)",
+    )
     p.add_argument(
         "--ablations",
         action="store_true",

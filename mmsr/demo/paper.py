@@ -95,6 +95,23 @@ def check_blind_warmstart(warmstart: Path, main: Path) -> None:
         )
 
 
+def subset_file(ratio: float) -> str:
+    """The world folder's file of the train subset with this share of search-required
+    questions: the paper ablations' two by name, any other by its share."""
+    named = {
+        PaperConfig.balanced_ratio: BALANCED_FILE,
+        PaperConfig.unbalanced_ratio: UNBALANCED_FILE,
+    }
+    return named.get(ratio, f"train-rl-{ratio:g}.parquet")
+
+
+def rl_subset(world: Path, ratio: float, seed: int) -> Path:
+    """``write_subset`` of the world's train split into ``world / subset_file(ratio)``."""
+    if not 0.0 < ratio < 1.0:
+        raise ValueError(f"the share of search-required questions is between 0 and 1, not {ratio}")
+    return write_subset(world / "train.parquet", ratio, seed, world / subset_file(ratio))
+
+
 def write_subset(train: Path, ratio: float, seed: int, out: Path) -> Path:
     """The largest subset of ``train`` whose share of search-required questions is ``ratio``
     (``mmsr.data.balance.sample_to_ratio``), as the train file's own rows; kept when there."""
@@ -128,9 +145,8 @@ def run_paper_ablations(
     train file; ``run_stage`` runs and times one stage."""
     check_blind_warmstart(paper.warmstart, main_warmstart)
     world = out / "world"
-    train = world / "train.parquet"
-    balanced = write_subset(train, paper.balanced_ratio, seed, world / BALANCED_FILE)
-    skewed = write_subset(train, paper.unbalanced_ratio, seed, world / UNBALANCED_FILE)
+    balanced = rl_subset(world, paper.balanced_ratio, seed)
+    skewed = rl_subset(world, paper.unbalanced_ratio, seed)
     models: dict[str, Path] = {"blind": paper.warmstart}
     runs = (
         ("grpo_from_blind", "rl_from_blind", balanced, paper.steps),

@@ -84,6 +84,11 @@ class DemoConfig:
     5 M-parameter policy within it (the preset's 2e-5 barely does), and the greedy probe on 64
     fixed training questions every 4 steps (a step's own reward mixes other questions each
     step)."""
+    rl_balance: float | None = None
+    """Train the demo's GRPO runs on the largest subset of the train split whose share of
+    search-required questions is this (0.5: the paper's search-balanced RL data; the file is
+    ``world/train-balanced.parquet``, or ``train-rl-<share>.parquet`` for another share);
+    None: the whole train split (65 % search-required)."""
     eval_limit: int | None = None
     """Evaluate on the first N test questions only (None: the whole test split)."""
     eval_batch_size: int = 48
@@ -159,6 +164,10 @@ def run_demo(cfg: DemoConfig) -> dict[str, Any]:
     trained = trained_world(cfg.warmstart)  # the world the warm start learnt to read
     _stage(world_stage(world, cfg.seed, cfg.small_world, trained["fact_layout"]), timings)
     _stage(index_stage(world / "corpus", index, trained["summary_order"]), timings)
+    if cfg.rl_balance is not None:
+        from mmsr.demo.paper import rl_subset
+
+        rl_subset(world, cfg.rl_balance, cfg.seed)
     rl = _train_grpo("grpo", cfg, cfg.grpo_overrides, grpo, timings)
     models = {"warmstart": cfg.warmstart, "rl": rl}
     if cfg.ablations:
@@ -216,6 +225,10 @@ def _grpo_settings(
     """What the demo sets in the GRPO preset (``grpo_overrides`` still win over it): the
     warm start (or ``model``) trained on the world's train split (or ``train``)."""
     world = cfg.out / "world"
+    if train is None and cfg.rl_balance is not None:
+        from mmsr.demo.paper import subset_file
+
+        train = world / subset_file(cfg.rl_balance)
     return {
         "model": {"path": str(model or cfg.warmstart)},
         "data": {"train": str(train or world / "train.parquet")},
