@@ -17,7 +17,7 @@ from mmsr.models import build_tiny_model
 from mmsr.models.chat_encoder import ChatEncoder
 from mmsr.models.io import save_pretrained
 from mmsr.train.batch import collate, teacher_sequence, token_logprobs
-from mmsr.train.decision_probe import auc, class_auc, parting, slot, tpr_at_fpr
+from mmsr.train.decision_probe import auc, class_auc, fpr_at_tpr, parting, slot, tpr_at_fpr
 from mmsr.types import Role, Turn
 
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "decision_probe.py"
@@ -90,3 +90,13 @@ def test_tpr_at_fpr_is_the_best_threshold_within_the_allowance() -> None:
     assert tpr_at_fpr(tail, head, 0.0) == 0.25  # threshold 0.9: only 0.95
     assert tpr_at_fpr(tail, head, 1.0) == 1.0
     assert math.isnan(tpr_at_fpr([], head, 0.25))
+
+
+def test_fpr_at_tpr_is_the_least_head_search_at_the_asked_tail_search() -> None:
+    head = [0.1, 0.2, 0.3, 0.9]
+    tail = [0.95, 0.5, 0.25, 0.05]
+    assert fpr_at_tpr(tail, head, 0.5) == 0.25  # threshold 0.5: only head's 0.9 passes too
+    assert fpr_at_tpr(tail, head, 0.75) == 0.5  # threshold 0.25: 0.3 and 0.9
+    assert fpr_at_tpr(tail, head, 0.9) == 1.0  # every tail question: threshold 0.05
+    assert fpr_at_tpr([0.9, 0.8], [0.1, 0.2], 0.9) == 0.0  # separable: no head search needed
+    assert math.isnan(fpr_at_tpr(tail, [], 0.9))

@@ -87,6 +87,25 @@ def tpr_at_fpr(positives: Sequence[float], negatives: Sequence[float], fpr: floa
     return sum(p > threshold for p in positives) / len(positives)
 
 
+def fpr_at_tpr(positives: Sequence[float], negatives: Sequence[float], tpr: float) -> float:
+    """The share of ``negatives`` at or above the highest threshold that passes at least
+    ``tpr`` of ``positives``: how many search-free questions a threshold on P(search) must send
+    to search to search on ``tpr`` of the search-required ones — the least search ratio on
+    search-free questions any reading of this decision can reach at that recall.
+
+    >>> fpr_at_tpr([0.9, 0.8, 0.3], [0.1, 0.2, 0.4, 0.85], 0.6)
+    0.25
+    >>> fpr_at_tpr([0.9, 0.8, 0.3], [0.1, 0.2, 0.4, 0.85], 1.0)
+    0.5
+    """
+    if not positives or not negatives:
+        return float("nan")
+    ranked = sorted(positives, reverse=True)
+    needed = max(1, math.ceil(tpr * len(ranked) - 1e-9))  # positives that must pass
+    threshold = ranked[needed - 1]
+    return sum(n >= threshold for n in negatives) / len(negatives)
+
+
 @torch.no_grad()
 def slot(
     model: Any, encoder: ChatEncoder, processor: Any, first: Turn, search: Turn, answer: Turn
@@ -147,8 +166,10 @@ def read_decisions(
 
 def decision_figures(rows: Sequence[Reading]) -> dict[str, Any]:
     """The probe's figures: ``auc`` (tail vs head), ``auc_pictured`` (questions whose text does
-    not name the entity), ``auc_by_kind``, ``tail_searched_at_head_fpr_0.25`` and per class
-    ``n``, ``p_search`` (mean) and ``share_above_half``."""
+    not name the entity), ``auc_by_kind``, ``tail_searched_at_head_fpr_0.25``,
+    ``head_searched_at_tail_0.90`` (the least search ratio on head questions a threshold on
+    P(search) reaches while searching 90 % of tail ones) and per class ``n``, ``p_search``
+    (mean) and ``share_above_half``."""
     out: dict[str, Any] = {
         "auc": class_auc([r.p_search for r in rows], [r.knowledge for r in rows])
     }
@@ -159,6 +180,9 @@ def decision_figures(rows: Sequence[Reading]) -> dict[str, Any]:
         by_class.setdefault(r.knowledge, []).append(r.p_search)
     out["tail_searched_at_head_fpr_0.25"] = tpr_at_fpr(
         by_class.get("tail", []), by_class.get("head", []), 0.25
+    )
+    out["head_searched_at_tail_0.90"] = fpr_at_tpr(
+        by_class.get("tail", []), by_class.get("head", []), 0.9
     )
     kinds = sorted({r.kind for r in rows})
     out["auc_by_kind"] = {
