@@ -346,6 +346,17 @@ def test_skipping_zero_advantage_rollouts_leaves_the_update_unchanged(
         torch.testing.assert_close(after_skip[key], value, rtol=1e-4, atol=1e-6, msg=key)
 
 
+def test_micro_batches_take_the_rollouts_by_length() -> None:
+    """``by_length`` orders the kept rollouts shortest first (ties in arrival order), so a
+    micro-batch pads to a length near its own (``bench/update_order.py`` times it)."""
+    from mmsr.train.batch import TokenSequence
+
+    lengths = [5, 2, 9, 2, 7]
+    seqs = [TokenSequence((1,) * n, (0,) * n, (0.0,) * n) for n in lengths]
+    assert grpo.by_length(seqs, [0, 1, 2, 3, 4]) == [1, 3, 0, 4, 2]
+    assert grpo.by_length(seqs, [4, 2, 0]) == [0, 4, 2]
+
+
 def test_the_probe_follows_fixed_questions_greedily(
     tmp_path: Path, synthetic_reward: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:

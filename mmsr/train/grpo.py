@@ -321,6 +321,13 @@ def recompute_old_logprobs(
     return out
 
 
+def by_length(sequences: Sequence[TokenSequence], indices: Sequence[int]) -> list[int]:
+    """``indices`` ordered by their sequences' length (stable), so that each micro-batch pads
+    to a length near its own: a step mixes direct answers with searched ones two or three
+    times as long. The update is the same token-mean over the same rollouts."""
+    return sorted(indices, key=lambda i: len(sequences[i].token_ids))
+
+
 def _micro_batches(
     sequences: Sequence[TokenSequence],
     advantages: torch.Tensor,
@@ -511,11 +518,14 @@ def _train(
                 TokenSequence(t.token_ids, t.loss_mask, t.logprobs, t.images) for t in trajectories
             ]
             step_tokens = sum(sum(seq.loss_mask[1:]) for seq in sequences)  # as collate counts
-            kept = [
-                i
-                for i in range(len(sequences))
-                if not (algo.skip_zero_advantage and float(advantages[i]) == 0.0)
-            ]
+            kept = by_length(
+                sequences,
+                [
+                    i
+                    for i in range(len(sequences))
+                    if not (algo.skip_zero_advantage and float(advantages[i]) == 0.0)
+                ],
+            )
             batches = _micro_batches(
                 [sequences[i] for i in kept],
                 advantages[kept].to(device),
