@@ -31,6 +31,7 @@ max_new_tokens = 24
 MICRO = f"""
 validation_questions = 4
 evaluate = ["direct", "rag"]
+decision_probe = true
 
 [[stages]]
 name = "first"
@@ -59,6 +60,7 @@ seed = 5
 "all.accuracy" = 2.0
 "rag.read.n" = 0.0
 "rag.overall.accuracy_em - direct.overall.accuracy_em" = -1.0
+"decision.auc_pictured" = {{ max = 2.0 }}
 """
 
 
@@ -95,6 +97,8 @@ BAD: list[tuple[str, str]] = [
      "x={min=0.9, max=0.1}", "'x': min 0.9 is above max 0.1"),
     ("evaluate = ['gym']\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1",
      "evaluate: unknown method(s) gym"),
+    ("decision_probe = 1\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1",
+     "decision_probe is true or false"),
     ("world = 3\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\nmax_steps=1",
      "[world] maps world settings"),
     ("[world]\nfact_layout='tiles'\n[[stages]]\nname='a'\ntrainer='sft'\n[stages.config]\n"
@@ -243,6 +247,11 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     assert saved["evaluation"]["rag"]["overall"]["n"] == 4
     assert saved["checks"]["rag.read.n"]["ok"]
     assert saved["checks"]["rag.overall.accuracy_em - direct.overall.accuracy_em"]["ok"]
+    # the decision probe read the same 4 questions: every one has its P(search)
+    probe = json.loads((work / "checks" / "decision-probe.json").read_text())
+    assert saved["decision"] == probe
+    assert sum(probe[c]["n"] for c in ("head", "tail") if c in probe) == 4
+    assert saved["checks"]["decision.auc_pictured"]["value"] == probe["auc_pictured"]
     held = pq.read_table(work / "checks" / "validation.parquet").column("data_id").to_pylist()
     train_ids = pq.read_table(world / "train.parquet").column("data_id").to_pylist()
     assert len(held) == 4 and set(held) <= set(train_ids)

@@ -6,6 +6,8 @@ own ``run_eval`` over them with each method the recipe names (``direct``, ``rag`
 ``on-demand`` …), each into ``WORK/checks/<method>/`` (resumed when cut). Per method it keeps
 the metrics ``run_eval`` wrote and a ``read`` figure: of the questions asking for a fact whose
 value the text hits showed, the share answered right — the reader's part of the search path.
+``probe_decision`` reads the decision probe over the same questions (``decision.auc``: does the
+model's P(search) tell tail pictures from head ones?) into ``WORK/checks/decision-probe.json``.
 
 A check names a value by a dotted path: ``rag.by_category.search_free.accuracy_em``,
 ``rag.read.right``; ``"A - B"`` compares two (``rag.… - direct.…``: how far searching moves an
@@ -16,6 +18,7 @@ answer the model knows). ``check`` holds each value to its bounds: a bare number
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -29,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 CHECKS_DIR = "checks"
 VALIDATION_FILE = "validation.parquet"
+PROBE_FILE = "decision-probe.json"
 BOUNDS = ("min", "max")
 """What a check bounds its value by (a bare number is a minimum)."""
 
@@ -112,6 +116,22 @@ def evaluate_methods(
         lines = read_finished(run / "trajectories.jsonl")
         out[method] = {**metrics, "read": read_rate(lines)}
     return out
+
+
+def probe_decision(model: Path, world: Path, work: Path, questions: int) -> dict[str, Any]:
+    """``decision_figures`` of ``model`` over the validation questions (the classes only sort
+    the figures; no label reaches the model), also written to ``WORK/checks/``."""
+    from mmsr.data import load_samples
+    from mmsr.train.decision_probe import decision_figures, open_probe
+
+    folder = work / CHECKS_DIR
+    data = write_validation(world, questions, folder / VALIDATION_FILE)
+    logger.info("decision probe of %s on %d validation questions", model, questions)
+    figures = decision_figures(open_probe(model, world)(load_samples(data)))
+    tmp = folder / f".{PROBE_FILE}.tmp"  # a cut write never leaves half a file
+    tmp.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(folder / PROBE_FILE)
+    return figures
 
 
 def lookup(values: dict[str, Any], name: str) -> Any:

@@ -15,6 +15,7 @@ finds them by name)::
     lr = 5e-4
 
     evaluate = ["direct", "rag"]    # evaluation methods run on the validation questions
+    decision_probe = true           # and the decision probe: P(search) per question, its AUC
 
     [world]                         # the world and index it needs (checked before any stage)
     fact_layout = "lines"           # mmsr world build --fact-layout lines
@@ -24,6 +25,7 @@ finds them by name)::
     "search_free.accuracy" = 0.85   # ... or on an evaluated method's metrics, or a difference
     "rag.by_category.search_free.accuracy_em - direct.by_category.search_free.accuracy_em" = -0.03
     "on-demand.overall.search_ratio" = { min = 0.2, max = 0.9 }   # a bare number: a minimum
+    "decision.auc" = 0.9            # the probe's figures (mmsr.train.decision_probe)
 
 Every stage runs in ``WORK/NN-name/`` and is marked done there (``stage.json``: its table, final
 record and seconds) only once it finished, so a rerun of the same command skips the stages
@@ -87,6 +89,9 @@ class Recipe:
     can read their metrics: ``rag.by_category.search_free.accuracy_em``)."""
     world: dict[str, str] = field(default_factory=dict)
     """World settings the world and index must have (``fact_layout``, ``summary_order``)."""
+    decision_probe: bool = False
+    """Whether the decision probe reads the last model's P(search) on the validation questions
+    (``decision_figures``: the checks read ``decision.auc``, ``decision.auc_by_kind.flag`` …)."""
 
 
 def find_recipe(name_or_path: str | Path) -> Path:
@@ -109,7 +114,15 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         data = tomllib.loads(path.read_text(encoding="utf-8"))
     except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
         raise RecipeError(f"{path}: not a readable TOML file ({err})") from err
-    known = {"validation_questions", "stages", "checks", "description", "evaluate", "world"}
+    known = {
+        "validation_questions",
+        "stages",
+        "checks",
+        "description",
+        "evaluate",
+        "world",
+        "decision_probe",
+    }
     unknown = sorted(set(data) - known)
     if unknown:
         raise RecipeError(f"{path}: unknown key(s) {', '.join(unknown)}")
@@ -130,6 +143,9 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         raise RecipeError(f"{path}: validation_questions must be a positive integer")
     checks = _checks(data.get("checks", {}), path)
     evaluate = _methods(data.get("evaluate", []), path)
+    probe = data.get("decision_probe", False)
+    if not isinstance(probe, bool):
+        raise RecipeError(f"{path}: decision_probe is true or false")
     from mmsr.teacher.world_kit import check_world_settings
 
     world = data.get("world", {})
@@ -139,7 +155,7 @@ def load_recipe(name_or_path: str | Path) -> Recipe:
         check_world_settings(world, f"{path}: [world]")
     except ValueError as err:
         raise RecipeError(str(err)) from err
-    recipe = Recipe(path, tuple(stages), validation, checks, evaluate, world)
+    recipe = Recipe(path, tuple(stages), validation, checks, evaluate, world, probe)
     for stage in recipe.stages:
         stage_config(recipe, stage, init="")  # every config builds (ConfigError names the key)
     return recipe
@@ -263,8 +279,8 @@ def run_recipe(
             logger.info("stopped after stage %s (--until)", stage.name)
             return {"stages": rows, "finished": False}
     values: dict[str, Any] = dict(rows[-1]["final"])
-    if recipe.evaluate:
-        from mmsr.warmstart.checks import CHECKS_DIR, evaluate_methods
+    if recipe.evaluate or recipe.decision_probe:
+        from mmsr.warmstart.checks import CHECKS_DIR, evaluate_methods, probe_decision
 
         if stale:  # a new model: measured afresh, never resumed from the old one's answers
             shutil.rmtree(work / CHECKS_DIR, ignore_errors=True)
@@ -279,11 +295,16 @@ def run_recipe(
                 progress=progress,
             )
         )
+        if recipe.decision_probe:
+            values["decision"] = probe_decision(
+                Path(init), Path(world), work, recipe.validation_questions
+            )
     report = {
         "recipe": str(recipe.path),
         "stages": rows,
         "minutes": round(sum(r["seconds"] for r in rows) / 60.0, 1),
         "evaluation": {m: values[m] for m in recipe.evaluate},
+        **({"decision": values["decision"]} if recipe.decision_probe else {}),
         "checks": check(recipe.checks, values),
         "finished": True,
     }
