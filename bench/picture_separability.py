@@ -43,10 +43,13 @@ from mmsr.search.local.features import ImageEncoder  # noqa: E402
 from mmsr.world.questions import TEMPLATES  # noqa: E402
 
 
-def pictures(world: Path, split: str, limit: int = 0) -> tuple[list[Any], list[str]]:
-    """The split's query pictures whose question does not name the entity, and their classes."""
+def pictures(
+    world: Path, split: str, limit: int = 0, *, file: Path | None = None
+) -> tuple[list[Any], list[str]]:
+    """The split's query pictures whose question does not name the entity, and their classes
+    (``file``: those of another parquet file of the world's questions instead)."""
     named = {t.id: t.named for t in TEMPLATES}
-    samples = load_samples(world / f"{split}.parquet")
+    samples = load_samples(file if file is not None else world / f"{split}.parquet")
     samples = [s for s in (samples[:limit] if limit else samples) if s.image is not None]
     kept = [s for s in samples if not named[str(s.extra["question_type"])]]
     return [open_image(s.image) for s in kept], [str(s.extra["knowledge"]) for s in kept]

@@ -6,8 +6,10 @@ This probe asks the question of a model's vision tower with as much data as the 
 get: a small MLP (one hidden layer) is fitted, on the head/tail label, to the tower's merged
 tokens (all of them, as the language model receives them) of N fresh query-style pictures of
 the world's entities (keys ``probe:<i>``, never a question's image), and scored on the test
-split's question pictures (questions whose text names the entity left out). An AUC near 1 means
-the recognition the decision needs is in the features; near 0.5, that it is not.
+split's question pictures (questions whose text names the entity left out; ``--questions FILE``:
+those of another question file instead, e.g. a warm-start recipe's held-out train questions in
+``STAGES/checks/validation.parquet``, so a recipe is judged without the test split). An AUC near 1
+means the recognition the decision needs is in the features; near 0.5, that it is not.
 ``--index-features`` runs the same read-out over the index's EfficientNet-Lite0 features as a
 reference (slow: ≈ 0.05–0.1 s a picture on 2 cores).
 
@@ -103,6 +105,7 @@ def probe(
     *,
     seed: int = 0,
     batch: int = 64,
+    questions: Path | None = None,
 ) -> dict[str, Any]:
     kit = WorldKit.open(world, index)
     rng = random.Random(f"probe:{seed}")
@@ -113,7 +116,7 @@ def probe(
         return torch.cat([encode(images[i : i + batch]) for i in range(0, len(images), batch)])
 
     fit_x = run([kit.query_image(e, f"probe:{i}") for i, e in enumerate(drawn)])
-    test_images, test_y = pictures(world, "test")
+    test_images, test_y = pictures(world, "test", file=questions)
     test_x = run(test_images)
     score = fit_mlp(fit_x, torch.tensor([1.0 if k == "tail" else 0.0 for k in labels]))
     return {
@@ -121,6 +124,7 @@ def probe(
         "n_test": len(test_y),
         "auc_fit": class_auc(score(fit_x).tolist(), labels),
         "auc": class_auc(score(test_x).tolist(), test_y),
+        "scored_on": str(questions) if questions is not None else "test",
     }
 
 
@@ -134,15 +138,20 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--pool", choices=["flat", "mean"], default="flat", help="the tower's tokens, or their mean"
     )
+    ap.add_argument(
+        "--questions",
+        type=Path,
+        help="score on this parquet file's question pictures (default: the world's test split)",
+    )
     args = ap.parse_args(argv)
     if (args.model is None) == (not args.index_features):
         ap.error("give --model DIR or --index-features")
     encode = index_features() if args.index_features else tower_features(args.model, args.pool)
-    out = probe(encode, args.world, args.index, args.pictures)
+    out = probe(encode, args.world, args.index, args.pictures, questions=args.questions)
     out["features"] = "index" if args.index_features else f"{args.model} ({args.pool})"
     print(
         f"head/tail read-out: AUC {out['auc_fit']:.3f} on its {out['n']} fitting pictures, "
-        f"{out['auc']:.3f} on {out['n_test']} test pictures"
+        f"{out['auc']:.3f} on {out['n_test']} pictures of {out['scored_on']}"
     )
     print(json.dumps(out))
     return 0

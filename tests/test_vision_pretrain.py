@@ -179,8 +179,12 @@ def test_probe_over_a_small_world(small_world: tuple[Path, Path], tmp_path: Path
     model = build_tiny_model("micro", tok, seed=0)
     folder = save_pretrained(model, tok, tiny_models.image_processor("micro"), tmp_path / "m")
     out = bench.probe(bench.tower_features(folder), *small_world, 24)
-    assert out["n"] == 24 and out["n_test"] > 0
+    assert out["n"] == 24 and out["n_test"] > 0 and out["scored_on"] == "test"
     assert 0.0 <= out["auc"] <= 1.0
+    # scored on another question file (a recipe's held-out train questions): its pictures
+    train = small_world[0] / "train.parquet"
+    other = bench.probe(bench.tower_features(folder), *small_world, 24, questions=train)
+    assert other["scored_on"] == str(train) and other["n_test"] != out["n_test"]
 
 
 @pytest.mark.parametrize("preset", ["micro", "tiny"])
