@@ -1,11 +1,12 @@
 """A finished warm start, measured the way the evaluation will use it — on train questions.
 
-``evaluate_methods`` writes the recipe's validation questions (train questions held out of the
-teacher, never the test split) to ``WORK/checks/validation.parquet`` and runs ``mmsr eval``'s
-own ``run_eval`` over them with each method the recipe names (``direct``, ``rag``,
-``on-demand`` …), each into ``WORK/checks/<method>/`` (resumed when cut). Per method it keeps
-the metrics ``run_eval`` wrote and a ``read`` figure: of the questions asking for a fact whose
-value the text hits showed, the share answered right — the reader's part of the search path.
+``write_validation`` writes the recipe's validation questions (train questions held out of the
+teacher, never the test split) to ``WORK/checks/validation.parquet``; ``evaluate_methods`` runs
+``mmsr eval``'s own ``run_eval`` over them with each method the recipe names (``direct``,
+``rag``, ``on-demand`` …), each into ``WORK/checks/<method>/`` (resumed when cut). Per method
+it keeps the metrics ``run_eval`` wrote and a ``read`` figure: of the questions asking for a
+fact whose value the text hits showed, the share answered right — the reader's part of the
+search path.
 ``probe_decision`` reads the decision probe over the same questions (``decision.auc``: does the
 model's P(search) tell tail pictures from head ones?) into ``WORK/checks/decision-probe.json``.
 
@@ -85,20 +86,18 @@ def read_rate(lines: Iterable[dict[str, Any]]) -> dict[str, float]:
 
 def evaluate_methods(
     model: Path,
-    world: Path,
+    data: Path,
     index: Path,
-    work: Path,
+    folder: Path,
     methods: Sequence[str],
-    questions: int,
     *,
     progress: bool = False,
 ) -> dict[str, Any]:
-    """Each method's metrics (and ``read``) over the validation questions, by method name."""
+    """Each method's metrics (and ``read``) over the validation questions in ``data``, by
+    method name; each method's run goes into ``folder/<method>/``."""
     from mmsr.eval.config import EvalRunConfig
     from mmsr.eval.run import run_eval
 
-    folder = work / CHECKS_DIR
-    data = write_validation(world, questions, folder / VALIDATION_FILE)
     out: dict[str, Any] = {}
     for method in methods:
         run = folder / method
@@ -111,22 +110,21 @@ def evaluate_methods(
             benchmark="validation",
             progress=progress,
         )
-        logger.info("checking %s with %s on %d validation questions", model, method, questions)
+        logger.info("checking %s with %s on the validation questions", model, method)
         metrics = run_eval(cfg)
         lines = read_finished(run / "trajectories.jsonl")
         out[method] = {**metrics, "read": read_rate(lines)}
     return out
 
 
-def probe_decision(model: Path, world: Path, work: Path, questions: int) -> dict[str, Any]:
-    """``decision_figures`` of ``model`` over the validation questions (the classes only sort
-    the figures; no label reaches the model), also written to ``WORK/checks/``."""
+def probe_decision(model: Path, world: Path, data: Path, folder: Path) -> dict[str, Any]:
+    """``decision_figures`` of ``model`` over the validation questions in ``data`` (questions
+    of the world built in ``world``; the classes only sort the figures, no label reaches the
+    model), also written to ``folder/decision-probe.json``."""
     from mmsr.data import load_samples
     from mmsr.train.decision_probe import decision_figures, open_probe
 
-    folder = work / CHECKS_DIR
-    data = write_validation(world, questions, folder / VALIDATION_FILE)
-    logger.info("decision probe of %s on %d validation questions", model, questions)
+    logger.info("decision probe of %s on the validation questions", model)
     figures = decision_figures(open_probe(model, world)(load_samples(data)))
     tmp = folder / f".{PROBE_FILE}.tmp"  # a cut write never leaves half a file
     tmp.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")

@@ -280,25 +280,24 @@ def run_recipe(
             return {"stages": rows, "finished": False}
     values: dict[str, Any] = dict(rows[-1]["final"])
     if recipe.evaluate or recipe.decision_probe:
-        from mmsr.warmstart.checks import CHECKS_DIR, evaluate_methods, probe_decision
+        from mmsr.warmstart.checks import (
+            CHECKS_DIR,
+            VALIDATION_FILE,
+            evaluate_methods,
+            probe_decision,
+            write_validation,
+        )
 
+        folder = work / CHECKS_DIR
         if stale:  # a new model: measured afresh, never resumed from the old one's answers
-            shutil.rmtree(work / CHECKS_DIR, ignore_errors=True)
+            shutil.rmtree(folder, ignore_errors=True)
+        data = write_validation(Path(world), recipe.validation_questions, folder / VALIDATION_FILE)
+        model = Path(init)
         values.update(
-            evaluate_methods(
-                Path(init),
-                Path(world),
-                Path(index),
-                work,
-                recipe.evaluate,
-                recipe.validation_questions,
-                progress=progress,
-            )
+            evaluate_methods(model, data, Path(index), folder, recipe.evaluate, progress=progress)
         )
         if recipe.decision_probe:
-            values["decision"] = probe_decision(
-                Path(init), Path(world), work, recipe.validation_questions
-            )
+            values["decision"] = probe_decision(model, Path(world), data, folder)
     report = {
         "recipe": str(recipe.path),
         "stages": rows,
