@@ -255,6 +255,16 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     held = pq.read_table(work / "checks" / "validation.parquet").column("data_id").to_pylist()
     train_ids = pq.read_table(world / "train.parquet").column("data_id").to_pylist()
     assert len(held) == 4 and set(held) <= set(train_ids)
+    assert json.loads((work / "checks" / "measured.json").read_text())["folder"] == "03-last"
+    # the last stage removed from the recipe: no stage runs, but the checks measure the new
+    # last model afresh (never resuming the old last model's answers)
+    (work / "checks" / "old-answers").write_text("of 03-last")
+    shorter = load_recipe(write(tmp_path, MICRO[: MICRO.index('[[stages]]\nname = "last"')]))
+    cut = run_recipe(shorter, world, index, out, work=work)
+    assert cut["stages"] == report["stages"][:2]
+    assert not (work / "checks" / "old-answers").exists()
+    assert json.loads((work / "checks" / "measured.json").read_text())["folder"] == "02-tower"
+    assert cut["evaluation"]["rag"]["overall"]["n"] == 4
     # a later stage's table changed: it runs again and so does every stage after it
     changed = load_recipe(
         write(

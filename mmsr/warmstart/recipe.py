@@ -60,6 +60,8 @@ STAGE_FILE = "stage.json"
 CHECKPOINT_EVERY = 100
 """Steps between a stage's resume states: a cut stage loses at most this many steps."""
 REPORT_FILE = "recipe_report.json"
+MEASURED_FILE = "measured.json"
+"""In ``STAGES/checks/``: the stage marker of the model the checks there measured."""
 
 
 class RecipeError(ValueError):
@@ -289,8 +291,13 @@ def run_recipe(
         )
 
         folder = work / CHECKS_DIR
-        if stale:  # a new model: measured afresh, never resumed from the old one's answers
+        measured = rows[-1] | {"folder": Path(init).name}
+        if stale or not _same_json(_read_json(folder / MEASURED_FILE), measured):
+            # a new model (a stage ran again, or the recipe's last stage is another one):
+            # measured afresh, never resumed from the old one's answers
             shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(folder / MEASURED_FILE, measured)
         data = write_validation(Path(world), recipe.validation_questions, folder / VALIDATION_FILE)
         model = Path(init)
         values.update(
@@ -370,10 +377,26 @@ def _run_stage(
         "seconds": round(time.perf_counter() - start, 1),
         "final": final,
     }
-    tmp = marker.with_suffix(".tmp")
-    tmp.write_text(json.dumps(row, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(marker)
+    _write_json(marker, row)
     return row
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def _same_json(a: Any, b: Any) -> bool:
+    return json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def _read_json(path: Path) -> Any:
+    """The file's JSON value; ``None`` when it is missing or unreadable."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
 
 
 def _clear_keeping_resume(folder: Path) -> None:
