@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from mmsr.eval.methods import METHODS, EvalItem, MethodContext, get_method, oracle_query
+from mmsr.eval.methods import METHODS, EvalItem, MethodContext, get_method
 from mmsr.policy import Generation, GenerationRequest, sequence_script
 from mmsr.policy.baselines import scripted_policy
 from mmsr.protocol import IMAGE_PLACEHOLDER
@@ -63,7 +63,7 @@ def _run(method: str, *replies: str, item: EvalItem | None = None, **tools: Any)
     image, text = tools.get("image", ImageTool()), tools.get("text", TextTool())
     policy = Recording(*replies)
     ctx = MethodContext(policy, SearchBackends(image=image, text=text))
-    item = item or EvalItem("q1", "Where is this tower?", "QIMG", "both", "eiffel_tower")
+    item = item or EvalItem("q1", "Where is this tower?", "QIMG", "both")
     (traj,) = get_method(method).run([item], ctx)
     return traj, policy, image, text
 
@@ -102,27 +102,20 @@ def _run(method: str, *replies: str, item: EvalItem | None = None, **tools: Any)
             ("QIMG",),
             EndReason.ANSWERED,
         ),
-        # oracle, no search needed: the plain question
+        # oracle, no search needed: direct's one turn, no tool
         ("oracle", "none", (ANSWER,), [], ("QIMG",), EndReason.ANSWERED),
-        # oracle, image needed: the image results are in the first turn
-        (
-            "oracle",
-            "image",
-            (ANSWER,),
-            [("image", None)],
-            ("QIMG", "THUMB1", "T2"),
-            EndReason.ANSWERED,
-        ),
-        # oracle, text needed: a text search for the labelled entity
-        ("oracle", "text", (ANSWER,), [("text", "eiffel tower")], ("QIMG",), EndReason.ANSWERED),
-        # oracle, both: image then text; one turn only, so a search request ends it
-        (
-            "oracle",
-            "both",
-            (IMG,),
-            [("image", None), ("text", "eiffel tower")],
-            ("QIMG", "THUMB1", "T2"),
-            EndReason.SEARCH_IN_LAST_TURN,
+        ("oracle", "none", (TXT,), [], ("QIMG",), EndReason.SEARCH_IN_LAST_TURN),
+        # oracle, any search needed: rag's workflow (the made image search, its own query)
+        *(
+            (
+                "oracle",
+                need,
+                (TXT, ANSWER),
+                [("image", None), ("text", "tower city")],
+                ("QIMG", "THUMB1", "T2"),
+                EndReason.ANSWERED,
+            )
+            for need in ("image", "text", "both")
         ),
     ],
 )
@@ -134,7 +127,7 @@ def test_methods(
     first_images: tuple[str, ...],
     end: EndReason,
 ) -> None:
-    item = EvalItem("q1", "Where is this tower?", "QIMG", need, "eiffel_tower")
+    item = EvalItem("q1", "Where is this tower?", "QIMG", need)
     traj, policy, image, text = _run(method, *replies, item=item)
     assert traj.end_reason is end
     assert [(c.tool, c.query) for c in traj.tool_calls] == calls
@@ -145,7 +138,7 @@ def test_methods(
     assert shown[0].text.count(IMAGE_PLACEHOLDER) == len(first_images)
     assert "Where is this tower?" in shown[0].text
     # searches made for the model are marked as made before its first turn (-1)
-    made = {"rag": 1, "oracle": len(calls)}.get(method, 0)
+    made = {"rag": 1, "oracle": int(need != "none")}.get(method, 0)
     assert [c.turn for c in traj.tool_calls[:made]] == [-1] * made
     assert all(c.turn >= 0 for c in traj.tool_calls[made:])
 
@@ -161,12 +154,24 @@ def test_rag_first_turn_shows_neutralised_results_and_asks_for_a_query() -> None
     assert traj.turns[2].role is Role.USER and "The tower is in Paris." in traj.turns[2].text
 
 
-def test_oracle_query_falls_back_to_the_top_image_hit_then_the_question() -> None:
-    item = EvalItem("q1", "Where?", "QIMG", "both", None)
-    _, _, _, text = _run("oracle", ANSWER, item=item)
-    assert text.calls[0][0] == "Eiffel Tower"
-    assert oracle_query(item, None) == "Where?"
-    assert oracle_query(EvalItem("q", "?", None, "text", "new_york_city"), "x") == "new york city"
+def test_oracle_routes_each_item_by_its_label_and_keeps_their_order() -> None:
+    needs = ["none", "both", "none", "text"]
+    items = [EvalItem(f"q{i}", f"Q{i}?", "QIMG", need) for i, need in enumerate(needs)]
+    policy = Recording(TXT, ANSWER)
+    ctx = MethodContext(policy, SearchBackends(image=ImageTool(), text=TextTool()))
+    got = get_method("oracle").run(items, ctx, seeds=[10, 11, 12, 13])
+    assert [t.question for t in got] == ["Q0?", "Q1?", "Q2?", "Q3?"]
+    # direct's one turn serves no search; rag's made image search and the model's query
+    assert [len(t.tool_calls) for t in got] == [0, 2, 0, 2]
+    assert [t.end_reason for t in got] == [
+        EndReason.SEARCH_IN_LAST_TURN,
+        EndReason.ANSWERED,
+        EndReason.SEARCH_IN_LAST_TURN,
+        EndReason.ANSWERED,
+    ]
+    firsts = [r.turns[0].text for r in policy.requests if len(r.turns) == 1]
+    assert sum("No search tools are available" in f for f in firsts) == 2
+    assert sum("A reverse image search has already been run" in f for f in firsts) == 2
 
 
 @pytest.mark.parametrize(
@@ -181,7 +186,7 @@ def test_oracle_query_falls_back_to_the_top_image_hit_then_the_question() -> Non
 def test_prefetch_failure_is_an_observation(
     method: str, tools: dict[str, Any], message: str
 ) -> None:
-    replies = (TXT, ANSWER) if method == "rag" else (ANSWER,)
+    replies = (TXT, ANSWER)
     traj, policy, _, _ = _run(method, *replies, **tools)
     assert message in policy.requests[0].turns[0].text
     assert traj.tool_calls[0].error is not None and traj.tool_calls[0].n_hits == 0
@@ -189,7 +194,7 @@ def test_prefetch_failure_is_an_observation(
 
 
 def test_oracle_needs_labels() -> None:
-    item = EvalItem("q1", "?", "QIMG", None, None)
+    item = EvalItem("q1", "?", "QIMG", None)
     with pytest.raises(ValueError, match="needs search_need labels"):
         _run("oracle", ANSWER, item=item)
 
@@ -227,7 +232,7 @@ def test_engine_takes_a_ready_first_turn_and_prefetched_calls() -> None:
 def test_top_title_baseline(method: str, answer: str, tools: list[str]) -> None:
     text = TextTool()
     ctx = MethodContext(scripted_policy("top-title"), SearchBackends(ImageTool(), text))
-    item = EvalItem("q1", "Where is this tower?", "QIMG", "both", "eiffel_tower")
+    item = EvalItem("q1", "Where is this tower?", "QIMG", "both")
     (traj,) = get_method(method).run([item], ctx)
     assert traj.actions[-1].text == answer  # type: ignore[union-attr]
     assert [c.tool for c in traj.tool_calls] == tools

@@ -2,8 +2,8 @@
 
 A sample's ``category``, ``search_need``, ``knowledge`` and ``entity`` are set to sentinel
 strings; every request the policy gets, in every evaluation method and in the task GRPO rolls
-out, must be free of them. (``oracle`` makes the searches the need label asks for, by
-definition, and its text query names the entity; it still never shows a label.)
+out, must be free of them. (``oracle`` picks the method by the need label, by definition; it
+still never shows a label, and the queries are the model's.)
 """
 
 from __future__ import annotations
@@ -44,9 +44,7 @@ def test_no_method_shows_the_labels(method: str) -> None:
     get_method(method).run([item], ctx)
     shown = _texts(policy)
     assert policy.requests and "Where is this tower?" in shown
-    # the oracle's text search names the entity by design (it is told what to look up)
-    hidden = [s for s in SENTINELS if not (method == "oracle" and s == "ENTITYSENTINEL")]
-    for sentinel in hidden:
+    for sentinel in SENTINELS:
         assert sentinel not in shown, (method, sentinel)
     for word in ("search_need", "search_free", "search_required"):  # label names
         assert word not in shown, (method, word)

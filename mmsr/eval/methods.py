@@ -5,17 +5,18 @@
   made for the model and its results are shown in the first user turn; the model writes one
   text query, that one text search runs, and the model answers.
 * ``on-demand``: the protocol as it is: the model decides whether and what to search.
-* ``oracle``: for labelled data (``search_need``): the searches the question needs are made for
-  the model — none, image, text or both — and it answers in one turn. It bounds what on-demand
-  search could reach with perfect decisions. The text query is the labelled entity
-  (``extra["entity"]``, ``_`` read as a space), i.e. a perfect query; without that label, the
-  title of the top image hit; without either, the question.
+* ``oracle``: for labelled data (``search_need``): the search *decision* is made from the label
+  and the rest is the model's — a question that needs no search runs as ``direct``, one that
+  needs any search runs as ``rag`` (the image search made for it, its own text query). It
+  bounds what on-demand search reaches with perfect decisions and this model's own queries and
+  reading; a question that needs only a text search gets ``rag``'s image search too.
 
-Every method runs on the ``RolloutEngine``: a prompt set, limits, and (for ``rag``/``oracle``)
-a first user turn that already holds the prefetched results (``RolloutTask.first_turn`` /
-``prefetched``). Searches made for the model count in the search ratio like the model's own.
-This module is the table of methods: their first turns and prompt texts are the protocol's
-(``mmsr.protocol.method_turns``), and every search runs through ``mmsr.rollout.call_tool``.
+Every method runs on the ``RolloutEngine`` (``oracle`` through the two methods it routes to):
+a prompt set, limits, and (for ``rag``) a first user turn that already holds the prefetched
+results (``RolloutTask.first_turn`` / ``prefetched``). Searches made for the model count in
+the search ratio like the model's own. This module is the table of methods: their first turns
+and prompt texts are the protocol's (``mmsr.protocol.method_turns``), and every search runs
+through ``mmsr.rollout.call_tool``.
 """
 
 from __future__ import annotations
@@ -28,13 +29,10 @@ from typing import Any
 
 from mmsr.policy.base import Policy
 from mmsr.protocol.method_turns import (
-    direct_first_turn,
     image_error_section,
     image_section,
     method_prompt_set,
     prefetched_first_turn,
-    text_error_section,
-    text_section,
 )
 from mmsr.protocol.prompts import PromptSet, default_prompt_set
 from mmsr.protocol.render import RenderLimits
@@ -49,26 +47,18 @@ NEEDS = ("none", "image", "text", "both")
 
 @dataclass(frozen=True)
 class EvalItem:
-    """One question to evaluate: what the rollout needs plus the labels an oracle reads."""
+    """One question to evaluate: what the rollout needs plus the label the oracle reads."""
 
     id: str
     question: str
     image: Any
     need: str | None = None
     """``search_need`` label: "none", "image", "text" or "both"; ``None`` when unlabelled."""
-    entity: str | None = None
-    """The entity the question is about, when labelled."""
 
     @classmethod
     def from_sample(cls, sample: Sample, image: Any) -> EvalItem:
-        need, entity = sample.extra.get("search_need"), sample.extra.get("entity")
-        return cls(
-            sample.id,
-            sample.question,
-            image,
-            str(need) if need is not None else None,
-            str(entity) if entity is not None else None,
-        )
+        need = sample.extra.get("search_need")
+        return cls(sample.id, sample.question, image, str(need) if need is not None else None)
 
 
 @dataclass(frozen=True)
@@ -97,12 +87,11 @@ class MethodContext:
 
 @dataclass
 class _Prefetch:
-    """The searches made for one item: rendered sections, thumbnails, calls, top image title."""
+    """The searches made for one item: rendered sections, thumbnails, calls."""
 
     sections: list[str] = dataclasses.field(default_factory=list)
     images: list[Any] = dataclasses.field(default_factory=list)
     calls: list[ToolCall] = dataclasses.field(default_factory=list)
-    top_title: str | None = None
 
 
 def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
@@ -122,31 +111,6 @@ def _image_search(item: EvalItem, ctx: MethodContext, out: _Prefetch) -> None:
     section, thumbs = image_section(hits, ctx.render_limits)
     out.sections.append(section)
     out.images.extend(thumbs)
-    out.top_title = hits[0].title if hits else None
-
-
-def _text_search(item: EvalItem, query: str, ctx: MethodContext, out: _Prefetch) -> None:
-    hits, call = call_tool(
-        ctx.search,
-        "text",
-        image=item.image,
-        query=query,
-        question=item.question,
-        k=ctx.limits.text_k,
-        failures=ctx.tool_failures,
-    )
-    out.calls.append(call)
-    if call.error is not None:
-        out.sections.append(text_error_section(query, call.error, ctx.render_limits))
-        return
-    out.sections.append(text_section(query, hits, ctx.render_limits))
-
-
-def oracle_query(item: EvalItem, top_title: str | None) -> str:
-    """The oracle's text query: the labelled entity, else the top image hit, else the question."""
-    if item.entity:
-        return item.entity.replace("_", " ").strip()
-    return top_title or item.question
 
 
 # --- the methods ---
@@ -162,6 +126,8 @@ class Method:
     limits: Callable[[RolloutLimits], RolloutLimits]
     prepare: Callable[[EvalItem, MethodContext], RolloutTask]
     needs_labels: bool = False
+    route: Callable[[EvalItem], str] | None = None
+    """Runs each item with the method this names instead (``oracle``: by the need label)."""
     uses_tools: bool = True
     may_answer_untagged: bool = False
     """Under ``MethodContext.untagged`` its last reply is the answer, tags or not."""
@@ -179,6 +145,8 @@ class Method:
                 raise ValueError(
                     f"method {self.name!r} needs search_need labels; missing for {unlabelled[:3]}"
                 )
+        if self.route is not None:
+            return self._run_routed(self.route, items, ctx, seeds)
         with ThreadPoolExecutor(max_workers=max(1, ctx.tool_workers)) as pool:
             tasks = list(pool.map(lambda item: self.prepare(item, ctx), items))
         engine = RolloutEngine(
@@ -194,6 +162,28 @@ class Method:
         )
         return engine.run(tasks, seeds)
 
+    def _run_routed(
+        self,
+        route: Callable[[EvalItem], str],
+        items: Sequence[EvalItem],
+        ctx: MethodContext,
+        seeds: Sequence[int | None] | None,
+    ) -> list[Trajectory]:
+        """Each item rolled out by the method ``route`` names, in the items' order."""
+        groups: dict[str, list[int]] = {}
+        for i, item in enumerate(items):
+            groups.setdefault(route(item), []).append(i)
+        out: list[Trajectory | None] = [None] * len(items)
+        for name, where in groups.items():
+            got = METHODS[name].run(
+                [items[i] for i in where],
+                ctx,
+                None if seeds is None else [seeds[i] for i in where],
+            )
+            for i, trajectory in zip(where, got, strict=True):
+                out[i] = trajectory
+        return [t for t in out if t is not None]
+
 
 def _plain_task(item: EvalItem, ctx: MethodContext) -> RolloutTask:
     return RolloutTask(item.id, item.question, item.image)
@@ -208,19 +198,8 @@ def _prepare_rag(item: EvalItem, ctx: MethodContext) -> RolloutTask:
     return RolloutTask(item.id, item.question, item.image, first, tuple(got.calls))
 
 
-def _prepare_oracle(item: EvalItem, ctx: MethodContext) -> RolloutTask:
-    if item.need == "none":
-        first = direct_first_turn(item.question, item.image, ctx.render_limits)
-        return RolloutTask(item.id, item.question, item.image, first)
-    got = _Prefetch()
-    if item.need in ("image", "both"):
-        _image_search(item, ctx, got)
-    if item.need in ("text", "both"):
-        _text_search(item, oracle_query(item, got.top_title), ctx, got)
-    first = prefetched_first_turn(
-        "oracle", item.question, item.image, got.sections, got.images, ctx.render_limits
-    )
-    return RolloutTask(item.id, item.question, item.image, first, tuple(got.calls))
+def _oracle_route(item: EvalItem) -> str:
+    return "direct" if item.need == "none" else "rag"
 
 
 def _answer_only(limits: RolloutLimits) -> RolloutLimits:
@@ -257,12 +236,13 @@ METHODS: dict[str, Method] = {
     ),
     "oracle": Method(
         "oracle",
-        "the searches the question needs (search_need label) made for the model; one turn",
-        prompts=lambda ctx: method_prompt_set("oracle"),
+        "the search decision from the search_need label: direct when none is needed, else rag",
+        prompts=lambda ctx: method_prompt_set("direct", ctx.untagged),
         limits=_answer_only,
-        prepare=_prepare_oracle,
+        prepare=_plain_task,
         needs_labels=True,
-        uses_tools=False,
+        route=_oracle_route,
+        may_answer_untagged=True,
     ),
 }
 

@@ -1,7 +1,8 @@
-"""The first user turns of the evaluation methods ``direct``, ``rag`` and ``oracle``.
+"""The first user turns of the evaluation methods ``direct`` and ``rag`` (``oracle`` runs one
+of the two per question), and of the SFT teacher's one-turn ``oracle`` reading drill.
 
-``direct`` asks for an answer with no tools; ``rag`` and ``oracle`` show the results of
-searches already made for the model (rendered here as *sections*) in their first turn. Their
+``direct`` asks for an answer with no tools; ``rag`` and the ``oracle`` drill show the results
+of searches already made for the model (rendered here as *sections*) in their first turn. Their
 wording is in ``prompts/<method>/`` beside the default prompt set. With ``untagged`` (the
 paper's baselines) ``direct`` and ``rag`` ask for the final answer as a short phrase without
 tags (``*_untagged.txt``); ``rag``'s query turn keeps its ``<text_search>`` tag. The
@@ -94,7 +95,7 @@ def prefetched_first_turn(
     thumbnails: Sequence[Any],
     limits: RenderLimits = RenderLimits(),
 ) -> Turn:
-    """The first user turn of ``rag`` / ``oracle``: the method's template with the question,
+    """The first user turn of ``rag`` / the ``oracle`` drill: the template with the question,
     the question's image and the rendered result sections (``thumbnails`` in their order)."""
     template = method_prompt(method, "first_turn")
     if template.index(IMAGE_PLACEHOLDER) > template.index(INFORMATION_SLOT):
@@ -108,7 +109,7 @@ def prefetched_first_turn(
 def direct_first_turn(
     question: str, image: Any, limits: RenderLimits = RenderLimits(), untagged: bool = False
 ) -> Turn:
-    """The first user turn of ``direct`` (and of ``oracle`` for a question that needs nothing)."""
+    """The first user turn of ``direct``."""
     safe = neutralize(question, limits.max_question_chars)
     template = method_prompt("direct", "first_turn_untagged" if untagged else "first_turn")
     return Turn(Role.USER, template.replace(QUESTION_SLOT, safe), (image,))

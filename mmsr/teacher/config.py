@@ -46,7 +46,8 @@ class KindWeights:
     rag: float = 0.0
     """A train question in the ``rag`` method's format (prefetched results)."""
     oracle: float = 0.0
-    """A train question in the ``oracle`` method's format (the searches it needs, prefetched)."""
+    """A train question with the searches its need label asks for prefetched into one turn (a
+    reading drill; the ``oracle`` evaluation method runs ``direct`` or ``rag`` instead)."""
     direct: float = 0.0
     """A head train question in the ``direct`` method's format."""
     know: float = 0.0

@@ -18,14 +18,16 @@ train questions:
 - ``head_answers = "recall"``: a head question that searched (``head``, ``rag``) ends in the
   direct answer's own words — the results never change what the policy knows; ``copy`` (the
   default) reads the value from the hits as for a tail question.
-- ``rag`` / ``oracle`` / ``direct``: train questions in the evaluation methods' own formats
+- ``rag`` / ``direct``: train questions in the evaluation methods' own formats
   (``mmsr.protocol.method_turns``, which the evaluation renders with too), so those baselines
   measure what the warm start knows rather than whether a tiny model can read a prompt it
   never saw. ``rag``: the prefetched image results, a text query naming the entity (the name
-  itself for a naming question), its real text hits, the answer; ``oracle``: the searches the
-  question's ``search_need`` labels made for it, the answer; ``direct``: a head question
+  itself for a naming question), its real text hits, the answer; ``direct``: a head question
   answered from knowledge (the teacher has no answer to a tail question without search, so
-  none is drawn).
+  none is drawn). ``oracle`` is a reading drill in a one-turn format of its own
+  (``prompts/oracle/``, which no evaluation method shows): the searches the question's
+  ``search_need`` label asks for, made for it (the text query the entity's name), then the
+  answer.
 
 Blind mode (``TeacherConfig.decision = "blind"``): the path no longer follows the picture's
 knowledge class, so that RL must learn the decision from reward alone. ``head`` and ``tail``
