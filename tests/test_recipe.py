@@ -12,7 +12,14 @@ import pytest
 
 from mmsr.teacher.world_kit import split_validation, trained_world
 from mmsr.warmstart.checks import lookup, read_rate
-from mmsr.warmstart.recipe import RECIPES_DIR, RecipeError, check, load_recipe, run_recipe
+from mmsr.warmstart.recipe import (
+    RECIPES_DIR,
+    RecipeError,
+    check,
+    load_recipe,
+    recipe_label,
+    run_recipe,
+)
 
 MICRO_SFT = """
 model_preset = "micro"
@@ -241,6 +248,8 @@ def test_a_micro_recipe_runs_end_to_end_and_resumes(
     assert trained_world(out) == {"fact_layout": "brief", "summary_order": "page"}
     assert (out / "world.json").is_file()
     saved = json.loads((out / "recipe_report.json").read_text())
+    assert saved["recipe"] == str(recipe.path)  # a recipe of one's own: by its path
+    assert recipe_label(load_recipe("warmstart-tiny").path) == "warmstart-tiny"  # packaged
     assert saved["checks"]["all.format"]["ok"] and not saved["checks"]["all.accuracy"]["ok"]
     assert json.loads((out / "sft_config.json").read_text())["validation_questions"] == 4
     # the methods ran on the 4 validation questions (train rows), and the checks read them

@@ -306,7 +306,7 @@ def run_recipe(
         if recipe.decision_probe:
             values["decision"] = probe_decision(model, Path(world), data, folder)
     report = {
-        "recipe": str(recipe.path),
+        "recipe": recipe_label(recipe.path),
         "stages": rows,
         "minutes": round(sum(r["seconds"] for r in rows) / 60.0, 1),
         "evaluation": {m: values[m] for m in recipe.evaluate},
@@ -316,6 +316,14 @@ def run_recipe(
     }
     _publish(Path(init), out, recipe, report, have)
     return report
+
+
+def recipe_label(path: Path) -> str:
+    """How a report names its recipe: a packaged one by its name (no machine's path in a
+    published model), any other by its path."""
+    if path.parent == RECIPES_DIR and path.suffix == ".toml":
+        return path.stem
+    return str(path)
 
 
 def _changed(stage: Stage, folder: Path) -> bool:
