@@ -72,8 +72,9 @@ def test_subsets_hold_the_asked_share_of_search_required_questions(
 def test_the_demo_can_train_rl_on_search_balanced_data(
     small_world: tuple[Path, Path], tmp_path: Path
 ) -> None:
-    """``--rl-balance 0.5``: every demo GRPO run reads the world's balanced subset (the paper
-    ablations' own file); without it, the whole train split; a share outside (0, 1) is refused."""
+    """``--rl-balance 0.5`` (the default): every demo GRPO run reads the world's balanced
+    subset (the paper ablations' own file); ``none``: the whole train split; a share outside
+    (0, 1) is refused."""
     import shutil
 
     from mmsr.cli import build_parser
@@ -92,12 +93,16 @@ def test_the_demo_can_train_rl_on_search_balanced_data(
     assert share == pytest.approx(0.5, abs=0.02)
     with pytest.raises(ValueError, match="between 0 and 1"):
         rl_subset(world, 1.0, 7)
-    balanced = DemoConfig(out=tmp_path / "demo", warmstart=tmp_path, rl_balance=0.5)
+    balanced = DemoConfig(out=tmp_path / "demo", warmstart=tmp_path)
     assert _grpo_settings(balanced)["data"]["train"] == str(made)
-    whole = DemoConfig(out=tmp_path / "demo", warmstart=tmp_path)
+    whole = DemoConfig(out=tmp_path / "demo", warmstart=tmp_path, rl_balance=None)
     assert _grpo_settings(whole)["data"]["train"] == str(world / "train.parquet")
-    args = build_parser().parse_args(["demo", "--rl-balance", "0.5"])
-    assert args.rl_balance == 0.5
+    parser = build_parser()
+    assert parser.parse_args(["demo"]).rl_balance == 0.5
+    assert parser.parse_args(["demo", "--rl-balance", "0.7"]).rl_balance == 0.7
+    assert parser.parse_args(["demo", "--rl-balance", "none"]).rl_balance is None
+    with pytest.raises(SystemExit):
+        parser.parse_args(["demo", "--rl-balance", "half"])
 
 
 def test_a_missing_or_foreign_blind_warm_start_is_refused(tmp_path: Path) -> None:

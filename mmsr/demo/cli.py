@@ -8,6 +8,7 @@ Not here: what the demo runs (``mmsr.demo.pipeline``).
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,15 @@ def _cmd_demo(args: Any) -> int:
     return 0
 
 
+def _share_or_none(text: str) -> float | None:
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"a share between 0 and 1, or none: {text!r}") from None
+
+
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("demo", help="the whole pipeline in miniature, offline (make demo)")
     p.add_argument("--out", type=Path, default=DemoConfig.out, help="output folder")
@@ -109,17 +119,18 @@ def register(subparsers: Any) -> None:
     p.add_argument("--limit", type=int, default=None, help="evaluate on the first N test questions")
     p.add_argument(
         "--rl-balance",
-        type=float,
-        default=None,
+        type=_share_or_none,
+        default=DemoConfig.rl_balance,
         metavar="SHARE",
         help="train GRPO on the largest train subset with this share of search-required "
-        "questions (0.5: the paper's search-balanced RL data; default: the whole train split)",
+        "questions (default 0.5: the paper's search-balanced RL data; 'none': the whole train "
+        "split)",
     )
     p.add_argument(
         "--ablations",
         action="store_true",
         help="also GRPO without the search penalty and the warm start trained on with SFT for "
-        "as long as GRPO ran (about an hour more on 2 cores)",
+        "as long as GRPO ran (about 10 minutes more on 2 cores)",
     )
     p.add_argument(
         "--paper-ablations",

@@ -72,9 +72,10 @@ class PaperConfig:
     """``sft_from_blind``'s training time (None: as long as the RL run from it took)."""
     grpo_overrides: tuple[str, ...] = (
         *("--optim.lr", "1e-4", "--algo.prompts_per_step", "8"),
-        *("--algo.skip_zero_advantage", "true"),
+        *("--algo.skip_zero_advantage", "true", "--rollout.temperature", "0.7"),
     )
-    """GRPO overrides shared by both runs (the main demo's rate and prompts per step)."""
+    """GRPO overrides shared by both runs (the main demo's rate, prompts per step and rollout
+    temperature)."""
 
 
 def check_blind_warmstart(warmstart: Path, main: Path) -> None:
