@@ -6,7 +6,8 @@ so that a second run on the same folder is refused at once instead of writing ev
 twice. The kernel drops the lock when its process ends, however it ends (SIGKILL included):
 a crash never leaves a stale lock behind. ``read_finished`` reads a JSON-lines file whose last
 line a kill may have cut. Standard library only: training and evaluation both import it, and
-it imports neither. ``replace_folder`` swaps a finished folder into place.
+it imports neither. ``replace_folder`` swaps a finished folder into place, ``write_json`` a
+finished JSON file.
 """
 
 from __future__ import annotations
@@ -118,3 +119,11 @@ def replace_folder(new: Path, target: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
     else:
         new.rename(target)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Write ``value`` as indented JSON to ``path`` through a temporary file and a rename, so a
+    kill mid-write never leaves half a file under the real name."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)

@@ -19,7 +19,6 @@ answer the model knows). ``check`` holds each value to its bounds: a bare number
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
@@ -27,7 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from mmsr.run_folder import read_finished
+from mmsr.run_folder import read_finished, write_json
 
 logger = logging.getLogger(__name__)
 
@@ -126,9 +125,7 @@ def probe_decision(model: Path, world: Path, data: Path, folder: Path) -> dict[s
 
     logger.info("decision probe of %s on the validation questions", model)
     figures = decision_figures(open_probe(model, world)(load_samples(data)))
-    tmp = folder / f".{PROBE_FILE}.tmp"  # a cut write never leaves half a file
-    tmp.write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(folder / PROBE_FILE)
+    write_json(folder / PROBE_FILE, figures)
     return figures
 
 

@@ -49,7 +49,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mmsr.run_folder import replace_folder
+from mmsr.config import read_json
+from mmsr.run_folder import replace_folder, write_json
 from mmsr.warmstart.checks import check, check_bounds
 
 logger = logging.getLogger(__name__)
@@ -297,7 +298,7 @@ def run_recipe(
             # measured afresh, never resumed from the old one's answers
             shutil.rmtree(folder, ignore_errors=True)
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(folder / MEASURED_FILE, measured)
+        write_json(folder / MEASURED_FILE, measured)
         data = write_validation(Path(world), recipe.validation_questions, folder / VALIDATION_FILE)
         model = Path(init)
         values.update(
@@ -385,14 +386,8 @@ def _run_stage(
         "seconds": round(time.perf_counter() - start, 1),
         "final": final,
     }
-    _write_json(marker, row)
+    write_json(marker, row)
     return row
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(value, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
 
 
 def _same_json(a: Any, b: Any) -> bool:
@@ -402,7 +397,7 @@ def _same_json(a: Any, b: Any) -> bool:
 def _read_json(path: Path) -> Any:
     """The file's JSON value; ``None`` when it is missing or unreadable."""
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_json(path)
     except (OSError, ValueError):
         return None
 
